@@ -1,0 +1,3 @@
+from fer_pipeline.cli import main
+
+main()

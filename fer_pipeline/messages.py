@@ -1,0 +1,207 @@
+"""Versioned wire messages, msgpack-encoded.
+
+Each message is a frozen pydantic model with a ``kind`` tag and ``v`` (schema version).
+Raw pixels travel as bytes (a 48x48 crop is 2,304 bytes; display frames are JPEG), never
+pickle. ``decode`` raises only ``MessageError`` with a short reason, which the receiving
+role writes to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Literal, Union
+
+import msgpack
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from fer_pipeline.errors import MessageError
+from fer_pipeline.labels import EMOTIONS, NUM_CLASSES
+
+SCHEMA_VERSION = 1
+CROP_SIZE = 48
+CROP_BYTES = CROP_SIZE * CROP_SIZE
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    v: Literal[1] = SCHEMA_VERSION
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.model_dump(mode="python"), use_bin_type=True)
+
+
+class BBox(BaseModel):
+    """Face box in source-frame pixels."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+
+
+class FaceCrop(_Message):
+    """One detected face: a 48x48 gray crop plus where and when it came from."""
+
+    kind: Literal["crop"] = "crop"
+    camera_id: str = Field(min_length=1, max_length=128)
+    # A producer run id: frame numbers restart when a camera restarts, this keeps crop ids unique.
+    run_id: str = Field(min_length=1, max_length=64)
+    frame_index: int = Field(ge=0)
+    face_index: int = Field(ge=0, lt=1024)
+    faces_in_frame: int = Field(ge=1, le=1024)
+    track_id: int = Field(ge=0)
+    bbox: BBox
+    captured_at: float
+    published_at: float
+    crop: bytes
+    truth: str | None = None  # known label, from labelled replay sources only
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_shape(cls, v: bytes) -> bytes:
+        if len(v) != CROP_BYTES:
+            msg = f"crop must be {CROP_SIZE}x{CROP_SIZE} uint8 ({CROP_BYTES} bytes), got {len(v)} bytes"
+            raise ValueError(msg)
+        return v
+
+    @field_validator("truth")
+    @classmethod
+    def _truth(cls, v: str | None) -> str | None:
+        if v is not None and v not in EMOTIONS:
+            msg = f"truth must be one of {EMOTIONS}, got {v!r}"
+            raise ValueError(msg)
+        return v
+
+    @property
+    def crop_id(self) -> str:
+        """Identity of this face observation; labels and log rows are keyed by it."""
+        return f"{self.camera_id}/{self.run_id}/{self.frame_index}/{self.face_index}"
+
+    def pixels(self) -> np.ndarray:
+        """The crop as a (48, 48) uint8 view over the message bytes (no copy)."""
+        return np.frombuffer(self.crop, dtype=np.uint8).reshape(CROP_SIZE, CROP_SIZE)
+
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray, **fields) -> FaceCrop:
+        if pixels.shape != (CROP_SIZE, CROP_SIZE) or pixels.dtype != np.uint8:
+            msg = f"crop must be ({CROP_SIZE}, {CROP_SIZE}) uint8, got {pixels.shape} {pixels.dtype}"
+            raise ValueError(msg)
+        return cls(crop=np.ascontiguousarray(pixels).tobytes(), **fields)
+
+
+class Label(_Message):
+    """The worker's answer for one crop."""
+
+    kind: Literal["label"] = "label"
+    crop_id: str = Field(min_length=1, max_length=512)
+    camera_id: str = Field(min_length=1, max_length=128)
+    run_id: str = Field(min_length=1, max_length=64)
+    frame_index: int = Field(ge=0)
+    face_index: int = Field(ge=0)
+    faces_in_frame: int = Field(ge=1)
+    track_id: int = Field(ge=0)
+    bbox: BBox
+    emotion: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    probabilities: tuple[float, ...]
+    model_id: str
+    worker_id: str
+    captured_at: float
+    published_at: float
+    inferred_at: float
+    labelled_at: float
+    truth: str | None = None
+
+    @field_validator("probabilities")
+    @classmethod
+    def _probs(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if len(v) != NUM_CLASSES:
+            msg = f"probabilities must have {NUM_CLASSES} values, got {len(v)}"
+            raise ValueError(msg)
+        if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in v):
+            msg = "probabilities must be finite and within [0, 1]"
+            raise ValueError(msg)
+        if abs(sum(v) - 1.0) > 1e-3:
+            msg = f"probabilities must sum to 1, got {sum(v):.4f}"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _emotion_matches(self) -> Label:
+        if self.emotion not in EMOTIONS:
+            msg = f"emotion must be one of {EMOTIONS}, got {self.emotion!r}"
+            raise ValueError(msg)
+        return self
+
+    @classmethod
+    def for_crop(cls, crop: FaceCrop, probabilities: np.ndarray, *, model_id: str, worker_id: str,
+                 inferred_at: float) -> Label:
+        probs = tuple(float(p) for p in probabilities)
+        best = int(np.argmax(probabilities))
+        return cls(
+            crop_id=crop.crop_id, camera_id=crop.camera_id, run_id=crop.run_id,
+            frame_index=crop.frame_index, face_index=crop.face_index, faces_in_frame=crop.faces_in_frame,
+            track_id=crop.track_id, bbox=crop.bbox, emotion=EMOTIONS[best], confidence=probs[best],
+            probabilities=probs, model_id=model_id, worker_id=worker_id, captured_at=crop.captured_at,
+            published_at=crop.published_at, inferred_at=inferred_at, labelled_at=time.time(),
+            truth=crop.truth,
+        )
+
+
+class Frame(_Message):
+    """A (downscaled) JPEG of one captured frame, for display consumers."""
+
+    kind: Literal["frame"] = "frame"
+    camera_id: str = Field(min_length=1, max_length=128)
+    run_id: str = Field(min_length=1, max_length=64)
+    frame_index: int = Field(ge=0)
+    captured_at: float
+    faces: int = Field(ge=0)
+    # Factor from source pixels to this JPEG's pixels (boxes are in source pixels).
+    scale: float = Field(gt=0.0, le=1.0)
+    fps: float = Field(ge=0.0)
+    jpeg: bytes
+
+
+class EndOfStream(_Message):
+    """A camera's finite source ended; written to its frames stream so the display can close its video."""
+
+    kind: Literal["end"] = "end"
+    camera_id: str = Field(min_length=1, max_length=128)
+    run_id: str = Field(min_length=1, max_length=64)
+    frames: int = Field(ge=0)
+    crops: int = Field(ge=0)
+    ended_at: float
+
+
+AnyMessage = Annotated[Union[FaceCrop, Label, Frame, EndOfStream], Field(discriminator="kind")]
+_ADAPTER: TypeAdapter = TypeAdapter(AnyMessage)
+
+
+def decode(payload: bytes, *, max_bytes: int | None = None, expect: type[_Message] | None = None):
+    """Decode and validate one message; raise ``MessageError(reason)`` on anything wrong."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise MessageError(f"payload must be bytes, got {type(payload).__name__}")
+    if max_bytes is not None and len(payload) > max_bytes:
+        raise MessageError(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=max_bytes or 0 or 2**31 - 1)
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise MessageError(f"malformed msgpack: {type(e).__name__}") from e
+    if not isinstance(raw, dict):
+        raise MessageError(f"message must be a map, got {type(raw).__name__}")
+    version = raw.get("v")
+    if version != SCHEMA_VERSION:
+        raise MessageError(f"unknown schema version {version!r} (this build reads {SCHEMA_VERSION})")
+    try:
+        msg = _ADAPTER.validate_python(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        raise MessageError(f"invalid {raw.get('kind', 'message')}: {where}: {first.get('msg')}") from e
+    if expect is not None and not isinstance(msg, expect):
+        raise MessageError(f"expected a {expect.__name__} message, got kind {raw.get('kind')!r}")
+    return msg

@@ -1,0 +1,132 @@
+"""The loop every long-running role shares (frigate's process-per-role, arq's shutdown).
+
+A ``Service`` repeats ``step()`` until asked to stop, then runs ``finish()`` (finish the
+batch, ack, flush). Redis outages never crash it: connection errors are logged once per
+outage and retried with capped exponential backoff, counted as ``reconnects``. The first
+SIGINT/SIGTERM is a warm stop; a second one is a cold stop (KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+
+import redis
+
+from fer_pipeline.settings import Settings
+from fer_pipeline.transport import Transport
+
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_TTL_S = 5.0
+
+
+def default_ident() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Service:
+    role = "service"
+
+    def __init__(self, settings: Settings, transport: Transport, ident: str | None = None) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.ident = ident or default_ident()
+        self.stop_event = threading.Event()
+        self.counters: Counter[str] = Counter()
+        self.log = logging.getLogger(f"fer.{self.role}:{self.ident}")
+        self.started_at = time.time()
+        self._last_beat = 0.0
+
+    # -- lifecycle hooks -------------------------------------------------------------------
+    def setup(self) -> None:
+        """Create consumer groups etc.; retried while Redis is unreachable."""
+
+    def step(self) -> None:
+        """One unit of work (a blocking read with a timeout, a frame, a batch)."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once after the loop: finish in-flight work, ack, flush, release."""
+
+    def info(self) -> dict[str, str | int | float]:
+        """What the heartbeat publishes (and `up`'s progress shows)."""
+        return dict(self.counters)
+
+    # -- control ---------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            if self.stop_event.is_set():
+                raise KeyboardInterrupt  # second signal: stop now
+            self.log.info("%s received: finishing in-flight work", signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def run(self) -> int:
+        """Run until stopped; returns a process exit code."""
+        self._retrying(self.setup)
+        backoff = self.settings.redis.backoff_initial_s
+        down_since: float | None = None
+        while not self.stopping:
+            try:
+                self.step()
+                self._beat()
+                if down_since is not None:
+                    self.log.warning("Redis reachable again after %.1fs", time.time() - down_since)
+                    down_since, backoff = None, self.settings.redis.backoff_initial_s
+            except REDIS_DOWN as e:
+                if down_since is None:
+                    down_since = time.time()
+                    self.log.warning("Redis unreachable (%s); retrying with backoff", type(e).__name__)
+                self.counters["reconnects"] += 1
+                self.on_redis_down()
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.settings.redis.backoff_max_s)
+        try:
+            self._retrying(self.finish, attempts=5)
+        finally:
+            try:
+                self.transport.clear_heartbeat(self.role, self.ident)
+            except REDIS_DOWN:
+                pass
+        return 0
+
+    def on_redis_down(self) -> None:
+        """Hook: drop state that a Redis restart invalidates (e.g. unacked batch ids)."""
+
+    def _beat(self) -> None:
+        now = time.time()
+        if now - self._last_beat >= HEARTBEAT_EVERY_S:
+            self._last_beat = now
+            self.transport.heartbeat(self.role, self.ident, HEARTBEAT_TTL_S,
+                                     {"role": self.role, "started": round(self.started_at, 3), **self.info()})
+
+    def _retrying(self, fn, attempts: int | None = None) -> None:
+        backoff = self.settings.redis.backoff_initial_s
+        n = 0
+        while True:
+            try:
+                fn()
+                return
+            except REDIS_DOWN as e:
+                n += 1
+                if (attempts is not None and n >= attempts) or (attempts is None and self.stopping):
+                    self.log.error("giving up on %s: Redis unreachable (%s)", fn.__name__, type(e).__name__)
+                    return
+                self.counters["reconnects"] += 1
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.redis.backoff_max_s)

@@ -1,0 +1,122 @@
+"""One settings object for every role.
+
+Built once at the CLI boundary (env prefix ``FER_``, nested with ``__``, e.g.
+``FER_WORKER__MAX_BATCH=64``), command-line flags applied on top with
+``model_copy(update=...)``, then passed down to constructors. No module-level instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models"
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class RedisSettings(_Section):
+    # None means "start an embedded broker" for `up`; the single-role commands need a URL.
+    url: str | None = None
+    prefix: str = "fer"
+    socket_timeout_s: float = 10.0
+    connect_timeout_s: float = 3.0
+    # Reconnect backoff for every role: first wait, cap.
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            msg = f"redis url must start with redis://, rediss:// or unix://, got {v.split('://')[0]!r}"
+            raise ValueError(msg)
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in " \t\n{}"):
+            msg = "prefix must be non-empty without spaces or braces"
+            raise ValueError(msg)
+        return v
+
+
+class StreamSettings(_Section):
+    # Bounds keep a stalled consumer from exhausting Redis memory; trimmed unread
+    # entries are counted (see transport.publish).
+    crops_maxlen: int = Field(20_000, ge=10)
+    labels_maxlen: int = Field(50_000, ge=10)
+    frames_maxlen: int = Field(300, ge=10)
+    dead_maxlen: int = Field(10_000, ge=10)
+    # Producers drop new crops (counted) rather than publish into a backlog this deep.
+    max_crop_backlog: int = Field(5_000, ge=1)
+    max_payload_bytes: int = Field(1_000_000, ge=1024)
+    block_ms: int = Field(500, ge=1)
+
+
+class ProducerSettings(_Section):
+    scale_factor: float = Field(1.3, gt=1.0)
+    min_neighbors: int = Field(5, ge=0)
+    min_face: int = Field(30, ge=8)
+    # Detect on a frame downscaled to at most this width (0 = full size): Haar cost
+    # grows with pixels, and faces big enough to classify survive the downscale.
+    detect_width: int = Field(0, ge=0)
+    detect_every: int = Field(1, ge=1)
+    realtime: bool = True
+    loop: bool = False
+    publish_frames: bool = True
+    frame_jpeg_quality: int = Field(80, ge=10, le=100)
+    frame_max_width: int = Field(640, ge=64)
+    tracker_iou: float = Field(0.3, gt=0.0, lt=1.0)
+    tracker_max_missed: int = Field(15, ge=0)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+
+
+class WorkerSettings(_Section):
+    runtime: Literal["litert", "keras"] = "litert"
+    model: Path = DEFAULT_MODEL_DIR / "model.json"
+    max_batch: int = Field(64, ge=1, le=4096)
+    max_wait_ms: float = Field(5.0, ge=0.0)
+    threads: int = Field(1, ge=1)
+    reclaim_idle_ms: int = Field(10_000, ge=100)
+    reclaim_every_s: float = Field(2.0, gt=0.0)
+
+
+class ConsumerSettings(_Section):
+    db: Path = Path("out/emotions.sqlite")
+    out_dir: Path = Path("out")
+    window: Literal["auto", "on", "off"] = "auto"
+    # How long the display waits for a frame's labels before drawing it with the last
+    # known label of each track.
+    label_wait_ms: int = Field(500, ge=0)
+    fps: float = Field(0.0, ge=0.0)  # 0 = the camera's own rate from its frames
+
+
+class Settings(BaseSettings):
+    """Every tunable of the pipeline; see the README for the env-var names."""
+
+    model_config = SettingsConfigDict(env_prefix="FER_", env_nested_delimiter="__", extra="ignore")
+
+    redis: RedisSettings = RedisSettings()
+    streams: StreamSettings = StreamSettings()
+    producer: ProducerSettings = ProducerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def with_updates(self, **sections: dict) -> Settings:
+        """Copy with some fields of some sections replaced; None values are ignored."""
+        update = {}
+        for name, fields in sections.items():
+            fields = {k: v for k, v in fields.items() if v is not None}
+            if fields:
+                section = getattr(self, name)
+                update[name] = section.model_validate({**section.model_dump(), **fields})
+        return self.model_copy(update=update)

@@ -1,0 +1,52 @@
+"""Every Redis key name, computed from the configured prefix (one place, like arq's constants).
+
+Tests isolate themselves with a unique prefix instead of flushing databases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WORKERS_GROUP = "workers"
+DISPLAY_GROUP = "display"
+LOGGER_GROUP = "logger"
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    prefix: str
+
+    @property
+    def crops(self) -> str:
+        """Shared by all cameras; read by the workers' consumer group."""
+        return f"{self.prefix}:crops"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.prefix}:labels"
+
+    @property
+    def dead(self) -> str:
+        """Dead letters: undecodable or invalid messages, with reason and original payload."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def cameras(self) -> str:
+        """Set of camera ids that have published, so consumers can find frame streams."""
+        return f"{self.prefix}:cameras"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters (trimmed-unread per stream, drops) shared by all processes."""
+        return f"{self.prefix}:stats"
+
+    def frames(self, camera_id: str) -> str:
+        return f"{self.prefix}:frames:{camera_id}"
+
+    def health(self, role: str, ident: str) -> str:
+        """A TTL key each live process rewrites; its absence means the process is gone."""
+        return f"{self.prefix}:health:{role}:{ident}"
+
+    @property
+    def health_pattern(self) -> str:
+        return f"{self.prefix}:health:*"

@@ -1,0 +1,257 @@
+"""Redis streams transport shared by every role (sync redis-py; one process per role).
+
+Messages live in a single field ``d`` holding the msgpack payload. ``publish`` bounds every
+stream with an exact MAXLEN and counts entries trimmed before some consumer group read
+them, in the stats hash, so a stalled consumer costs counted data, not Redis memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from fer_pipeline.errors import BrokerUnavailable
+from fer_pipeline.settings import Settings
+from fer_pipeline.streams import StreamKeys
+
+log = logging.getLogger("fer.transport")
+
+FIELD = b"d"
+
+# Atomically: count the entries the trim is about to drop that some group has not yet
+# been delivered (id > that group's last-delivered-id; every entry when there is no group
+# or when ARGV[2] == "all", used for streams whose acked entries are deleted), then XADD.
+_PUBLISH_LUA = """
+local stream, stats = KEYS[1], KEYS[2]
+local maxlen = tonumber(ARGV[1])
+local count_all = ARGV[2] == 'all'
+local n = #ARGV - 2
+local len = redis.call('XLEN', stream)
+local excess = len + n - maxlen
+local lost = 0
+if excess > 0 then
+  local floor_ms, floor_seq = nil, nil
+  if not count_all and len > 0 then
+    local groups = redis.call('XINFO', 'GROUPS', stream)
+    for _, g in ipairs(groups) do
+      for i = 1, #g, 2 do
+        if g[i] == 'last-delivered-id' then
+          local ms, seq = string.match(g[i + 1], '(%d+)-(%d+)')
+          ms, seq = tonumber(ms), tonumber(seq)
+          if floor_ms == nil or ms < floor_ms or (ms == floor_ms and seq < floor_seq) then
+            floor_ms, floor_seq = ms, seq
+          end
+        end
+      end
+    end
+  end
+  local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len))
+  for _, e in ipairs(old) do
+    if floor_ms == nil then
+      lost = lost + 1
+    else
+      local ms, seq = string.match(e[1], '(%d+)-(%d+)')
+      ms, seq = tonumber(ms), tonumber(seq)
+      if ms > floor_ms or (ms == floor_ms and seq > floor_seq) then lost = lost + 1 end
+    end
+  end
+end
+local ids = {}
+for i = 3, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'd', ARGV[i])
+end
+if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
+return ids
+"""
+
+
+def redact_url(url: str | None) -> str:
+    """The URL with any password replaced, safe for logs and progress output."""
+    if not url:
+        return "<none>"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    id: str
+    payload: bytes | None  # None: the entry was deleted/trimmed before it could be read
+
+
+class Transport:
+    """Thin, typed wrapper around one Redis connection pool."""
+
+    def __init__(self, client: redis.Redis, keys: StreamKeys, settings: Settings) -> None:
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+        self._publish = client.register_script(_PUBLISH_LUA)
+
+    @classmethod
+    def connect(cls, settings: Settings, *, check: bool = True) -> Transport:
+        url = settings.redis.url
+        if not url:
+            msg = "no Redis URL: pass --redis-url or set FER_REDIS__URL (or use `fer-pipeline up`, which can start one)"
+            raise BrokerUnavailable(msg)
+        try:
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=settings.redis.socket_timeout_s,
+                socket_connect_timeout=settings.redis.connect_timeout_s,
+                health_check_interval=30,
+            )
+            if check:
+                client.ping()
+        except (redis.RedisError, OSError, ValueError) as e:
+            msg = f"cannot reach Redis at {redact_url(url)}: {_short(e)}"
+            raise BrokerUnavailable(msg) from e
+        return cls(client, StreamKeys(settings.redis.prefix), settings)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- writing -----------------------------------------------------------------------
+    def publish(self, stream: str, payloads: Sequence[bytes], maxlen: int, *, count_all_trimmed: bool = False) -> list[str]:
+        """XADD each payload (one round trip), bounded at ``maxlen``; returns the new ids."""
+        if not payloads:
+            return []
+        ids = self._publish(
+            keys=[stream, self.keys.stats],
+            args=[maxlen, "all" if count_all_trimmed else "groups", *payloads],
+        )
+        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
+        """Park a bad message with why it was rejected; the original payload is kept as is."""
+        fields = {
+            "reason": reason[:500], "source": source, "id": entry_id, "role": role,
+            "at": f"{time.time():.3f}", "payload": payload if payload is not None else b"",
+        }
+        self.client.xadd(self.keys.dead, fields, maxlen=self.settings.streams.dead_maxlen, approximate=True)
+        self.client.hincrby(self.keys.stats, "dead_letters", 1)
+        log.warning("dead-letter %s %s from %s: %s", role, entry_id, source, reason)
+
+    def incr(self, field: str, n: int = 1) -> None:
+        if n:
+            self.client.hincrby(self.keys.stats, field, n)
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.stats).items()}
+
+    # -- consumer groups ---------------------------------------------------------------
+    def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        try:
+            self.client.xgroup_create(stream, group, id=start, mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def read_group(self, streams: Iterable[str], group: str, consumer: str, *, count: int, block_ms: int | None) -> list[Entry]:
+        """New entries for this consumer; recreates the group if Redis lost it (restart)."""
+        streams = list(streams)
+        try:
+            reply = self.client.xreadgroup(group, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            for s in streams:
+                self.ensure_group(s, group)
+            return []
+        return _entries(reply)
+
+    def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False) -> None:
+        """XACK (and XDEL, for single-group streams, so XLEN is the backlog) in one round trip."""
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(stream, group, *ids)
+        if delete:
+            pipe.xdel(stream, *ids)
+        pipe.execute()
+
+    def autoclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int) -> tuple[list[Entry], list[str]]:
+        """Take over entries another consumer left pending too long.
+
+        Returns (claimed entries, ids whose entries no longer exist, e.g. trimmed).
+        """
+        claimed: list[Entry] = []
+        missing: list[str] = []
+        start = "0-0"
+        while True:
+            reply = self.client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count)
+            start = _s(reply[0])
+            for entry_id, fields in reply[1]:
+                payload = fields.get(FIELD) if fields else None
+                claimed.append(Entry(stream, _s(entry_id), payload))
+            if len(reply) > 2:
+                missing.extend(_s(i) for i in reply[2])
+            if start == "0-0" or len(claimed) >= count:
+                return claimed, missing
+
+    def backlog(self, stream: str, group: str) -> tuple[int, int]:
+        """(entries not yet delivered to the group, delivered but unacknowledged)."""
+        try:
+            groups = self.client.xinfo_groups(stream)
+        except redis.ResponseError:
+            return 0, 0
+        for g in groups:
+            if _s(g["name"]) == group:
+                pending = int(g["pending"])
+                lag = g.get("lag")
+                if lag is None:  # Redis < 7: count entries after last-delivered-id
+                    last = _s(g["last-delivered-id"])
+                    lag = len(self.client.xrange(stream, min=f"({last}", count=100_000)) if last else 0
+                return int(lag), pending
+        return self.client.xlen(stream), 0
+
+    def heartbeat(self, role: str, ident: str, ttl_s: float, info: dict[str, str | int | float]) -> None:
+        key = self.keys.health(role, ident)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(key)
+        pipe.hset(key, mapping={k: str(v) for k, v in info.items()})
+        pipe.pexpire(key, int(ttl_s * 1000))
+        pipe.execute()
+
+    def clear_heartbeat(self, role: str, ident: str) -> None:
+        self.client.delete(self.keys.health(role, ident))
+
+    def alive(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(role, ident, info) for every process whose heartbeat has not expired."""
+        out = []
+        for key in self.client.scan_iter(match=self.keys.health_pattern, count=500):
+            parts = _s(key).split(":")
+            info = {_s(k): _s(v) for k, v in self.client.hgetall(key).items()}
+            if info:
+                out.append((parts[-2], parts[-1], info))
+        return out
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _entries(reply) -> list[Entry]:
+    out: list[Entry] = []
+    for stream, items in reply or []:
+        name = _s(stream)
+        for entry_id, fields in items:
+            out.append(Entry(name, _s(entry_id), fields.get(FIELD) if fields else None))
+    return out
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]

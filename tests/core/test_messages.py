@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import math
+
+import msgpack
+import numpy as np
+import pytest
+
+from fer_pipeline.errors import MessageError
+from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.messages import BBox, FaceCrop, Frame, Label, decode
+from tests.conftest import make_crop_pixels
+
+
+def make_crop(**over) -> FaceCrop:
+    fields = dict(camera_id="cam0", run_id="r1", frame_index=3, face_index=0, faces_in_frame=1, track_id=7,
+                  bbox=BBox(x=1, y=2, w=30, h=30), captured_at=1.0, published_at=1.5)
+    fields.update(over)
+    return FaceCrop.from_pixels(make_crop_pixels(), **fields)
+
+
+def test_crop_round_trip_keeps_pixels_exactly():
+    crop = make_crop()
+    back = decode(crop.encode(), expect=FaceCrop)
+    assert back == crop
+    assert np.array_equal(back.pixels(), make_crop_pixels())
+    assert back.crop_id == "cam0/r1/3/0"
+
+
+def test_label_round_trip_and_argmax():
+    probs = np.array([0.05, 0.05, 0.1, 0.6, 0.1, 0.05, 0.05])
+    label = Label.for_crop(make_crop(), probs, model_id="m", worker_id="w", inferred_at=2.0)
+    assert label.emotion == "happy" and label.confidence == pytest.approx(0.6)
+    assert decode(label.encode(), expect=Label) == label
+
+
+def test_frame_round_trip():
+    f = Frame(camera_id="c", run_id="r", frame_index=0, captured_at=0.0, faces=0, scale=0.5, fps=30.0, jpeg=b"\xff\xd8")
+    assert decode(f.encode()) == f
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xc1\xc1", "malformed msgpack"),                               # reserved msgpack byte
+        (msgpack.packb([1, 2]), "must be a map"),
+        (msgpack.packb({"v": 99, "kind": "crop"}), "unknown schema version 99"),
+        (msgpack.packb({"v": 1, "kind": "crop"}), "invalid crop"),        # missing fields
+        (msgpack.packb({"v": 1, "kind": "nope"}), "invalid nope"),
+    ],
+)
+def test_decode_rejects_bad_payloads_with_a_reason(payload, reason):
+    with pytest.raises(MessageError) as e:
+        decode(payload)
+    assert reason in e.value.reason
+
+
+def test_wrong_crop_size_is_rejected():
+    raw = msgpack.unpackb(make_crop().encode())
+    raw["crop"] = b"\x00" * 100
+    with pytest.raises(MessageError, match="48x48"):
+        decode(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_oversized_payload_is_rejected_before_parsing():
+    with pytest.raises(MessageError, match="exceeds"):
+        decode(make_crop().encode(), max_bytes=100)
+
+
+def test_expect_checks_kind():
+    with pytest.raises(MessageError, match="expected a Label"):
+        decode(make_crop().encode(), expect=Label)
+
+
+@pytest.mark.parametrize("bad", [[math.nan] + [0.0] * 6, [0.5] * 7, [1.0] * 3])
+def test_label_rejects_broken_probabilities(bad):
+    with pytest.raises(ValueError):
+        Label.for_crop(make_crop(), np.array(bad + [0.0] * (7 - len(bad)) if len(bad) < 7 else bad),
+                       model_id="m", worker_id="w", inferred_at=0.0)
+
+
+def test_emotions_are_alphabetical():
+    assert list(EMOTIONS) == sorted(EMOTIONS)
