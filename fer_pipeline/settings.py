@@ -82,6 +82,7 @@ class ProducerSettings(_Section):
 class WorkerSettings(_Section):
     runtime: Literal["litert", "keras"] = "litert"
     model: Path = DEFAULT_MODEL_DIR / "model.json"
+    int8: bool = False  # serve the dynamic-range int8 TFLite file when the metadata lists one
     max_batch: int = Field(64, ge=1, le=4096)
     max_wait_ms: float = Field(5.0, ge=0.0)
     threads: int = Field(1, ge=1)

@@ -25,7 +25,8 @@ FIELD = b"d"
 
 # Atomically: count the entries the trim is about to drop that some group has not yet
 # been delivered (id > that group's last-delivered-id; every entry when there is no group
-# or when ARGV[2] == "all", used for streams whose acked entries are deleted), then XADD.
+# or when ARGV[2] == "all", used for streams whose acked entries are deleted), then XADD,
+# and count what was published per stream (the run summary compares these).
 _PUBLISH_LUA = """
 local stream, stats = KEYS[1], KEYS[2]
 local maxlen = tonumber(ARGV[1])
@@ -60,12 +61,15 @@ if excess > 0 then
       if ms > floor_ms or (ms == floor_ms and seq > floor_seq) then lost = lost + 1 end
     end
   end
+  -- A batch larger than the room left trims some of its own new entries: unread by anyone.
+  if excess > len then lost = lost + excess - len end
 end
 local ids = {}
 for i = 3, #ARGV do
   ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'd', ARGV[i])
 end
 if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
+redis.call('HINCRBY', stats, 'published:' .. stream, n)
 return ids
 """
 

@@ -1,0 +1,138 @@
+"""The logging consumer: every label into the SQLite emotion store, exactly once.
+
+Reads the labels stream through the logger consumer group in batches, inserts a batch
+in one transaction and only then acks it. A crash between the two redelivers the batch,
+and the store's ``INSERT OR IGNORE`` on ``crop_id`` keeps each label to one row.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.errors import MessageError
+from fer_pipeline.messages import Label, decode
+from fer_pipeline.service import Service
+from fer_pipeline.settings import Settings
+from fer_pipeline.streams import LOGGER_GROUP
+from fer_pipeline.transport import FIELD, Entry, Transport
+
+BATCH = 256
+
+
+class LoggerService(Service):
+    """Role "logger": labels -> SQLite timelines.
+
+    The consumer name is the service ident, so a logger restarted with the same ident
+    first re-reads its own pending entries (delivered before a crash, never acked);
+    entries left pending by loggers with other idents are taken over once idle for
+    ``settings.worker.reclaim_idle_ms``.
+
+    Args:
+        settings: the pipeline settings (``consumer.db``, ``streams``, ``worker.reclaim_*``).
+        transport: an open transport.
+        ident: consumer name; defaults to host-pid.
+        store: an open store to write to; by default ``EmotionStore(settings.consumer.db)``,
+            which the service then closes in ``finish``.
+
+    Raises:
+        ConfigError: the database cannot be opened.
+    """
+
+    role = "logger"
+
+    def __init__(self, settings: Settings, transport: Transport, ident: str | None = None,
+                 store: EmotionStore | None = None) -> None:
+        super().__init__(settings, transport, ident)
+        # Opened here, not in setup(), so a bad path fails at start-up with its one-line message.
+        self._owns_store = store is None
+        self.store = store if store is not None else EmotionStore(settings.consumer.db)
+        self.stream = transport.keys.labels
+        self._own_pending = True  # re-read our own PEL before reading new entries
+        self._next_reclaim = 0.0
+
+    def setup(self) -> None:
+        self.transport.ensure_group(self.stream, LOGGER_GROUP, start="0")
+        self._own_pending = True
+
+    def step(self) -> None:
+        if self._own_pending:
+            entries = self._read_own_pending()
+            if not entries:
+                self._own_pending = False
+                return
+        elif time.monotonic() >= self._next_reclaim:
+            self._next_reclaim = time.monotonic() + self.settings.worker.reclaim_every_s
+            entries, missing = self.transport.autoclaim(
+                self.stream, LOGGER_GROUP, self.ident, min_idle_ms=self.settings.worker.reclaim_idle_ms, count=BATCH)
+            # Redis drops ids of trimmed entries from the PEL itself; only count them.
+            self.counters["labels_missing"] += len(missing)
+            if entries:
+                self.counters["labels_reclaimed"] += len(entries)
+            else:
+                entries = self._read_new()
+        else:
+            entries = self._read_new()
+        self.handle(entries)
+
+    def handle(self, entries: list[Entry]) -> int:
+        """Decode, store (one transaction), dead-letter the bad ones, then ack them all.
+
+        Returns:
+            How many labels were newly stored.
+        """
+        if not entries:
+            return 0
+        labels: list[Label] = []
+        bad: list[tuple[Entry, str]] = []
+        for e in entries:
+            if e.payload is None:  # trimmed/deleted between delivery and now: nothing to store
+                self.counters["labels_missing"] += 1
+                continue
+            try:
+                labels.append(decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=Label))
+            except MessageError as err:
+                bad.append((e, err.reason))
+        inserted = self.store.add(labels)
+        for e, reason in bad:
+            self.transport.dead_letter(source=self.stream, entry_id=e.id, payload=e.payload, reason=reason,
+                                       role=self.role)
+        self.transport.ack(self.stream, LOGGER_GROUP, [e.id for e in entries])
+        self.counters["labels_logged"] += inserted
+        self.counters["duplicates_ignored"] += len(labels) - inserted
+        self.counters["dead_letters"] += len(bad)
+        return inserted
+
+    def on_redis_down(self) -> None:
+        # An ack may have been lost with the connection: look at our PEL again once back.
+        self._own_pending = True
+
+    def finish(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def _read_new(self) -> list[Entry]:
+        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=BATCH,
+                                         block_ms=self.settings.streams.block_ms)
+
+    def _read_own_pending(self) -> list[Entry]:
+        """Entries delivered to this consumer name and never acked (id "0": history, no blocking).
+
+        Only one batch per call; the next call continues from the start of the PEL, which
+        the previous batch's ack has shortened.
+        """
+        try:
+            reply = self.transport.client.xreadgroup(LOGGER_GROUP, self.ident, {self.stream: "0"}, count=BATCH)
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            self.transport.ensure_group(self.stream, LOGGER_GROUP, start="0")  # Redis lost it (restart)
+            return []
+        entries = []
+        for _stream, items in reply or []:
+            for entry_id, fields in items:
+                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                entries.append(Entry(self.stream, eid, fields.get(FIELD) if fields else None))
+        return entries

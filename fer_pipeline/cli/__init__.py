@@ -1,0 +1,28 @@
+"""`fer-pipeline` command line: one module per command group, joined on one typer app.
+
+User errors (``FerError``) print one line and exit 1; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fer_pipeline.cli._app import app
+from fer_pipeline.errors import FerError
+
+# Importing a command module registers its commands on `app`.
+from fer_pipeline.cli import run as _run  # noqa: E402,F401
+from fer_pipeline.cli import train as _train  # noqa: E402,F401
+from fer_pipeline.cli import up as _up  # noqa: E402,F401
+
+
+def main() -> None:
+    try:
+        app()
+    except FerError as e:
+        print(f"fer-pipeline: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("fer-pipeline: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,185 @@
+"""`fer-pipeline up`: broker (embedded if no URL), workers, one producer per source, display
+and logger; live progress; ordered, draining stop; a summary of what happened."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
+from fer_pipeline.errors import ConfigError
+from fer_pipeline.settings import REPO_ROOT
+
+DEMO_CLIP = REPO_ROOT / "demo" / "short_hamilton_clip.mp4"
+
+
+def resolve_source(spec: str) -> str:
+    """``demo`` names the clip shipped in the repository."""
+    if spec == "demo":
+        if not DEMO_CLIP.is_file():
+            raise ConfigError(f"the demo clip is missing: {DEMO_CLIP}")
+        return str(DEMO_CLIP)
+    return spec
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {out} is not writable: {e.strerror or e}") from e
+
+
+@app.command()
+def up(
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", "-s", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
+        "replay:FILE.npz, or 'demo' (the shipped clip) [default: 0, the webcam].", show_default=False)] = None,
+    camera_id: Annotated[Optional[list[str]], typer.Option(
+        "--camera-id", help="Camera id per --source, in order [default: from the source].", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, help="Inference worker processes.")] = 1,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    out: Annotated[Path, typer.Option(help="Output folder: emotion log (SQLite), annotated videos, logs.")] = Path("out"),
+    display: Annotated[bool, typer.Option(help="Run the display consumer.")] = True,
+    window: Annotated[Optional[str], typer.Option(help="auto, on or off: show windows instead of writing MP4s.",
+                                                   show_default=False)] = None,
+    realtime: Annotated[Optional[bool], typer.Option("--realtime/--fast", help="Replay files at native fps, "
+                                                     "or as fast as possible.", show_default=False)] = None,
+    loop: Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.",
+                                                 show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(help="model.json for the workers.", show_default=False)] = None,
+) -> None:
+    """Run the whole pipeline on this machine and show live progress (Ctrl-C stops cleanly)."""
+    from fer_pipeline.broker import EmbeddedBroker
+    from fer_pipeline.model import read_info
+    from fer_pipeline.producers.sources import open_source
+    from fer_pipeline.supervisor import Supervisor
+    from fer_pipeline.transport import Transport, redact_url
+
+    specs = [resolve_source(s) for s in (source or ["0"])]
+    if camera_id and len(camera_id) != len(specs):
+        raise ConfigError(f"{len(camera_id)} --camera-id for {len(specs)} --source: give one per source or none")
+    s = build_settings(redis_url=redis_url, prefix=prefix,
+                       producer={"realtime": realtime, "loop": loop},
+                       worker={"model": model},
+                       consumer={"out_dir": out, "db": out / "emotions.sqlite", "window": window})
+    setup_logging("WARNING")
+    check_writable(out)
+    if workers:
+        read_info(s.worker.model)  # a missing/mismatched model is one line now, not a dead child later
+    for spec in specs:  # likewise a bad source
+        open_source(spec, s).close()
+
+    broker = None
+    if s.redis.url is None:
+        broker = EmbeddedBroker.start()
+        s = s.with_updates(redis={"url": broker.url})
+        typer.echo(f"embedded broker: redis-server {broker.version_text} at {broker.url} (pass --redis-url to use yours)")
+    else:
+        typer.echo(f"broker: {redact_url(s.redis.url)}")
+    try:
+        transport = Transport.connect(s)
+        sup = Supervisor(s, transport, out / "logs")
+        sup.add("logger", "logger", ["logger"])
+        if display:
+            sup.add("display", "display", ["display"])
+        for i in range(workers):
+            sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"up-worker-{i}"])
+        for i, spec in enumerate(specs):
+            args = ["producer", "--source", spec]
+            if camera_id:
+                args += ["--camera-id", camera_id[i]]
+            sup.add(f"producer-{i}", "producer", args)
+        code = _run(sup, s, out)
+    finally:
+        if broker is not None:
+            broker.stop()
+    raise typer.Exit(code)
+
+
+def _run(sup, s, out: Path) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from fer_pipeline.progress import Progress, line, render
+
+    console = Console(stderr=False)
+    progress = Progress(sup.transport)
+    interrupted = {"n": 0}
+
+    def on_signal(signum, frame):
+        interrupted["n"] += 1
+        if interrupted["n"] > 1:
+            sup.kill_all()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.time()
+    sup.start()
+    live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
+    last_line = 0.0
+
+    def tick():
+        nonlocal last_line
+        progress.refresh()
+        snap = progress.snapshot(sup.backlog())
+        if live is not None:
+            live.update(render(snap))
+        elif time.monotonic() - last_line > 2.0:
+            last_line = time.monotonic()
+            print(line(snap), flush=True)
+
+    if live is not None:
+        live.start()
+    try:
+        while not interrupted["n"] and not sup.producers_done():
+            tick()
+            dead = [c for c in sup.failed() if c.role != "producer"]
+            if dead:
+                break
+            time.sleep(0.25)
+        reason = "interrupted" if interrupted["n"] else ("all sources ended" if sup.producers_done() else "a process failed")
+        drained = sup.stop(drain=not interrupted["n"], tick=tick)
+        tick()
+    finally:
+        if live is not None:
+            live.stop()
+    return _summary(sup, progress, out, reason, drained, time.time() - started)
+
+
+def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: float) -> int:
+    from fer_pipeline.consumers.store import EmotionStore
+
+    keys = sup.transport.keys
+    stats = sup.transport.stats()
+    published = stats.get(f"published:{keys.crops}", 0)
+    store = EmotionStore(sup.settings.consumer.db)
+    try:
+        logged = store.count()
+    finally:
+        store.close()
+    videos = sorted((sup.settings.consumer.out_dir).glob("*.mp4"))
+    print(f"\nstopped ({reason}) after {seconds:.1f}s")
+    print(f"  faces published {published:,}  labelled {int(progress.total('worker', 'crops_labelled')):,}  "
+          f"in the log {logged:,}  dead letters {stats.get('dead_letters', 0)}  "
+          f"dropped {int(progress.total('producer', 'crops_dropped'))}  "
+          f"trimmed unread {sum(v for k, v in stats.items() if k.startswith('trimmed_unread:'))}")
+    print(f"  emotion log: {sup.settings.consumer.db}")
+    for v in videos:
+        print(f"  annotated video: {v}")
+    print(f"  process logs: {out / 'logs'}")
+    failed = sup.failed()
+    for c in failed:
+        print(f"  {c.name} exited with {c.returncode}: {c.log_tail()}", file=sys.stderr)
+    if not all(drained.values()):
+        print("  warning: not everything was drained before stopping: " +
+              ", ".join(k for k, ok in drained.items() if not ok), file=sys.stderr)
+    return 1 if failed else 0

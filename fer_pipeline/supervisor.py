@@ -1,0 +1,169 @@
+"""`fer-pipeline up`: the whole pipeline on one machine, one OS process per role.
+
+Children are the same commands a multi-machine deployment runs (`fer-pipeline worker`, ...),
+started in their own sessions so a terminal Ctrl-C reaches only the supervisor, which then
+stops them in dependency order (frigate's ordered stop): producers first, then workers
+once the crops stream is drained, then display and logger once they have read every label.
+Settings travel to the children as JSON environment variables (``FER_<SECTION>``), so every
+process runs with the one settings object the user built.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fer_pipeline.settings import Settings
+from fer_pipeline.streams import DISPLAY_GROUP, LOGGER_GROUP, WORKERS_GROUP
+from fer_pipeline.transport import Transport
+
+STOP_WAIT_S = 20.0
+
+
+@dataclass
+class Child:
+    name: str
+    role: str
+    args: list[str]
+    log_path: Path
+    popen: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables a child's ``Settings()`` reads back unchanged."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        env[f"FER_{name.upper()}"] = value.model_dump_json() if hasattr(value, "model_dump_json") else str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    transport: Transport
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+    stopping: bool = False
+
+    def add(self, name: str, role: str, args: list[str]) -> Child:
+        child = Child(name, role, args, self.log_dir / f"{name}.log")
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = settings_env(self.settings)
+        # Consumers first so they are in their groups before the first label exists.
+        order = {"logger": 0, "display": 1, "worker": 2, "producer": 3}
+        for child in sorted(self.children, key=lambda c: order.get(c.role, 9)):
+            log = child.log_path.open("ab")
+            child.popen = subprocess.Popen(
+                [sys.executable, "-m", "fer_pipeline", *child.args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+            log.close()
+
+    def role(self, role: str) -> list[Child]:
+        return [c for c in self.children if c.role == role]
+
+    def producers_done(self) -> bool:
+        return not any(c.running for c in self.role("producer"))
+
+    def failed(self) -> list[Child]:
+        return [c for c in self.children if c.returncode not in (None, 0)]
+
+    def signal_role(self, role: str, sig: int = signal.SIGTERM) -> None:
+        for c in self.role(role):
+            if c.running:
+                c.popen.send_signal(sig)
+
+    def wait_role(self, role: str, timeout_s: float = STOP_WAIT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        for c in self.role(role):
+            if c.popen is None:
+                continue
+            try:
+                c.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.popen.kill()  # did not honour SIGTERM in time: its work stays pending in Redis
+                c.popen.wait()
+
+    def backlog(self) -> dict[str, tuple[int, int]]:
+        """(undelivered, pending) per stage: crops for workers, labels for each consumer."""
+        keys = self.transport.keys
+        out = {"workers": self.transport.backlog(keys.crops, WORKERS_GROUP)}
+        if self.role("logger"):
+            out["logger"] = self.transport.backlog(keys.labels, LOGGER_GROUP)
+        if self.role("display"):
+            out["display"] = self.transport.backlog(keys.labels, DISPLAY_GROUP)
+            for cam in self.transport.client.smembers(keys.cameras):
+                lag, pending = self.transport.backlog(keys.frames(cam.decode()), DISPLAY_GROUP)
+                d = out["display"]
+                out["display"] = (d[0] + lag, d[1] + pending)
+        return out
+
+    def wait_drained(self, stages: tuple[str, ...], *, idle_timeout_s: float, tick=None) -> bool:
+        """Wait until the stages hold nothing; give up after ``idle_timeout_s`` without progress."""
+        last, last_change = None, time.monotonic()
+        while True:
+            b = self.backlog()
+            now = {s: b[s] for s in stages if s in b}
+            if all(v == (0, 0) for v in now.values()):
+                return True
+            if now != last:
+                last, last_change = now, time.monotonic()
+            elif time.monotonic() - last_change > idle_timeout_s:
+                return False
+            if not any(c.running for s in stages for c in self.role(_role_of(s))):
+                return False
+            if tick:
+                tick()
+            time.sleep(0.2)
+
+    def stop(self, *, drain: bool, tick=None) -> dict[str, bool]:
+        """Ordered stop; returns whether each stage drained."""
+        self.stopping = True
+        drained = {}
+        self.signal_role("producer")
+        self.wait_role("producer")
+        drained["workers"] = self.wait_drained(("workers",), idle_timeout_s=30 if drain else 5, tick=tick)
+        self.signal_role("worker")
+        self.wait_role("worker")
+        drained["consumers"] = self.wait_drained(("logger", "display"), idle_timeout_s=30 if drain else 5, tick=tick)
+        for role in ("display", "logger"):
+            self.signal_role(role)
+        for role in ("display", "logger"):
+            self.wait_role(role)
+        return drained
+
+    def kill_all(self) -> None:
+        for c in self.children:
+            if c.running:
+                c.popen.kill()
+                c.popen.wait()
+
+
+def _role_of(stage: str) -> str:
+    return "worker" if stage == "workers" else stage

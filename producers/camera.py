@@ -1,0 +1,328 @@
+"""The producer role: per camera, source -> detect -> crop -> track -> publish.
+
+Each camera runs in its own thread (OpenCV releases the GIL while decoding and
+detecting), so one slow or failing camera never holds up another. Capture never blocks
+on the pipeline: when the crops backlog is too deep, or Redis is down, the frame's crops
+are dropped and counted instead of queued.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fer_pipeline.errors import ConfigError, SourceError
+from fer_pipeline.messages import BBox, EndOfStream, FaceCrop, Frame
+from fer_pipeline.producers.faces import FaceDetector, crop_face
+from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
+from fer_pipeline.producers.tracker import IouTracker
+from fer_pipeline.service import REDIS_DOWN, Service
+from fer_pipeline.settings import Settings
+from fer_pipeline.transport import Transport
+
+BACKLOG_CHECK_S = 0.1  # XLEN(crops) is polled at most this often, shared by all cameras
+MAX_FACES = 1024  # FaceCrop.face_index bound
+JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
+CAMERA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Per-camera counters, summed into the service's counters for heartbeats and progress.
+STAT_NAMES = ("frames", "faces", "crops_published", "crops_dropped", "frames_published", "publish_errors")
+
+Item = tuple[np.ndarray, tuple[int, int, int, int], int, str | None]  # pixels, box, track id, truth
+
+
+class BacklogGauge:
+    """XLEN of the crops stream (the workers XACK+XDEL, so it is the backlog), cached for
+    ``interval_s`` so many cameras at 30 fps cost a few Redis calls per second."""
+
+    def __init__(self, transport: Transport, interval_s: float = BACKLOG_CHECK_S) -> None:
+        self._transport = transport
+        self._interval = interval_s
+        self._lock = threading.Lock()
+        self._checked = -float("inf")
+        self._depth = 0
+
+    def depth(self) -> int:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self._interval:
+                self._checked = now  # set first: a Redis error must not trigger a retry per frame
+                self._depth = int(self._transport.client.xlen(self._transport.keys.crops))
+            return self._depth
+
+
+class CameraProducer:
+    """One camera's loop. ``run()`` is a thread target and never raises: errors end this
+    camera only (``state`` becomes "failed", ``error`` says why)."""
+
+    def __init__(self, camera_id: str, source: Source, settings: Settings, transport: Transport, *,
+                 run_id: str, stop: threading.Event, backlog: BacklogGauge,
+                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+        import logging
+
+        self.camera_id = camera_id
+        self.source = source
+        self.settings = settings
+        self.transport = transport
+        self.run_id = run_id
+        self.stop = stop
+        self.backlog = backlog
+        self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
+        self.detect_ms = 0.0
+        self.state = "idle"
+        self.error: str | None = None
+        self.log = logging.getLogger(f"fer.producer.{camera_id}")
+        self._detector_factory = detector_factory or (lambda: FaceDetector(settings.producer))
+        self._detector: FaceDetector | None = None
+        p = settings.producer
+        self._tracker = IouTracker(p.tracker_iou, p.tracker_max_missed)
+        self._since_detect = p.detect_every  # detect on the first frame
+        self._last: tuple[list, list[int]] = ([], [])
+        self._retry_at = 0.0
+        self._backoff = settings.redis.backoff_initial_s
+
+    # -- thread ------------------------------------------------------------------------
+    def run(self) -> None:
+        self.state = "running"
+        self.log.info("camera %s: %s source at %.2f fps (%s)", self.camera_id, self.source.kind,
+                      self.source.fps, "finite" if self.source.finite else "live")
+        try:
+            for frame in self.source.frames(self.stop):
+                self.process(frame)
+                if self.stop.is_set():
+                    break
+            self.state = "ended"
+        except Exception as e:  # noqa: BLE001 - one broken camera must not take the others down
+            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            self.log.exception("camera %s failed; ending it", self.camera_id)
+        finally:
+            self._end_of_stream()
+            self.log.info("camera %s %s: %s", self.camera_id, self.state, dict(self.stats))
+
+    # -- one frame -----------------------------------------------------------------------
+    def process(self, frame: CapturedFrame) -> None:
+        """Detect (or take the source's crops), publish crops and the display frame."""
+        self.stats["frames"] += 1
+        items = self._faces(frame)[:MAX_FACES]
+        self.stats["faces"] += len(items)
+        if time.monotonic() < self._retry_at:  # Redis was down moments ago: don't wait on it
+            self.stats["crops_dropped"] += len(items)
+            return
+        try:
+            published = self._publish_crops(frame, items)
+            if self.settings.producer.publish_frames:
+                self._publish_frame(frame, published)
+            self._backoff = self.settings.redis.backoff_initial_s
+        except REDIS_DOWN as e:
+            self.stats["publish_errors"] += 1
+            self._retry_at = time.monotonic() + self._backoff
+            self.log.warning("camera %s: Redis unreachable (%s); dropping frames for %.1fs",
+                             self.camera_id, type(e).__name__, self._backoff)
+            self._backoff = min(self._backoff * 2, self.settings.redis.backoff_max_s)
+
+    def _faces(self, frame: CapturedFrame) -> list[Item]:
+        if frame.crops is not None:  # a labelled replay: the faces are given
+            return [(c.pixels, c.box, c.track_id, c.truth) for c in frame.crops]
+        import cv2
+
+        image = frame.image
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if self._since_detect >= self.settings.producer.detect_every:
+            if self._detector is None:
+                self._detector = self._detector_factory()
+            t0 = time.perf_counter()
+            boxes = self._detector.detect(gray)
+            self.detect_ms += (time.perf_counter() - t0) * 1000
+            self._last = (boxes, self._tracker.update(boxes))
+            self._since_detect = 0
+        # Between detections the last boxes are reused (faces move little in a few frames).
+        self._since_detect += 1
+        boxes, ids = self._last
+        return [(crop_face(gray, b), b, tid, None) for b, tid in zip(boxes, ids)]
+
+    def _publish_crops(self, frame: CapturedFrame, items: Sequence[Item]) -> int:
+        if not items:
+            return 0
+        s = self.settings.streams
+        if self.backlog.depth() > s.max_crop_backlog:
+            self.stats["crops_dropped"] += len(items)
+            return 0
+        now = time.time()
+        payloads = [
+            FaceCrop.from_pixels(
+                pixels, camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index, face_index=i,
+                faces_in_frame=len(items), track_id=tid, bbox=BBox(x=box[0], y=box[1], w=box[2], h=box[3]),
+                captured_at=frame.captured_at, published_at=now, truth=truth,
+            ).encode()
+            for i, (pixels, box, tid, truth) in enumerate(items)
+        ]
+        # One round trip per frame; count_all: acked crops are deleted, so anything trimmed was unread.
+        self.transport.publish(self.transport.keys.crops, payloads, s.crops_maxlen, count_all_trimmed=True)
+        self.stats["crops_published"] += len(payloads)
+        return len(payloads)
+
+    def _publish_frame(self, frame: CapturedFrame, faces: int) -> None:
+        import cv2
+
+        p = self.settings.producer
+        image = frame.image
+        h, w = image.shape[:2]
+        scale = min(1.0, p.frame_max_width / w)
+        if scale < 1.0:
+            image = cv2.resize(image, (p.frame_max_width, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, p.frame_jpeg_quality])
+        if not ok:
+            raise SourceError(f"camera {self.camera_id}: JPEG encoding failed for frame {frame.index}")
+        msg = Frame(camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index,
+                    captured_at=frame.captured_at, faces=faces, scale=scale, fps=self.source.fps,
+                    jpeg=jpeg.tobytes())
+        self.transport.publish(self.transport.keys.frames(self.camera_id), [msg.encode()],
+                               self.settings.streams.frames_maxlen)
+        self.stats["frames_published"] += 1
+
+    def _end_of_stream(self) -> None:
+        # Sent however the camera ended (source over, stop requested, error) so the display
+        # can close this camera's video cleanly.
+        if not self.settings.producer.publish_frames:
+            return
+        msg = EndOfStream(camera_id=self.camera_id, run_id=self.run_id, frames=self.stats["frames"],
+                          crops=self.stats["crops_published"], ended_at=time.time())
+        try:
+            self.transport.publish(self.transport.keys.frames(self.camera_id), [msg.encode()],
+                                   self.settings.streams.frames_maxlen)
+        except REDIS_DOWN as e:
+            self.log.warning("camera %s: end of stream not published (%s)", self.camera_id, type(e).__name__)
+
+
+class ProducerService(Service):
+    """Runs one or more cameras until every finite source ends or a stop is requested."""
+
+    role = "producer"
+
+    def __init__(self, settings: Settings, transport: Transport, sources: Sequence[tuple[str, Source]],
+                 ident: str | None = None, *, detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+        super().__init__(settings, transport, ident)
+        if not sources:
+            raise ConfigError("no sources given to the producer")
+        self.run_id = uuid.uuid4().hex[:8]
+        backlog = BacklogGauge(transport)
+        self.cameras = [
+            CameraProducer(cid, src, settings, transport, run_id=self.run_id, stop=self.stop_event,
+                           backlog=backlog, detector_factory=detector_factory)
+            for cid, src in sources
+        ]
+        self._threads: list[threading.Thread] = []
+        self._registered = False
+
+    def setup(self) -> None:
+        if not self._registered:
+            self.transport.client.sadd(self.transport.keys.cameras, *(c.camera_id for c in self.cameras))
+            self._registered = True
+        if not self._threads:
+            self.log.info("producer run %s: %d camera(s): %s", self.run_id, len(self.cameras),
+                          ", ".join(c.camera_id for c in self.cameras))
+            for cam in self.cameras:
+                t = threading.Thread(target=cam.run, name=f"camera-{cam.camera_id}", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def step(self) -> None:
+        self.stop_event.wait(min(self.settings.streams.block_ms, 200) / 1000)
+        if not any(t.is_alive() for t in self._threads):
+            self.request_stop()
+
+    def finish(self) -> None:
+        self.request_stop()
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                self.log.warning("%s did not stop within %.0fs; abandoning it", t.name, JOIN_TIMEOUT_S)
+        for cam in self.cameras:
+            cam.source.close()
+        self._collect()
+        self.log.info("producer run %s finished: %s", self.run_id, dict(self.counters))
+
+    def run(self) -> int:
+        """Run until done; exit code 1 when some camera ended with an error."""
+        code = super().run()
+        failed = [c for c in self.cameras if c.state == "failed"]
+        for cam in failed:
+            self.log.error("camera %s failed: %s", cam.camera_id, cam.error)
+        return 1 if failed else code
+
+    def info(self) -> dict[str, str | int | float]:
+        self._collect()
+        running = sum(c.state == "running" for c in self.cameras)
+        return {**self.counters, "cameras": len(self.cameras), "cameras_running": running, "run_id": self.run_id}
+
+    def _collect(self) -> None:
+        """Sum the per-camera counters into ``self.counters`` (one writer thread each)."""
+        totals: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
+        for cam in self.cameras:
+            totals.update(dict(cam.stats))
+            totals["source_reconnects"] += cam.source.stats["reconnects"]
+            totals["images_skipped"] += cam.source.stats["skipped"]
+        for key, value in totals.items():
+            self.counters[key] = value
+        self.counters["detect_ms"] = round(sum(c.detect_ms for c in self.cameras), 1)
+
+
+def camera_ids_for(sources: Sequence[Source], explicit: Sequence[str] | None) -> list[str]:
+    """Explicit ids (validated, unique) or ids derived from the sources (made unique with -2, -3...)."""
+    if explicit:
+        if len(explicit) != len(sources):
+            raise ConfigError(f"{len(explicit)} camera id(s) for {len(sources)} source(s): give one per source")
+        for cid in explicit:
+            if not CAMERA_ID.match(cid):
+                raise ConfigError(f"camera id {cid!r} must be 1-128 letters, digits, '.', '_' or '-'")
+        dupes = sorted({c for c in explicit if list(explicit).count(c) > 1})
+        if dupes:
+            raise ConfigError(f"camera id {dupes[0]!r} is given more than once")
+        return list(explicit)
+    ids: list[str] = []
+    for src in sources:
+        cid, n = src.name, 2
+        while cid in ids:
+            cid, n = f"{src.name}-{n}", n + 1
+        ids.append(cid)
+    return ids
+
+
+def build_producer_service(settings: Settings, transport: Transport, specs: Sequence[str],
+                           camera_ids: Sequence[str] | None = None, *, ident: str | None = None) -> ProducerService:
+    """Open every source and build the service (not started).
+
+    Args:
+        settings: The one settings object.
+        transport: Connected transport.
+        specs: Source specs, see ``open_source``; at least one.
+        camera_ids: Optional explicit camera ids, one per spec.
+        ident: Process identity for heartbeats (default host-pid).
+
+    Returns:
+        The service; call ``install_signal_handlers()`` then ``run()`` (its exit code).
+
+    Raises:
+        SourceError: a source cannot be opened (every source opened so far is closed).
+        ConfigError: no specs, or bad/duplicate camera ids.
+    """
+    if not specs:
+        raise ConfigError("give at least one source (a webcam index such as 0, a video file, a URL, ...)")
+    if camera_ids and len(camera_ids) != len(specs):
+        raise ConfigError(f"{len(camera_ids)} camera id(s) for {len(specs)} source(s): give one per source")
+    opened: list[Source] = []
+    try:
+        for spec in specs:
+            opened.append(open_source(spec, settings))
+        ids = camera_ids_for(opened, camera_ids)
+    except BaseException:
+        for src in opened:
+            src.close()
+        raise
+    return ProducerService(settings, transport, list(zip(ids, opened)), ident)

@@ -1,0 +1,440 @@
+"""Frame sources behind one interface: webcams, video files, network streams, image
+folders and a labelled replay camera.
+
+``open_source(spec, settings)`` parses a command-line spec and opens it, raising
+``SourceError`` with one line when it cannot. Every source yields ``CapturedFrame``s from
+``frames(stop)``, which returns soon after ``stop`` is set; sources never raise once
+opened except for bugs (live streams reconnect, bad images are skipped and counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import struct
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from fer_pipeline.errors import DataError, SourceError
+from fer_pipeline.settings import Settings
+
+log = logging.getLogger("fer.producer.source")
+
+STREAM_SCHEMES = ("rtsp", "http", "https")
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
+DEFAULT_FPS = 30.0  # when a container or camera reports no rate
+FOLDER_FPS = 1.0  # image folders are slideshows when replayed in real time
+REPLAY_TILE = 96  # replayed 48x48 faces are drawn 2x in the display mosaic
+# Live streams: a dropped stream is reopened after these waits (doubling, capped).
+RECONNECT_INITIAL_S = 0.5
+RECONNECT_MAX_S = 10.0
+# FFmpeg otherwise waits ~30 s on a dead host and forever on a stalled stream.
+STREAM_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class LabelledCrop:
+    """A face a source already knows (replay): no detection needed."""
+
+    pixels: np.ndarray  # (48, 48) uint8
+    truth: str  # one of fer_pipeline.labels.EMOTIONS
+    box: tuple[int, int, int, int]  # where it is drawn in the frame image (x, y, w, h)
+    track_id: int  # the dataset row, so each replayed image is its own "person"
+
+
+@dataclass
+class CapturedFrame:
+    """One frame from a source.
+
+    Attributes:
+        index: Frame number within this source, increasing (also across loops).
+        captured_at: Wall-clock capture time (``time.time()``), comparable across hosts.
+        image: BGR uint8 image.
+        crops: Faces the source already knows; None means "run face detection".
+    """
+
+    index: int
+    captured_at: float
+    image: np.ndarray
+    crops: list[LabelledCrop] | None = None
+
+
+class Source(ABC):
+    """A stream of frames. ``fps`` is the native (or requested) rate; ``finite`` says
+    whether ``frames()`` ends on its own. ``stats`` counts ``reconnects`` and ``skipped``."""
+
+    kind: str = "source"
+
+    def __init__(self, name: str, fps: float, finite: bool) -> None:
+        self.name = name  # default camera id
+        self.fps = fps
+        self.finite = finite
+        self.stats: Counter[str] = Counter({"reconnects": 0, "skipped": 0})
+
+    @abstractmethod
+    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        """Yield frames until the source ends or ``stop`` is set."""
+
+    def close(self) -> None:
+        """Release devices and files; safe to call twice."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Pacer:
+    """Paces a finite source to ``fps`` on the monotonic clock; when behind it does not
+    sleep and forgets the lag (no catch-up bursts). ``fps <= 0`` means as fast as possible."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self._due: float | None = None
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.period:
+            return
+        now = time.monotonic()
+        if self._due is None or self._due <= now:
+            self._due = now  # on time or behind: start the next period from now
+        else:
+            stop.wait(self._due - now)
+        self._due += self.period
+
+
+# -- video files and live captures ------------------------------------------------------------------
+def _capture_fps(cap) -> float:
+    import cv2
+
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps and math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
+
+
+class VideoFileSource(Source):
+    kind = "file"
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        import cv2
+
+        what = f"cannot open video file '{path}'"
+        if not path.exists():
+            raise SourceError(f"{what}: no such file")
+        self.path = path
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise SourceError(f"{what}: not a readable video")
+        super().__init__(_safe_id(path.stem), _capture_fps(cap), finite=not settings.producer.loop)
+        self._cap = cap
+        self._loop = settings.producer.loop
+        self._pacer = Pacer(self.fps if settings.producer.realtime else 0.0)
+
+    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        import cv2
+
+        index = 0
+        while not stop.is_set():
+            ok, image = self._cap.read()
+            if not ok:
+                if not self._loop or index == 0:  # index 0: the file has no frames at all
+                    return
+                self._cap.release()  # reopening is more reliable than seeking across codecs
+                self._cap = cv2.VideoCapture(str(self.path))
+                ok, image = self._cap.read()
+                if not ok:
+                    log.warning("video %s yields no frames after rewinding; ending", self.path)
+                    return
+            self._pacer.wait(stop)
+            yield CapturedFrame(index, time.time(), image)
+            index += 1
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class LiveSource(Source):
+    """A webcam or network stream: never ends by itself; a dropped stream is reopened with
+    capped exponential backoff (counted in ``stats['reconnects']``) instead of failing."""
+
+    kind = "live"
+
+    def __init__(self, target: int | str, name: str, opener: Callable[[], object], *,
+                 backoff_initial_s: float = RECONNECT_INITIAL_S, backoff_max_s: float = RECONNECT_MAX_S) -> None:
+        self.target = target
+        self._open = opener
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        cap = opener()
+        if not cap.isOpened():
+            what = f"webcam {target}" if isinstance(target, int) else f"stream '{_redact(str(target))}'"
+            why = "no camera at that index, or it is in use" if isinstance(target, int) else "no answer or not a video stream"
+            raise SourceError(f"cannot open {what}: {why}")
+        self._cap = cap
+        super().__init__(name, _capture_fps(cap), finite=False)
+
+    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        index = 0
+        wait = self._backoff[0]
+        while not stop.is_set():
+            ok, image = self._cap.read() if self._cap is not None else (False, None)
+            if ok:
+                wait = self._backoff[0]
+                yield CapturedFrame(index, time.time(), image)
+                index += 1
+                continue
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+                log.warning("source %s dropped; reconnecting", self.name)
+            if stop.wait(wait):
+                return
+            wait = min(wait * 2, self._backoff[1])
+            self.stats["reconnects"] += 1
+            try:
+                cap = self._open()
+            except Exception as e:  # a failing driver must not end a camera meant to survive drops
+                log.warning("reopening %s failed: %s", self.name, e)
+                continue
+            if cap.isOpened():
+                self._cap = cap
+                log.info("source %s reconnected", self.name)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def _open_webcam(index: int) -> LiveSource:
+    import cv2
+
+    return LiveSource(index, f"cam{index}", lambda: cv2.VideoCapture(index))
+
+
+def _open_stream(url: str) -> LiveSource:
+    import cv2
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise SourceError(f"cannot open stream '{_redact(url)}': no host in the URL")
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+    return LiveSource(url, _safe_id(parts.hostname), lambda: cv2.VideoCapture(url, cv2.CAP_FFMPEG, params))
+
+
+# -- image folders --------------------------------------------------------------------------------
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding; None if unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
+
+
+class ImageFolderSource(Source):
+    kind = "folder"
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise SourceError(f"cannot open image folder '{path}': no {'/'.join(sorted(IMAGE_SUFFIXES))} files in it")
+        super().__init__(_safe_id(path.name or "images"), FOLDER_FPS, finite=not settings.producer.loop)
+        self.files = files
+        self._max_pixels = settings.producer.max_image_pixels
+        self._loop = settings.producer.loop
+        self._pacer = Pacer(self.fps if settings.producer.realtime else 0.0)
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        import cv2
+
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            return self._skip(path, f"unreadable ({e.strerror})")
+        dims = image_dimensions(data)
+        # Refuse oversized images from their header: decoding one could take gigabytes.
+        if dims is not None and dims[0] * dims[1] > self._max_pixels:
+            return self._skip(path, f"{dims[0]}x{dims[1]} exceeds max_image_pixels={self._max_pixels}")
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return self._skip(path, "not a decodable image")
+        if image.shape[0] * image.shape[1] > self._max_pixels:
+            return self._skip(path, f"{image.shape[1]}x{image.shape[0]} exceeds max_image_pixels={self._max_pixels}")
+        return image
+
+    def _skip(self, path: Path, why: str) -> None:
+        self.stats["skipped"] += 1
+        log.warning("skipping image %s: %s", path, why)
+        return None
+
+    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        index = 0
+        while not stop.is_set():
+            produced = False
+            for path in self.files:
+                if stop.is_set():
+                    return
+                image = self._read(path)
+                if image is None:
+                    continue
+                produced = True
+                self._pacer.wait(stop)
+                yield CapturedFrame(index, time.time(), image)
+                index += 1
+            if not self._loop or not produced:
+                return
+
+
+# -- labelled replay --------------------------------------------------------------------------
+class ReplaySource(Source):
+    """Replays labelled 48x48 faces (FER2013 npz) as a camera: each frame carries ``faces``
+    crops with their truth labels, drawn as a mosaic image for display."""
+
+    kind = "replay"
+
+    def __init__(self, path: Path, settings: Settings, *, fps: float, faces: int, loop: bool,
+                 limit: int | None) -> None:
+        from fer_pipeline.labels import EMOTIONS
+        from fer_pipeline.trainer.data import load_npz
+
+        try:
+            data = load_npz(path)
+        except DataError as e:
+            raise SourceError(f"cannot open replay '{path}': {e}") from e
+        n = len(data) if limit is None else min(limit, len(data))
+        if n == 0:
+            raise SourceError(f"cannot open replay '{path}': no images")
+        super().__init__(_safe_id(f"replay-{path.stem}"), fps, finite=not loop)
+        self.images, self.truths = data.images[:n], [EMOTIONS[i] for i in data.labels[:n]]
+        self.faces, self._loop = faces, loop
+        self._cols = math.ceil(math.sqrt(faces))
+        self._rows = math.ceil(faces / self._cols)
+        self._pacer = Pacer(fps if settings.producer.realtime else 0.0)
+
+    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        import cv2
+
+        n, index, row = len(self.images), 0, 0
+        t = REPLAY_TILE
+        while not stop.is_set():
+            if row >= n:
+                if not self._loop:
+                    return
+                row = 0
+            mosaic = np.zeros((self._rows * t, self._cols * t, 3), np.uint8)
+            crops = []
+            for k, r in enumerate(range(row, min(row + self.faces, n))):
+                y, x = divmod(k, self._cols)
+                box = (x * t, y * t, t, t)
+                big = cv2.resize(self.images[r], (t, t), interpolation=cv2.INTER_NEAREST)
+                mosaic[box[1]:box[1] + t, box[0]:box[0] + t] = big[:, :, None]
+                crops.append(LabelledCrop(self.images[r], self.truths[r], box, r))
+            row += self.faces
+            self._pacer.wait(stop)
+            yield CapturedFrame(index, time.time(), mosaic, crops)
+            index += 1
+
+
+def _parse_replay(spec: str, settings: Settings) -> ReplaySource:
+    body = spec[len("replay:"):]
+    path_part, _, query = body.partition("?")
+    if not path_part:
+        raise SourceError(f"replay source '{spec}' names no file: use replay:<file.npz>?fps=30&faces=2")
+    allowed = {"fps", "faces", "loop", "limit"}
+    try:
+        qs = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True, strict_parsing=bool(query)).items()}
+    except ValueError as e:
+        raise SourceError(f"replay source '{spec}': malformed options ({e})") from e
+    unknown = sorted(set(qs) - allowed)
+    if unknown:
+        raise SourceError(f"replay source '{spec}': unknown option {unknown[0]!r} (use {', '.join(sorted(allowed))})")
+    try:
+        fps = float(qs.get("fps", DEFAULT_FPS))
+        faces = int(qs.get("faces", 1))
+        loop = bool(int(qs["loop"])) if "loop" in qs else settings.producer.loop
+        limit = int(qs["limit"]) if "limit" in qs else None
+    except ValueError as e:
+        raise SourceError(f"replay source '{spec}': {e}") from e
+    if not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise SourceError(f"replay source '{spec}': fps must be in (0, 1000], got {qs.get('fps')}")
+    if not 1 <= faces <= 64:
+        raise SourceError(f"replay source '{spec}': faces must be 1..64, got {faces}")
+    if limit is not None and limit < 1:
+        raise SourceError(f"replay source '{spec}': limit must be >= 1, got {limit}")
+    path = Path(path_part).expanduser()
+    if not path.is_file():
+        raise SourceError(f"cannot open replay '{path}': no such file")
+    return ReplaySource(path, settings, fps=fps, faces=faces, loop=loop, limit=limit)
+
+
+# -- spec parsing -----------------------------------------------------------------------------
+def open_source(spec: str, settings: Settings) -> Source:
+    """Open a source from a command-line spec.
+
+    Args:
+        spec: ``"0"`` (webcam index), a video file, an image folder, an ``rtsp://``,
+            ``http://`` or ``https://`` stream, or ``replay:<file.npz>?fps=30&faces=2&loop=0``
+            (also ``limit=N`` to replay only the first N images).
+        settings: Pacing (``producer.realtime``), looping and image limits come from here.
+
+    Returns:
+        The opened source; its ``name`` is a suggested camera id.
+
+    Raises:
+        SourceError: the spec is malformed or the source cannot be opened.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SourceError("empty source: give a webcam index, a video file, a folder, a URL or replay:<file.npz>")
+    if spec.isdigit():
+        return _open_webcam(int(spec))
+    if spec.startswith("replay:"):
+        return _parse_replay(spec, settings)
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme not in STREAM_SCHEMES:
+            raise SourceError(f"unsupported source scheme '{scheme}://': use rtsp://, http:// or https://, "
+                              "a webcam index, a video file, an image folder or replay:<file.npz>")
+        return _open_stream(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(path, settings)
+    if path.is_file() or path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoFileSource(path, settings)
+    raise SourceError(f"cannot open source '{spec}': no such file or folder")
+
+
+def _safe_id(text: str) -> str:
+    """A camera id usable inside Redis key names and file names."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:64]
+    return cleaned or "camera"
+
+
+def _redact(url: str) -> str:
+    from fer_pipeline.transport import redact_url
+
+    return redact_url(url)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from fer_pipeline.errors import BrokerUnavailable
+from fer_pipeline.transport import Transport, redact_url
+
+
+@pytest.mark.redis
+def test_publish_bounds_the_stream_and_counts_only_unread_trims(real_transport):
+    t = real_transport
+    stream = f"{t.keys.prefix}:s"
+    t.ensure_group(stream, "g")
+    t.publish(stream, [b"%d" % i for i in range(5)], maxlen=5)
+    got = t.read_group([stream], "g", "c", count=2, block_ms=None)  # the group has read 2 of 5
+    assert [e.payload for e in got] == [b"0", b"1"]
+    t.publish(stream, [b"5", b"6", b"7", b"8"], maxlen=5)  # trims 0..3: 0,1 were read; 2,3 were not
+    assert t.client.xlen(stream) == 5
+    stats = t.stats()
+    assert stats[f"trimmed_unread:{stream}"] == 2
+    assert stats[f"published:{stream}"] == 9
+
+
+@pytest.mark.redis
+def test_count_all_trimmed_for_streams_whose_read_entries_are_deleted(real_transport):
+    t = real_transport
+    stream = f"{t.keys.prefix}:crops-like"
+    t.publish(stream, [b"a", b"b", b"c"], maxlen=2, count_all_trimmed=True)
+    assert t.stats()[f"trimmed_unread:{stream}"] == 1
+
+
+def test_redact_url_hides_passwords():
+    assert redact_url("redis://user:s3cret@host:6380/1") == "redis://user:***@host:6380/1"
+    assert redact_url("rediss://:pw@h/0") == "rediss://:***@h/0"
+    assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+
+
+def test_unreachable_redis_is_one_readable_error(settings):
+    s = settings.with_updates(redis={"url": "redis://:hunter2@127.0.0.1:1/0", "connect_timeout_s": 0.5})
+    with pytest.raises(BrokerUnavailable) as e:
+        Transport.connect(s)
+    msg = str(e.value)
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in msg and "hunter2" not in msg
+    assert "\n" not in msg
+
+
+def test_missing_url_is_explained(settings):
+    with pytest.raises(BrokerUnavailable, match="no Redis URL"):
+        Transport.connect(settings)

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.messages import BBox, FaceCrop, Label, decode
+from fer_pipeline.streams import WORKERS_GROUP
+from fer_pipeline.workers.inference import InferenceWorker
+
+
+class MeanPredictor:
+    """Deterministic stand-in model: the class is the crop's mean brightness bucket."""
+
+    model_id = "mean-test"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.calls.append(len(crops))
+        out = np.full((len(crops), 7), 0.01, np.float32)
+        cls = (crops.reshape(len(crops), -1).mean(axis=1) // 37).astype(int).clip(0, 6)
+        out[np.arange(len(crops)), cls] = 0.94
+        return out
+
+
+class NanPredictor(MeanPredictor):
+    def predict(self, crops):
+        return np.full((len(crops), 7), np.nan, np.float32)
+
+
+def crop_payload(i: int, camera: str = "cam0", value: int | None = None) -> bytes:
+    pixels = np.full((48, 48), (i * 37) % 256 if value is None else value, np.uint8)
+    return FaceCrop.from_pixels(pixels, camera_id=camera, run_id="r", frame_index=i, face_index=0, faces_in_frame=1,
+                                track_id=1, bbox=BBox(x=0, y=0, w=10, h=10), captured_at=time.time(),
+                                published_at=time.time()).encode()
+
+
+def labels_in(transport) -> list[Label]:
+    return [decode(f[b"d"], expect=Label) for _, f in transport.client.xrange(transport.keys.labels)]
+
+
+def test_batches_labels_acks_and_dead_letters(fake_transport, settings):
+    t = fake_transport
+    s = settings.with_updates(worker={"max_batch": 4, "max_wait_ms": 0})
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(6)], 1000, count_all_trimmed=True)
+    t.publish(t.keys.crops, [b"\xc1garbage", msgpack.packb({"v": 2, "kind": "crop"})], 1000)
+    pred = MeanPredictor()
+    w = InferenceWorker(s, t, pred, ident="w1")
+    w.setup()
+    for _ in range(5):
+        w.step()
+    w.finish()
+
+    labels = labels_in(t)
+    assert sorted(lb.frame_index for lb in labels) == list(range(6))
+    assert all(lb.emotion == EMOTIONS[min(6, ((i * 37) % 256) // 37)] for i, lb in
+               zip(sorted(lb.frame_index for lb in labels), sorted(labels, key=lambda x: x.frame_index)))
+    assert max(pred.calls) <= 4  # never more than max_batch per model call
+    dead = t.client.xrange(t.keys.dead)
+    reasons = sorted(f[b"reason"].decode() for _, f in dead)
+    assert reasons[0].startswith("malformed msgpack") and "unknown schema version 2" in reasons[1]
+    assert dead[0][1][b"payload"] == b"\xc1garbage"  # the original payload is kept
+    # Everything acknowledged and deleted: the crops stream is empty, nothing pending.
+    assert t.client.xlen(t.keys.crops) == 0
+    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+
+
+def test_non_finite_model_output_goes_to_dead_letters(fake_transport, settings):
+    t = fake_transport
+    t.publish(t.keys.crops, [crop_payload(1)], 1000)
+    w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0}), t, NanPredictor(), ident="w1")
+    w.setup()
+    w.step()
+    w.finish()
+    assert labels_in(t) == []
+    (_, fields), = t.client.xrange(t.keys.dead)
+    assert b"model output rejected" in fields[b"reason"]
+    assert t.client.xlen(t.keys.crops) == 0
+
+
+@pytest.mark.redis
+def test_pending_crops_of_a_dead_worker_are_reclaimed(real_transport, redis_settings):
+    t = real_transport
+    t.ensure_group(t.keys.crops, WORKERS_GROUP)
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(5)], 1000)
+    # A worker that read the crops and died before acking them.
+    taken = t.read_group([t.keys.crops], WORKERS_GROUP, "dead-worker", count=10, block_ms=100)
+    assert len(taken) == 5
+    s = redis_settings.with_updates(worker={"reclaim_idle_ms": 200, "reclaim_every_s": 0.1, "max_wait_ms": 1})
+    w = InferenceWorker(s, t, MeanPredictor(), ident="alive")
+    thread = threading.Thread(target=w.run)
+    thread.start()
+    deadline = time.time() + 10
+    while len(labels_in(t)) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    w.request_stop()
+    thread.join(5)
+    assert sorted(lb.frame_index for lb in labels_in(t)) == list(range(5))
+    assert w.counters["crops_reclaimed"] == 5
+    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+
+
+@pytest.mark.redis
+def test_blocking_worker_labels_crops_as_they_arrive(real_transport, redis_settings):
+    t = real_transport
+    w = InferenceWorker(redis_settings.with_updates(worker={"max_wait_ms": 2}), t, MeanPredictor(), ident="w")
+    thread = threading.Thread(target=w.run)
+    thread.start()
+    for i in range(20):
+        t.publish(t.keys.crops, [crop_payload(i)], 1000, count_all_trimmed=True)
+        time.sleep(0.005)
+    deadline = time.time() + 10
+    while len(labels_in(t)) < 20 and time.time() < deadline:
+        time.sleep(0.05)
+    w.request_stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    labels = labels_in(t)
+    assert len(labels) == 20 and len({lb.crop_id for lb in labels}) == 20
+    assert all(lb.labelled_at >= lb.captured_at for lb in labels)

@@ -1,0 +1,154 @@
+"""The inference worker: read crops through the workers' consumer group, batch across all
+cameras, run the model once per batch, publish labels, then XACK (+XDEL) the crops.
+
+Bad messages go to the dead-letter stream with a reason and are acknowledged, so one
+poison message never blocks the group. Crops left pending by a dead worker are reclaimed
+with XAUTOCLAIM once idle for ``reclaim_idle_ms``. Publishing before acking means a crash
+in between re-delivers a crop (never loses it); the logger's idempotent insert by crop id
+keeps the log exactly-once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fer_pipeline.errors import MessageError
+from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.messages import FaceCrop, Label, decode
+from fer_pipeline.model import Predictor
+from fer_pipeline.service import Service
+from fer_pipeline.settings import Settings
+from fer_pipeline.streams import WORKERS_GROUP
+from fer_pipeline.transport import Entry, Transport
+from fer_pipeline.workers.batcher import Batcher
+
+
+@dataclass(frozen=True)
+class Item:
+    entry_id: str
+    crop: FaceCrop
+
+
+class InferenceWorker(Service):
+    role = "worker"
+
+    def __init__(self, settings: Settings, transport: Transport, predictor: Predictor, ident: str | None = None) -> None:
+        super().__init__(settings, transport, ident)
+        self.predictor = predictor
+        ws = settings.worker
+        self.batcher: Batcher[Item] = Batcher(ws.max_batch, ws.max_wait_ms / 1000.0)
+        self.stream = transport.keys.crops
+        self._next_reclaim = 0.0
+        # A batch whose labels were computed but not yet published+acked (kept across Redis errors).
+        self._inflight: tuple[list[Item], list[bytes]] | None = None
+        self.emotions = dict.fromkeys(EMOTIONS, 0)
+        self.infer_s = 0.0
+
+    def setup(self) -> None:
+        self.transport.ensure_group(self.stream, WORKERS_GROUP, start="0")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self) -> None:
+        if self._inflight is not None:
+            self._deliver()
+            return
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.settings.worker.reclaim_every_s
+            self._reclaim()
+        if self.batcher.room:
+            if len(self.batcher):
+                block = max(1, int(self.batcher.wait_left() * 1000))
+            else:
+                block = self.settings.streams.block_ms
+            entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident,
+                                                count=self.batcher.room, block_ms=block)
+            self.batcher.add(self._decode(entries))
+        if self.batcher.ready():
+            self._infer(self.batcher.take())
+            self._deliver()
+
+    def finish(self) -> None:
+        """Label what was already read (it is ours in the group), publish, ack; read nothing new."""
+        if self._inflight is not None:
+            self._deliver()
+        while len(self.batcher):
+            self._infer(self.batcher.take())
+            self._deliver()
+
+    def on_redis_down(self) -> None:
+        # Nothing to drop: the in-flight batch is retried; if Redis restarted empty, the
+        # acks are no-ops and the labels are still worth publishing.
+        pass
+
+    def info(self) -> dict:
+        return {**self.counters, "infer_ms": round(self.infer_s * 1000, 1), "model": self.predictor.model_id,
+                **{f"emotion_{k}": v for k, v in self.emotions.items()}}
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def _decode(self, entries: list[Entry]) -> list[Item]:
+        good: list[Item] = []
+        bad: list[str] = []
+        for e in entries:
+            if e.payload is None:  # trimmed or deleted between delivery and claim
+                bad.append(e.id)
+                self.counters["crops_vanished"] += 1
+                continue
+            try:
+                crop = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=FaceCrop)
+            except MessageError as err:
+                self.transport.dead_letter(source=e.stream, entry_id=e.id, payload=e.payload,
+                                           reason=err.reason, role=self.role)
+                self.counters["dead_letters"] += 1
+                bad.append(e.id)
+                continue
+            good.append(Item(e.id, crop))
+        self.transport.ack(self.stream, WORKERS_GROUP, bad, delete=True)
+        return good
+
+    def _reclaim(self) -> None:
+        claimed, missing = self.transport.autoclaim(
+            self.stream, WORKERS_GROUP, self.ident,
+            min_idle_ms=self.settings.worker.reclaim_idle_ms, count=self.settings.worker.max_batch)
+        if missing:
+            self.transport.ack(self.stream, WORKERS_GROUP, missing, delete=True)
+            self.counters["crops_vanished"] += len(missing)
+        if claimed:
+            self.counters["crops_reclaimed"] += len(claimed)
+            self.log.info("reclaimed %d crops left pending by another worker", len(claimed))
+            self.batcher.add(self._decode(claimed))
+
+    def _infer(self, items: list[Item]) -> None:
+        batch = np.stack([it.crop.pixels() for it in items])
+        t0 = time.perf_counter()
+        probs = self.predictor.predict(batch)
+        self.infer_s += time.perf_counter() - t0
+        inferred_at = time.time()
+        keep: list[Item] = []
+        payloads: list[bytes] = []
+        for it, p in zip(items, probs):
+            try:
+                label = Label.for_crop(it.crop, p, model_id=self.predictor.model_id, worker_id=self.ident,
+                                       inferred_at=inferred_at)
+            except ValueError as err:  # NaN/inf or non-normalised output from a broken model
+                self.transport.dead_letter(source=self.stream, entry_id=it.entry_id, payload=it.crop.encode(),
+                                           reason=f"model output rejected: {str(err).splitlines()[-1][:200]}",
+                                           role=self.role)
+                self.counters["dead_letters"] += 1
+                self.transport.ack(self.stream, WORKERS_GROUP, [it.entry_id], delete=True)
+                continue
+            self.emotions[label.emotion] += 1
+            keep.append(it)
+            payloads.append(label.encode())
+        self.counters["batches"] += 1
+        self.counters["crops_labelled"] += len(keep)
+        self._inflight = (keep, payloads)
+
+    def _deliver(self) -> None:
+        items, payloads = self._inflight  # type: ignore[misc]
+        self.transport.publish(self.transport.keys.labels, payloads, self.settings.streams.labels_maxlen)
+        self.transport.ack(self.stream, WORKERS_GROUP, [it.entry_id for it in items], delete=True)
+        self._inflight = None
