@@ -113,12 +113,15 @@ class CameraProducer:
         if time.monotonic() < self._retry_at:  # Redis was down moments ago: don't wait on it
             self.stats["crops_dropped"] += len(items)
             return
+        published: int | None = None
         try:
             published = self._publish_crops(frame, items)
             if self.settings.producer.publish_frames:
                 self._publish_frame(frame, published)
             self._backoff = self.settings.redis.backoff_initial_s
         except REDIS_DOWN as e:
+            if published is None:  # the crops themselves did not go out
+                self.stats["crops_dropped"] += len(items)
             self.stats["publish_errors"] += 1
             self._retry_at = time.monotonic() + self._backoff
             self.log.warning("camera %s: Redis unreachable (%s); dropping frames for %.1fs",

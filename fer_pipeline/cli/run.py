@@ -3,14 +3,13 @@ which can run on its own machine against a shared Redis."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
-from fer_pipeline.errors import ConfigError, FerError
+from fer_pipeline.errors import ConfigError
 
 Ident = Annotated[Optional[str], typer.Option("--ident", help="Consumer name of this process [default: host-pid].",
                                               show_default=False)]
@@ -49,3 +48,83 @@ def worker(
     predictor = load_predictor(s.worker.model, s.worker.runtime, threads=s.worker.threads, int8=s.worker.int8)
     transport = Transport.connect(s)
     _serve(InferenceWorker(s, transport, predictor, ident))
+
+
+@app.command()
+def producer(
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", "-s", help="Repeatable: webcam index, video file, rtsp/http URL, image folder, "
+        "replay:FILE.npz?fps=30&faces=2 [default: 0, the webcam].", show_default=False)] = None,
+    camera_id: Annotated[Optional[list[str]], typer.Option(
+        "--camera-id", help="Camera id per --source, in order [default: from the source].", show_default=False)] = None,
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    realtime: Annotated[Optional[bool], typer.Option("--realtime/--fast", help="Replay files at native fps, "
+                                                     "or as fast as possible.", show_default=False)] = None,
+    loop: Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.",
+                                                 show_default=False)] = None,
+    scale_factor: Annotated[Optional[float], typer.Option(help="Haar scaleFactor [default: 1.3].",
+                                                          show_default=False)] = None,
+    min_neighbors: Annotated[Optional[int], typer.Option(help="Haar minNeighbors [default: 5].",
+                                                         show_default=False)] = None,
+    detect_width: Annotated[Optional[int], typer.Option(help="Detect on frames downscaled to this width "
+                                                        "(0 = full size).", show_default=False)] = None,
+    detect_every: Annotated[Optional[int], typer.Option(help="Run detection every Nth frame; track in between.",
+                                                        show_default=False)] = None,
+    frames: Annotated[Optional[bool], typer.Option("--frames/--no-frames", help="Publish JPEG frames for "
+                                                   "display consumers.", show_default=False)] = None,
+    ident: Ident = None,
+) -> None:
+    """Run camera producers: detect faces and publish 48x48 crops (one thread per camera)."""
+    from fer_pipeline.producers.camera import build_producer_service
+    from fer_pipeline.transport import Transport
+
+    s = build_settings(redis_url=redis_url, prefix=prefix, producer={
+        "realtime": realtime, "loop": loop, "scale_factor": scale_factor, "min_neighbors": min_neighbors,
+        "detect_width": detect_width, "detect_every": detect_every, "publish_frames": frames})
+    setup_logging(s.log_level)
+    transport = Transport.connect(s)
+    _serve(build_producer_service(s, transport, source or ["0"], camera_id, ident=ident))
+
+
+@app.command()
+def display(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the annotated MP4s [default: out].",
+                                                show_default=False)] = None,
+    window: Annotated[Optional[str], typer.Option(help="auto (window if a screen exists), on, or off (MP4s).",
+                                                  show_default=False)] = None,
+    label_wait_ms: Annotated[Optional[int], typer.Option(help="How long a frame waits for its labels.",
+                                                         show_default=False)] = None,
+    ident: Ident = None,
+) -> None:
+    """Draw emotions on each camera's frames: a window per camera, or an MP4 per camera."""
+    from fer_pipeline.consumers.display import DisplayService
+    from fer_pipeline.transport import Transport
+
+    if window not in (None, "auto", "on", "off"):
+        raise ConfigError(f"--window must be auto, on or off, got {window!r}")
+    s = build_settings(redis_url=redis_url, prefix=prefix,
+                       consumer={"out_dir": out, "window": window, "label_wait_ms": label_wait_ms})
+    setup_logging(s.log_level)
+    transport = Transport.connect(s)
+    _serve(DisplayService(s, transport, ident))
+
+
+@app.command()
+def logger(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    db: Annotated[Optional[Path], typer.Option(help="SQLite file of emotion timelines [default: "
+                                               "out/emotions.sqlite].", show_default=False)] = None,
+    ident: Ident = None,
+) -> None:
+    """Record every label into an SQLite log of per-camera, per-track emotion timelines."""
+    from fer_pipeline.consumers.recorder import LoggerService
+    from fer_pipeline.transport import Transport
+
+    s = build_settings(redis_url=redis_url, prefix=prefix, consumer={"db": db})
+    setup_logging(s.log_level)
+    transport = Transport.connect(s)
+    _serve(LoggerService(s, transport, ident))

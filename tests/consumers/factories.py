@@ -36,8 +36,9 @@ def scene(width: int = 160, height: int = 120, seed: int = 0) -> np.ndarray:
     """A synthetic BGR frame: a smooth gradient with a lighter 'face' blob."""
     y, x = np.mgrid[0:height, 0:width]
     img = np.stack([(x * 255 // width), (y * 255 // height), np.full_like(x, 90 + seed % 50)], axis=-1)
+    img = np.ascontiguousarray(img, dtype=np.uint8)
     cv2.circle(img, (width // 2, height // 2), min(width, height) // 4, (200, 190, 180), -1)
-    return img.astype(np.uint8)
+    return img
 
 
 def make_frame(*, camera_id: str = "cam0", run_id: str = "r1", frame_index: int = 0, faces: int = 1,

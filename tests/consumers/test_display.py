@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_pipeline.consumers.display import DisplayService, screen_available
+from fer_pipeline.messages import BBox
+from fer_pipeline.streams import DISPLAY_GROUP
+from tests.consumers.factories import make_end, make_frame, make_label, scene
+
+FRAMES = 10
+BOX = BBox(x=40, y=30, w=60, h=60)
+
+
+def marked_scene(frame_index: int) -> np.ndarray:
+    """A frame whose top-left patch brightness encodes its index, to check order in the video."""
+    img = scene()
+    img[0:16, 0:16] = 20 + 20 * frame_index
+    return img
+
+
+def publish_frames(transport, camera_id: str, frames: list, end: bool = True) -> None:
+    payloads = [f.encode() for f in frames]
+    if end:
+        payloads.append(make_end(camera_id=camera_id, frames=len(frames)).encode())
+    transport.publish(transport.keys.frames(camera_id), payloads, transport.settings.streams.frames_maxlen)
+    transport.client.sadd(transport.keys.cameras, camera_id)
+
+
+def publish_labels(transport, labels: list) -> None:
+    transport.publish(transport.keys.labels, [lab.encode() for lab in labels], transport.settings.streams.labels_maxlen)
+
+
+def run_until(service: DisplayService, done, timeout: float = 15.0) -> None:
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not done():
+        time.sleep(0.02)
+    service.request_stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert done(), f"condition not reached: {service.counters}"
+
+
+def read_video(path) -> tuple[int, list[np.ndarray]]:
+    cap = cv2.VideoCapture(str(path))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return count, frames
+
+
+@pytest.mark.redis
+def test_two_cameras_become_two_videos_in_order(redis_settings, real_transport):
+    settings = redis_settings.with_updates(consumer={"label_wait_ms": 300}, streams={"block_ms": 100})
+    cameras = ("cam-a", "cam/b")  # a camera id that is not a safe file name
+    for cam in cameras:
+        # Frame 3 has no faces; frame 5's label never arrives; the rest have one labelled face.
+        frames = [make_frame(camera_id=cam, frame_index=i, faces=0 if i == 3 else 1, image=marked_scene(i))
+                  for i in range(FRAMES)]
+        publish_frames(real_transport, cam, frames)
+        publish_labels(real_transport, [make_label(camera_id=cam, frame_index=i, bbox=BOX, emotion="happy")
+                                        for i in range(FRAMES) if i not in (3, 5)])
+    real_transport.publish(real_transport.keys.frames("cam-a"), [b"\xc1 not msgpack"], 300)
+
+    service = DisplayService(settings, real_transport, ident="disp-1")
+    started = time.monotonic()
+    run_until(service, lambda: service.counters["videos_written"] == 2)
+    assert time.monotonic() - started >= 0.3  # the unlabelled frame was waited for
+
+    c = service.counters
+    assert c["frames_drawn"] == 2 * FRAMES
+    assert c["labels_joined"] == 2 * (FRAMES - 2)
+    assert c["frames_incomplete"] == 2 and c["labels_stale_drawn"] == 2  # frame 5: track 0's last label
+    assert c["dead_letters"] == 1
+    outputs = service.outputs()
+    assert set(outputs) == set(cameras)
+    assert outputs["cam/b"].name == "cam_b.mp4"
+    for cam in cameras:
+        path = outputs[cam]
+        assert path.parent == settings.consumer.out_dir and path.stat().st_size > 0
+        count, frames = read_video(path)
+        assert count == FRAMES and len(frames) == FRAMES
+        assert frames[0].shape == scene().shape
+        # Per-camera frame order survives the wait on frame 5 (index encoded in a corner patch).
+        marks = [int(f[4:12, 4:12].mean()) for f in frames]
+        assert all(abs(m - (20 + 20 * i)) < 12 for i, m in enumerate(marks)), marks
+        # The overlay is in the video: the box's left edge differs from the plain scene;
+        # frame 3 (no faces) has no box there.
+        edge = (slice(BOX.y + 5, BOX.y + BOX.h - 5), slice(BOX.x - 1, BOX.x + 2))
+        plain = scene().astype(int)[edge]
+        assert np.abs(frames[0].astype(int)[edge] - plain).mean() > 40
+        assert np.abs(frames[3].astype(int)[edge] - plain).mean() < 15
+    for stream in [real_transport.keys.labels, *(real_transport.keys.frames(c) for c in cameras)]:
+        assert real_transport.backlog(stream, DISPLAY_GROUP) == (0, 0)
+
+
+@pytest.mark.redis
+def test_late_labels_are_counted_and_timely_ones_joined(redis_settings, real_transport):
+    settings = redis_settings.with_updates(consumer={"label_wait_ms": 150}, streams={"block_ms": 50})
+    service = DisplayService(settings, real_transport, ident="disp-2")
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        publish_frames(real_transport, "cam0", [make_frame(frame_index=0)], end=False)
+        deadline = time.monotonic() + 10
+        while service.counters["frames_drawn"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        publish_labels(real_transport, [make_label(frame_index=0)])          # after the frame was drawn
+        publish_labels(real_transport, [make_label(frame_index=1)])          # before its frame
+        publish_frames(real_transport, "cam0", [make_frame(frame_index=1)], end=True)
+        while service.counters["videos_written"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        service.request_stop()
+        thread.join(timeout=5)
+    c = service.counters
+    assert c["labels_late"] == 1 and c["labels_joined"] == 1
+    assert c["frames_drawn"] == 2 and c["frames_incomplete"] == 1 and c["videos_written"] == 1
+    assert read_video(service.outputs()["cam0"])[0] == 2
+
+
+def test_finish_flushes_pending_frames(settings, fake_transport):
+    settings = settings.with_updates(consumer={"label_wait_ms": 60_000})
+    publish_frames(fake_transport, "cam0", [make_frame(frame_index=i) for i in range(5)], end=False)
+    service = DisplayService(settings, fake_transport, ident="disp-3")
+    service.setup()
+    for _ in range(3):
+        service.step()  # fakeredis does not block: each step returns at once
+    assert service.counters["frames_drawn"] == 0  # still waiting for labels
+    service.finish()
+    assert service.counters["frames_drawn"] == 5 and service.counters["videos_written"] == 1
+    assert read_video(service.outputs()["cam0"])[0] == 5
+
+
+def test_buffer_is_capped_by_drawing_the_oldest(settings, fake_transport):
+    settings = settings.with_updates(consumer={"label_wait_ms": 60_000})
+    # 10 fps -> room for max(30, 3 s * 10) = 30 frames; 40 waiting frames force 10 out.
+    publish_frames(fake_transport, "cam0", [make_frame(frame_index=i, fps=10.0) for i in range(40)], end=False)
+    service = DisplayService(settings, fake_transport, ident="disp-4")
+    service.setup()
+    service.step()
+    assert service.counters["frames_forced"] == 10 and service.counters["frames_drawn"] == 10
+    assert service.info()["buffered"] == 30
+    service.finish()
+    assert read_video(service.outputs()["cam0"])[0] == 40
+
+
+def test_window_mode_follows_the_screen(settings, fake_transport, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    auto = settings.with_updates(consumer={"window": "auto"})
+    if screen_available():  # macOS/Windows always count as having a screen
+        pytest.skip("this platform always reports a screen")
+    assert DisplayService(auto, fake_transport).windowed is False
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert DisplayService(auto, fake_transport).windowed is True
+    assert DisplayService(settings, fake_transport).windowed is False  # window "off"

@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_pipeline.errors import SourceError
+from fer_pipeline.labels import FER2013_CODE_NAMES
+from fer_pipeline.producers.sources import (
+    ImageFolderSource, LiveSource, Pacer, ReplaySource, VideoFileSource, image_dimensions, open_source,
+)
+from tests.producers.conftest import write_replay_npz
+
+
+def take(source, n: int | None = None, stop: threading.Event | None = None) -> list:
+    stop = stop or threading.Event()
+    out = []
+    for frame in source.frames(stop):
+        out.append(frame)
+        if n is not None and len(out) >= n:
+            stop.set()
+    return out
+
+
+# -- spec parsing ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.mp4", "cannot open video file 'missing.mp4': no such file"),
+        ("nothing-here", "cannot open source 'nothing-here': no such file or folder"),
+        ("ftp://host/x", "unsupported source scheme 'ftp://'"),
+        ("", "empty source"),
+        ("replay:", "names no file"),
+        ("replay:missing.npz", "cannot open replay 'missing.npz': no such file"),
+        ("rtsp:///path", "no host in the URL"),
+    ],
+)
+def test_bad_specs_raise_one_clear_line(spec, message, settings):
+    with pytest.raises(SourceError) as e:
+        open_source(spec, settings)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("fps=0", "fps must be"), ("faces=99", "faces must be 1..64"), ("speed=2", "unknown option 'speed'"),
+     ("fps=abc", "could not convert"), ("limit=0", "limit must be")],
+)
+def test_bad_replay_options(query, message, replay_npz, settings):
+    with pytest.raises(SourceError, match=message):
+        open_source(f"replay:{replay_npz}?{query}", settings)
+
+
+def test_a_file_that_is_not_a_video(tmp_path, settings):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(SourceError, match="not a readable video"):
+        open_source(str(bad), settings)
+
+
+def test_a_folder_without_images(tmp_path, settings):
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(SourceError, match="no .* files in it"):
+        open_source(str(tmp_path), settings)
+
+
+def test_spec_kinds(tmp_path, tiny_video, replay_npz, settings):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert isinstance(open_source(str(tiny_video), settings), VideoFileSource)
+    assert isinstance(open_source(str(tmp_path), settings), ImageFolderSource)
+    assert isinstance(open_source(f"replay:{replay_npz}?fps=10&faces=2", settings), ReplaySource)
+
+
+# -- video files -------------------------------------------------------------------------------
+def test_video_file_reads_every_frame_then_ends(tiny_video, settings):
+    s = settings.with_updates(producer={"realtime": False})
+    with open_source(str(tiny_video), s) as src:
+        assert src.finite and src.fps == pytest.approx(25.0) and src.name == "tiny"
+        frames = take(src)
+    assert [f.index for f in frames] == list(range(10))
+    assert frames[0].image.shape == (48, 64, 3) and all(f.crops is None for f in frames)
+
+
+def test_video_file_loops_with_increasing_indices(tiny_video, settings):
+    s = settings.with_updates(producer={"realtime": False, "loop": True})
+    with open_source(str(tiny_video), s) as src:
+        assert not src.finite
+        frames = take(src, 25)
+    assert [f.index for f in frames] == list(range(25))
+    # Frame 10 is the first frame again (the synthetic video's brightness ramps by frame).
+    assert abs(int(frames[10].image.mean()) - int(frames[0].image.mean())) <= 2
+
+
+def test_realtime_video_is_paced_to_its_fps(tiny_video, settings):
+    with open_source(str(tiny_video), settings.with_updates(producer={"realtime": True})) as src:
+        t0 = time.monotonic()
+        take(src, 6)
+        elapsed = time.monotonic() - t0
+    assert elapsed >= 5 / 25 * 0.9  # 6 frames at 25 fps span 5 periods
+
+
+# -- pacing ------------------------------------------------------------------------------------
+def test_pacer_never_accumulates_debt():
+    stop = threading.Event()
+    p = Pacer(20.0)
+    p.wait(stop)
+    time.sleep(0.2)  # four periods behind
+    t0 = time.monotonic()
+    p.wait(stop)  # behind: no sleep
+    behind = time.monotonic() - t0
+    p.wait(stop)  # the next one is a whole period later, not a catch-up burst
+    period = time.monotonic() - t0
+    assert behind < 0.02
+    assert period >= 0.04
+
+
+# -- image folders -----------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp"])
+def test_image_dimensions_from_headers(ext):
+    ok, data = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))
+    assert ok and image_dimensions(data.tobytes()) == (53, 37)
+
+
+def test_image_folder_sorted_skipping_bad_and_oversized_files(tmp_path, settings):
+    for i, name in enumerate(["b.png", "a.jpg", "c.bmp"]):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 30, 3), 50 * (i + 1), np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cv2.imwrite(str(tmp_path / "huge.png"), np.zeros((100, 100, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    s = settings.with_updates(producer={"realtime": False, "max_image_pixels": 50 * 50})
+    with open_source(str(tmp_path), s) as src:
+        frames = take(src)
+        assert src.stats["skipped"] == 2  # broken.png and huge.png
+    # a.jpg, b.png, c.bmp in name order: their fill values were 100, 50, 150.
+    assert [round(float(f.image.mean())) for f in frames] == [100, 50, 150]
+    assert [f.index for f in frames] == [0, 1, 2]
+
+
+def test_image_folder_loops(tmp_path, settings):
+    cv2.imwrite(str(tmp_path / "one.png"), np.zeros((10, 10, 3), np.uint8))
+    s = settings.with_updates(producer={"realtime": False, "loop": True})
+    with open_source(str(tmp_path), s) as src:
+        assert [f.index for f in take(src, 4)] == [0, 1, 2, 3]
+
+
+# -- labelled replay ---------------------------------------------------------------------------
+def test_replay_carries_crops_with_truth_labels(tmp_path, settings):
+    path = tmp_path / "r.npz"
+    codes = write_replay_npz(path, n=5)
+    s = settings.with_updates(producer={"realtime": False})
+    with open_source(f"replay:{path}?fps=12.5&faces=2", s) as src:
+        assert src.fps == 12.5 and src.finite
+        frames = take(src)
+    with np.load(path) as z:
+        images = z["images"]
+    assert [len(f.crops) for f in frames] == [2, 2, 1]
+    crops = [c for f in frames for c in f.crops]
+    assert [c.truth for c in crops] == [FER2013_CODE_NAMES[c] for c in codes]
+    assert [c.track_id for c in crops] == [0, 1, 2, 3, 4]
+    assert all(np.array_equal(c.pixels, images[c.track_id]) for c in crops)
+    # The display mosaic shows each face (2x) where its box says.
+    first = frames[0]
+    x, y, w, h = first.crops[1].box
+    tile = first.image[y:y + h, x:x + w, 0]
+    assert np.array_equal(cv2.resize(tile, (48, 48), interpolation=cv2.INTER_NEAREST), images[1])
+
+
+def test_replay_realtime_pacing_and_loop(replay_npz, settings):
+    s = settings.with_updates(producer={"realtime": True})
+    with open_source(f"replay:{replay_npz}?fps=40&faces=3&loop=1", s) as src:
+        assert not src.finite
+        frames = take(src, 5)
+    assert [f.index for f in frames] == list(range(5))
+    gaps = np.diff([f.captured_at for f in frames])
+    assert (gaps > 0.8 / 40).all()  # paced, in order
+    # Looping restarts at row 0: 5 rows in frames of 3 -> rows 0-2, 3-4, 0-2, ...
+    assert [c.track_id for c in frames[2].crops] == [0, 1, 2]
+
+
+def test_replay_limit(replay_npz, settings):
+    with open_source(f"replay:{replay_npz}?limit=3&faces=2", settings.with_updates(producer={"realtime": False})) as src:
+        assert sum(len(f.crops) for f in take(src)) == 3
+
+
+# -- live sources ------------------------------------------------------------------------------
+class FakeCapture:
+    def __init__(self, frames: int, opened: bool = True) -> None:
+        self.left, self.opened = frames, opened
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.opened
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.zeros((4, 4, 3), np.uint8)
+
+    def get(self, prop):
+        return 15.0
+
+    def release(self) -> None:
+        self.opened = False
+
+
+class RecordingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_live_source_reconnects_with_capped_backoff():
+    # 2 frames, then the stream drops; reopening fails twice, then works for 2 more frames, drops again.
+    caps = iter([FakeCapture(2), FakeCapture(0, opened=False), FakeCapture(0, opened=False), FakeCapture(2),
+                 FakeCapture(0, opened=False), FakeCapture(3)])
+    src = LiveSource("rtsp://cam", "cam", lambda: next(caps), backoff_initial_s=0.1, backoff_max_s=0.3)
+    assert src.fps == 15.0 and not src.finite
+    stop = RecordingEvent()
+    frames = take(src, 7, stop)
+    assert [f.index for f in frames] == list(range(7))
+    assert src.stats["reconnects"] == 5
+    # Doubling from 0.1, capped at 0.3, and back to 0.1 after frames flow again.
+    assert stop.waits == pytest.approx([0.1, 0.2, 0.3, 0.1, 0.2])
+
+
+def test_live_source_that_cannot_open():
+    with pytest.raises(SourceError, match="cannot open webcam 7: no camera"):
+        LiveSource(7, "cam7", lambda: FakeCapture(0, opened=False))
+    with pytest.raises(SourceError, match=r"stream 'rtsp://u:\*\*\*@h/x'"):
+        LiveSource("rtsp://u:secret@h/x", "h", lambda: FakeCapture(0, opened=False))
