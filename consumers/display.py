@@ -35,8 +35,9 @@ BUFFER_S = 3.0             # frames buffered per camera waiting for labels, in s
 MIN_BUFFER = 30
 STALE_WINDOW_S = 1.0       # a track's last label is reused for this long after its frame
 DEFAULT_FPS = 30.0         # cameras that do not know their rate (fps 0)
-MAX_LABEL_FRAMES = 2_000   # buffered not-yet-framed label sets per camera run
-MAX_RUNS = 64              # camera runs remembered (label buffers, last drawn frame)
+MAX_LABEL_FRAMES = 600     # buffered not-yet-framed label sets per camera run
+MAX_RUNS = 16              # camera runs remembered (label buffers, last drawn frame)
+MAX_TRACKS = 256           # last-known labels kept per camera
 
 
 def screen_available() -> bool:
@@ -237,6 +238,8 @@ class DisplayService(Service):
         prev = tracks.get(label.track_id)
         if prev is None or prev.run_id != label.run_id or prev.frame_index <= label.frame_index:
             tracks[label.track_id] = label
+            if len(tracks) > MAX_TRACKS:  # e.g. a camera whose frames never come: forget the oldest
+                del tracks[min(tracks, key=lambda t: tracks[t].labelled_at)]
         key = (label.camera_id, label.run_id)
         drawn = self._drawn.get(key)
         if drawn is not None and label.frame_index <= drawn:
@@ -303,6 +306,7 @@ class DisplayService(Service):
         self._drawn.move_to_end(key)
         if len(self._drawn) > MAX_RUNS:
             self._drawn.popitem(last=False)
+        self._forget_tracks(frame)
         faces = [FaceAnnotation.from_label(label) for label in fresh.values()]
         self.counters["labels_joined"] += len(fresh)
         missing = frame.faces - len(fresh)
@@ -325,15 +329,20 @@ class DisplayService(Service):
         """Up to ``n`` last-known labels of this run's tracks seen near this frame, nearest first."""
         tracks = self._last.get(frame.camera_id, {})
         window = int((frame.fps or DEFAULT_FPS) * STALE_WINDOW_S)
-        gone = [t for t, lab in tracks.items()  # forget tracks long gone (or of an older run)
-                if lab.run_id != frame.run_id or lab.frame_index < frame.frame_index - 10 * window]
-        for track_id in gone:
-            del tracks[track_id]
         near = [lab for lab in tracks.values()
                 if lab.run_id == frame.run_id and lab.track_id not in have
                 and abs(lab.frame_index - frame.frame_index) <= window]
         near.sort(key=lambda lab: abs(lab.frame_index - frame.frame_index))
         return near[:n]
+
+    def _forget_tracks(self, frame: Frame) -> None:
+        """Drop last-known labels of tracks long gone (or of an older run) of this camera."""
+        tracks = self._last.get(frame.camera_id)
+        if not tracks:
+            return
+        horizon = frame.frame_index - 10 * int((frame.fps or DEFAULT_FPS) * STALE_WINDOW_S)
+        for track_id in [t for t, lab in tracks.items() if lab.run_id != frame.run_id or lab.frame_index < horizon]:
+            del tracks[track_id]
 
     def _write(self, camera_id: str, image: np.ndarray, fps: float) -> None:
         try:

@@ -26,6 +26,7 @@ import numpy as np
 
 from fer_pipeline.errors import DataError, SourceError
 from fer_pipeline.settings import Settings
+from fer_pipeline.transport import redact_url
 
 log = logging.getLogger("fer.producer.source")
 
@@ -176,7 +177,7 @@ class LiveSource(Source):
         self._backoff = (backoff_initial_s, backoff_max_s)
         cap = opener()
         if not cap.isOpened():
-            what = f"webcam {target}" if isinstance(target, int) else f"stream '{_redact(str(target))}'"
+            what = f"webcam {target}" if isinstance(target, int) else f"stream '{redact_url(str(target))}'"
             why = "no camera at that index, or it is in use" if isinstance(target, int) else "no answer or not a video stream"
             raise SourceError(f"cannot open {what}: {why}")
         self._cap = cap
@@ -226,7 +227,7 @@ def _open_stream(url: str) -> LiveSource:
 
     parts = urlsplit(url)
     if not parts.hostname:
-        raise SourceError(f"cannot open stream '{_redact(url)}': no host in the URL")
+        raise SourceError(f"cannot open stream '{redact_url(url)}': no host in the URL")
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
     return LiveSource(url, _safe_id(parts.hostname), lambda: cv2.VideoCapture(url, cv2.CAP_FFMPEG, params))
 
@@ -432,9 +433,3 @@ def _safe_id(text: str) -> str:
     """A camera id usable inside Redis key names and file names."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:64]
     return cleaned or "camera"
-
-
-def _redact(url: str) -> str:
-    from fer_pipeline.transport import redact_url
-
-    return redact_url(url)

@@ -142,6 +142,7 @@ def train(
     if quick:
         overrides.setdefault("epochs", QUICK_EPOCHS)
         overrides.setdefault("limit", QUICK_LIMIT)
+        overrides["jit"] = False  # XLA compiling costs more than it saves in a two-epoch run
     data_spec = str(Path(data).resolve()) if data else None
     ferplus_spec = ferplus if ferplus in ("shared", "none") else str(Path(ferplus).resolve())
     # The data named in the recipe lands in state.json: `export` recreates the validation

@@ -44,7 +44,16 @@ class QuickRun:
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory) -> QuickRun:
+def tf_one_thread() -> None:
+    """One TensorFlow thread: the machine's cores belong to the real training run.
+    Must run before TensorFlow executes its first op (pools are fixed after that)."""
+    from fer_pipeline.trainer.job import configure_tf
+
+    configure_tf(1)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, tf_one_thread) -> QuickRun:
     """`fer-pipeline train --quick` on synthetic data, once per session, one TF thread."""
     from typer.testing import CliRunner
 

@@ -1,0 +1,99 @@
+"""The real pipeline, as a user runs it: `fer-pipeline up` on real videos through a real Redis."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import cv2
+import pytest
+import redis
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def run_up(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fer_pipeline", "up", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def frame_count(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    return n
+
+
+def log_rows(db) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT crop_id, camera_id, track_id, emotion FROM labels").fetchall()
+
+
+def test_real_video_through_up_labels_every_crop_exactly_once(redis_settings, video_dir, tmp_path):
+    prefix, url = redis_settings.redis.prefix, redis_settings.redis.url
+    out = tmp_path / "out"
+    r = run_up("--source", str(video_dir / "short_hamilton_clip.mp4"), "--camera-id", "stage", "--fast",
+               "--redis-url", url, "--prefix", prefix, "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stopped (all sources ended)" in r.stdout
+
+    stats = {k.decode(): int(v) for k, v in redis.Redis.from_url(url).hgetall(f"{prefix}:stats").items()}
+    published = stats[f"published:{prefix}:crops"]
+    rows = log_rows(out / "emotions.sqlite")
+    assert published > 20  # the clip has faces in most frames
+    assert len(rows) == published  # every published crop has exactly one row (crop_id is the key)
+    assert len({row[0] for row in rows}) == len(rows)
+    assert {row[1] for row in rows} == {"stage"}
+    assert stats.get("dead_letters", 0) == 0
+    assert frame_count(out / "stage.mp4") == 275  # every frame of the video, annotated
+
+
+def test_two_cameras_two_workers(redis_settings, video_dir, tmp_path):
+    prefix, url = redis_settings.redis.prefix, redis_settings.redis.url
+    out = tmp_path / "out"
+    r = run_up("--source", str(video_dir / "woman2.mp4"), "--source", str(video_dir / "short_hamilton_clip.mp4"),
+               "--workers", "2", "--fast", "--redis-url", url, "--prefix", prefix, "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = log_rows(out / "emotions.sqlite")
+    cameras = {row[1] for row in rows}
+    assert cameras == {"woman2", "short_hamilton_clip"}
+    # The woman is one person followed through the clip: her timeline is one dominant track.
+    woman_tracks = [row[2] for row in rows if row[1] == "woman2"]
+    top = max(set(woman_tracks), key=woman_tracks.count)
+    assert woman_tracks.count(top) > 0.8 * len(woman_tracks)
+    stats = {k.decode(): int(v) for k, v in redis.Redis.from_url(url).hgetall(f"{prefix}:stats").items()}
+    assert len(rows) == stats[f"published:{prefix}:crops"]
+    assert frame_count(out / "woman2.mp4") == 464
+    assert frame_count(out / "short_hamilton_clip.mp4") == 275
+    # Both workers took part (the progress summary reports per-worker totals through heartbeats).
+    with sqlite3.connect(out / "emotions.sqlite") as con:
+        workers = {w for (w,) in con.execute("SELECT DISTINCT worker_id FROM labels")}
+    assert workers <= {"up-worker-0", "up-worker-1"} and workers
+
+
+def test_demo_with_embedded_broker(tmp_path):
+    """The README's first command: no Redis URL, the shipped demo clip."""
+    out = tmp_path / "out"
+    r = run_up("--source", "demo", "--fast", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "embedded broker: redis-server" in r.stdout
+    assert len(log_rows(out / "emotions.sqlite")) > 20
+    assert frame_count(out / "short_hamilton_clip.mp4") == 275
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "/no/such/video.mp4"], "no such file"),
+        (["--source", "demo", "--redis-url", "http://x"], "redis url must start with"),
+        (["--source", "demo", "--redis-url", "redis://127.0.0.1:1/0"], "cannot reach Redis"),
+        (["--source", "demo", "--out", "/proc/forbidden"], "not writable"),
+    ],
+)
+def test_bad_input_is_one_readable_line(args, message, tmp_path):
+    r = run_up(*args, timeout=60)
+    assert r.returncode == 1
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], r.stderr
+    assert "Traceback" not in r.stderr
