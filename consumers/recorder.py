@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import time
 
-import redis
-
 from fer_pipeline.consumers.store import EmotionStore
 from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label, decode
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import LOGGER_GROUP
-from fer_pipeline.transport import FIELD, Entry, Transport
+from fer_pipeline.transport import Entry, Transport
 
 BATCH = 256
 
@@ -123,16 +121,5 @@ class LoggerService(Service):
         Only one batch per call; the next call continues from the start of the PEL, which
         the previous batch's ack has shortened.
         """
-        try:
-            reply = self.transport.client.xreadgroup(LOGGER_GROUP, self.ident, {self.stream: "0"}, count=BATCH)
-        except redis.ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
-            self.transport.ensure_group(self.stream, LOGGER_GROUP, start="0")  # Redis lost it (restart)
-            return []
-        entries = []
-        for _stream, items in reply or []:
-            for entry_id, fields in items:
-                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                entries.append(Entry(self.stream, eid, fields.get(FIELD) if fields else None))
-        return entries
+        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=BATCH, block_ms=None,
+                                         own_pending=True)

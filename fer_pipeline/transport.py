@@ -163,11 +163,16 @@ class Transport:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    def read_group(self, streams: Iterable[str], group: str, consumer: str, *, count: int, block_ms: int | None) -> list[Entry]:
-        """New entries for this consumer; recreates the group if Redis lost it (restart)."""
+    def read_group(self, streams: Iterable[str], group: str, consumer: str, *, count: int, block_ms: int | None,
+                   own_pending: bool = False) -> list[Entry]:
+        """New entries for this consumer (or, with ``own_pending``, the ones already delivered
+        to it and never acked: what a restarted consumer must finish first). Recreates the
+        group if Redis lost it (restart)."""
         streams = list(streams)
+        start = "0" if own_pending else ">"
         try:
-            reply = self.client.xreadgroup(group, consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+            reply = self.client.xreadgroup(group, consumer, {s: start for s in streams}, count=count,
+                                           block=None if own_pending else block_ms)
         except redis.ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -252,6 +257,7 @@ def _entries(reply) -> list[Entry]:
     for stream, items in reply or []:
         name = _s(stream)
         for entry_id, fields in items:
+            # A pending entry deleted since delivery comes back without fields.
             out.append(Entry(name, _s(entry_id), fields.get(FIELD) if fields else None))
     return out
 
