@@ -168,7 +168,8 @@ def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: floa
         store.close()
     videos = sorted((sup.settings.consumer.out_dir).glob("*.mp4"))
     print(f"\nstopped ({reason}) after {seconds:.1f}s")
-    print(f"  faces published {published:,}  labelled {int(progress.total('worker', 'crops_labelled')):,}  "
+    labelled = stats.get(f"published:{keys.labels}", 0)
+    print(f"  faces published {published:,}  labelled {labelled:,}  "
           f"in the log {logged:,}  dead letters {stats.get('dead_letters', 0)}  "
           f"dropped {int(progress.total('producer', 'crops_dropped'))}  "
           f"trimmed unread {sum(v for k, v in stats.items() if k.startswith('trimmed_unread:'))}")
