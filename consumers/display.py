@@ -162,6 +162,7 @@ class DisplayService(Service):
     def setup(self) -> None:
         self.transport.ensure_group(self.transport.keys.labels, DISPLAY_GROUP, start="0")
         self._discover()
+        self._resume()
 
     def step(self) -> None:
         now = time.monotonic()
@@ -198,6 +199,19 @@ class DisplayService(Service):
                 self.transport.ensure_group(stream, DISPLAY_GROUP, start="0")
                 self._frame_streams[stream] = camera_id
                 self.log.info("display: camera %s", camera_id)
+
+    def _resume(self) -> None:
+        """Take back what a previous process of this name read and never acked (killed
+        between its read and its ack): without this those entries stay pending forever and
+        their frames are never drawn."""
+        streams = [self.transport.keys.labels, *self._frame_streams]
+        while True:
+            entries = self.transport.read_group(streams, DISPLAY_GROUP, self.ident, count=READ_COUNT, block_ms=None,
+                                                own_pending=True)
+            if not entries:
+                return
+            self.counters["entries_resumed"] += len(entries)
+            self._ingest(entries)  # acks them
 
     def _block_ms(self, now: float) -> int | None:
         """Block no longer than the earliest queued frame's deadline (None: do not block)."""

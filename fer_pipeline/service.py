@@ -103,6 +103,11 @@ class Service:
                 self.transport.clear_heartbeat(self.role, self.ident)
             except REDIS_DOWN:
                 pass
+            # The heartbeat is gone now: this line is the lasting record of what the process
+            # did (and dropped, reconnected, dead-lettered), e.g. after a Redis restart wiped
+            # the shared stats hash.
+            self.log.info("%s %s stopped after %.1fs: %s", self.role, self.ident, time.time() - self.started_at,
+                          " ".join(f"{k}={v}" for k, v in sorted(self.info().items())))
         return 0
 
     def on_redis_down(self) -> None:

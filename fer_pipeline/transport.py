@@ -194,13 +194,21 @@ class Transport:
     def autoclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int) -> tuple[list[Entry], list[str]]:
         """Take over entries another consumer left pending too long.
 
-        Returns (claimed entries, ids whose entries no longer exist, e.g. trimmed).
+        Returns (claimed entries, ids whose entries no longer exist, e.g. trimmed). Recreates
+        the group if Redis lost it (a restart without persistence): nothing to claim then.
         """
         claimed: list[Entry] = []
         missing: list[str] = []
         start = "0-0"
         while True:
-            reply = self.client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count)
+            try:
+                reply = self.client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start,
+                                               count=count)
+            except redis.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                self.ensure_group(stream, group)
+                return claimed, missing
             start = _s(reply[0])
             for entry_id, fields in reply[1]:
                 payload = fields.get(FIELD) if fields else None

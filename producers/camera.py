@@ -28,6 +28,7 @@ from fer_pipeline.transport import Transport
 
 BACKLOG_CHECK_S = 0.1  # XLEN(crops) is polled at most this often, shared by all cameras
 MAX_FACES = 1024  # FaceCrop.face_index bound
+REGISTER_EVERY_S = 2.0  # re-announce the cameras set this often
 JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
 CAMERA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Per-camera counters, summed into the service's counters for heartbeats and progress.
@@ -220,12 +221,19 @@ class ProducerService(Service):
             for cid, src in sources
         ]
         self._threads: list[threading.Thread] = []
-        self._registered = False
+        self._next_register = 0.0
+
+    def _register(self) -> None:
+        """Announce the cameras (display consumers find frame streams in this set); repeated
+        every few seconds because a Redis restart without persistence forgets the set, and a
+        display started after it would never find these cameras."""
+        now = time.monotonic()
+        if now >= self._next_register:
+            self.transport.client.sadd(self.transport.keys.cameras, *(c.camera_id for c in self.cameras))
+            self._next_register = now + REGISTER_EVERY_S
 
     def setup(self) -> None:
-        if not self._registered:
-            self.transport.client.sadd(self.transport.keys.cameras, *(c.camera_id for c in self.cameras))
-            self._registered = True
+        self._register()
         if not self._threads:
             self.log.info("producer run %s: %d camera(s): %s", self.run_id, len(self.cameras),
                           ", ".join(c.camera_id for c in self.cameras))
@@ -236,6 +244,7 @@ class ProducerService(Service):
 
     def step(self) -> None:
         self.stop_event.wait(min(self.settings.streams.block_ms, 200) / 1000)
+        self._register()
         if not any(t.is_alive() for t in self._threads):
             self.request_stop()
 

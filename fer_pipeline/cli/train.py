@@ -56,9 +56,9 @@ class _EpochPrinter:
             if not self.header_done:
                 self.console.print(f"[bold]{self.HEADER}[/]")
                 self.header_done = True
-            row = (f"{rec['epoch']:>3}/{self.epochs:<3} {rec.get('seconds', 0):>6.0f} {rec.get('loss', float('nan')):>7.4f}"
-                   f" {rec.get('acc', float('nan')):>7.4f} {rec.get('val_loss', float('nan')):>9.4f}"
-                   f" {rec.get('val_acc', float('nan')):>8.4f}")
+            nan = float("nan")
+            row = (f"{rec['epoch']:>3}/{self.epochs:<3} {rec.get('seconds', 0):>6.0f} {rec.get('loss', nan):>7.4f}"
+                   f" {rec.get('acc', nan):>7.4f} {rec.get('val_loss', nan):>9.4f} {rec.get('val_acc', nan):>8.4f}")
             self.console.print(row + ("  [green]* best[/]" if improved else ""))
             self.status.update(f"training: epoch {rec['epoch'] + 1}/{self.epochs}")
         elif "early_stop" in rec:
@@ -94,7 +94,8 @@ def _summary(console, result: dict, out_dir: Path, title: str) -> None:
     elif "accuracy_tflite_int8" in check:
         t.add_row("int8", f"accuracy {check['accuracy_tflite_int8']:.2%}")
     files = [*sorted(set(meta["files"].values())), "model.json"]
-    t.add_row("files", "\n".join(f"{out_dir / f}  ({(out_dir / f).stat().st_size / 1e6:.1f} MB)" for f in files))
+    t.add_row("written to", str(out_dir))
+    t.add_row("files", "\n".join(f"{f}  ({(out_dir / f).stat().st_size / 1e6:.1f} MB)" for f in files))
     console.print(t)
 
 
@@ -109,8 +110,9 @@ def train(
                                                 show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (split, init, augmentation).",
                                                 show_default=False)] = None,
-    quick: Annotated[bool, typer.Option("--quick", help=f"A few minutes: {QUICK_LIMIT} images, {QUICK_EPOCHS} epochs, "
-                                             f"{QUICK_REPORT} report images.")] = False,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help=f"A few minutes: {QUICK_LIMIT} images, {QUICK_EPOCHS} epochs, {QUICK_REPORT} report images.",
+    )] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run dir's last checkpoint.")] = False,
     run_dir: Annotated[Optional[Path], typer.Option(help="Checkpoints and state (default: runs/<arch>).",
                                                     show_default=False)] = None,
@@ -154,6 +156,9 @@ def train(
     console = _console()
     console.print(f"[bold]training[/] {arch}: {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}"
                   f"{f', at most {recipe.limit} images' if recipe.limit else ''}; checkpoints in {run_dir}")
+    state = run_dir / "state.json"
+    if resume and state.is_file():
+        console.print(f"resuming after epoch {json.loads(state.read_text()).get('epoch', 0)}")
     with console.status("loading data") as status:
         printer = _EpochPrinter(console, status, recipe.epochs)
         try:
@@ -245,8 +250,9 @@ def _print_report(console, r: dict) -> None:
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="A run's logits checkpoint (best.keras or last.keras) or "
-                                                  "its run dir; state.json must sit beside it.")] = Path("runs/compact/best.keras"),
+    checkpoint: Annotated[Path, typer.Option(
+        help="A run's logits checkpoint (best.keras or last.keras) or its run dir; state.json must sit beside it.",
+    )] = Path("runs/compact/best.keras"),
     out: Annotated[Optional[Path], typer.Option(help="Export dir (default: <run dir>/export).",
                                                 show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option(help="Training data the run used (default: as recorded in "

@@ -1,0 +1,486 @@
+"""End-to-end benchmark: K labelled replay cameras through the real Redis and W worker
+processes, then an overload run (producers faster than the workers).
+
+    fer-pipeline bench pipeline [--quick]      or      python -m benchmarks.pipeline
+
+Real processes are spawned (``python -m fer_pipeline producer|worker|logger``) under a
+unique key prefix whose keys are deleted afterwards. A reader thread in this process takes
+every label off the labels stream (plain XREAD, outside the consumer groups) and measures
+capture->label latency as (arrival here) - (the crop's capture time).
+
+Per configuration: sustained labelled faces/s, latency p50/p95/p99, frames the producer
+could not make on time, crops dropped by the backlog policy or trimmed unread, Redis memory
+of the run's keys, worker RSS and CPU, accuracy against the replayed truth labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (  # noqa: E402
+    DEFAULT_REDIS_URL, cpu_seconds, data_dir, delete_prefix, machine_info, ratio, rss_mb, section,
+    summarize_latencies, table, unique_prefix, write_result,
+)
+from fer_pipeline.settings import Settings  # noqa: E402
+
+FPS = 30.0
+STOP_TIMEOUT_S = 20.0
+SAMPLE_EVERY_S = 0.5
+
+
+# -- processes ----------------------------------------------------------------------------------------------
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+    """Start ``python -m fer_pipeline <args>`` in its own session (a terminal Ctrl-C reaches only us)."""
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as fh:
+        popen = subprocess.Popen([sys.executable, "-m", "fer_pipeline", *args], stdin=subprocess.DEVNULL,
+                                 stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return Proc(name, popen, log)
+
+
+def stop(procs: list[Proc], timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int]:
+    """SIGTERM (a warm stop: finish the batch, ack), then SIGKILL whoever is still there; exit codes."""
+    for p in procs:
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    codes = {}
+    for p in procs:
+        try:
+            codes[p.name] = p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            codes[p.name] = p.popen.wait()
+    return codes
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    from fer_pipeline.supervisor import settings_env
+
+    env = settings_env(settings)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+# -- measurement --------------------------------------------------------------------------------------------------
+@dataclass
+class Observed:
+    """One label seen by the reader."""
+
+    camera_id: str
+    captured_at: float
+    published_at: float
+    inferred_at: float
+    received_at: float
+    correct: bool | None
+
+
+class LabelReader(threading.Thread):
+    """Reads every new label (XREAD from "$"), keeping what latency and accuracy need."""
+
+    def __init__(self, client, stream: str) -> None:
+        super().__init__(daemon=True, name="label-reader")
+        self.client = client
+        self.stream = stream
+        self.seen: list[Observed] = []
+        self.stop_event = threading.Event()
+        self.last_id = client.xinfo_stream(stream)["last-generated-id"] if client.exists(stream) else "0-0"
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        import msgpack
+
+        while not self.stop_event.is_set():
+            reply = self.client.xread({self.stream: self.last_id}, count=5000, block=100)
+            now = time.time()
+            batch = []
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    self.last_id = entry_id
+                    m = msgpack.unpackb(fields[b"d"], raw=False)
+                    truth = m.get("truth")
+                    batch.append(Observed(m["camera_id"], m["captured_at"], m["published_at"], m["inferred_at"],
+                                          now, None if truth is None else truth == m["emotion"]))
+            if batch:
+                with self.lock:
+                    self.seen.extend(batch)
+
+    def snapshot(self) -> list[Observed]:
+        with self.lock:
+            return list(self.seen)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.join(2)
+
+
+@dataclass
+class Samples:
+    backlog: list[int] = field(default_factory=list)
+    keys_memory_mb: list[float] = field(default_factory=list)
+    redis_used_mb: list[float] = field(default_factory=list)
+    worker_rss_mb: list[float] = field(default_factory=list)
+    producer_rss_mb: list[float] = field(default_factory=list)
+
+
+class Sampler(threading.Thread):
+    """Every ``SAMPLE_EVERY_S``: crops backlog, memory of the run's streams, Redis memory, RSS."""
+
+    def __init__(self, client, keys, workers: list[Proc], producer: Proc | None) -> None:
+        super().__init__(daemon=True, name="sampler")
+        self.client, self.keys, self.workers, self.producer = client, keys, workers, producer
+        self.samples = Samples()
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(SAMPLE_EVERY_S):
+            s = self.samples
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(self.keys.crops)
+            pipe.memory_usage(self.keys.crops, samples=0)
+            pipe.memory_usage(self.keys.labels, samples=0)
+            pipe.info("memory")
+            backlog, crops_mem, labels_mem, info = pipe.execute()
+            s.backlog.append(int(backlog))
+            s.keys_memory_mb.append(((crops_mem or 0) + (labels_mem or 0)) / 2**20)
+            s.redis_used_mb.append(info["used_memory"] / 2**20)
+            s.worker_rss_mb.append(sum(rss_mb(w.popen.pid) or 0 for w in self.workers))
+            if self.producer is not None:
+                s.producer_rss_mb.append(rss_mb(self.producer.popen.pid) or 0)
+
+    def close(self) -> Samples:
+        self.stop_event.set()
+        self.join(2)
+        return self.samples
+
+
+def heartbeat(client, keys, role: str, ident: str) -> dict[str, float]:
+    raw = client.hgetall(keys.health(role, ident))
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[k.decode()] = float(v)
+        except ValueError:
+            pass
+    return out
+
+
+def wait_for(cond, timeout_s: float, what: str, procs: list[Proc]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        dead = [p for p in procs if p.popen.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{dead[0].name} exited with {dead[0].popen.returncode} while waiting for {what}:\n"
+                               f"{dead[0].tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+# -- one pool of workers, several camera counts ----------------------------------------------------------------------
+@dataclass
+class Config:
+    workers: int
+    cameras: int
+    faces: int
+    fps: float = FPS
+    window_s: float = 10.0
+    warmup_s: float = 3.0
+
+    @property
+    def offered(self) -> float:
+        return self.cameras * self.fps * self.faces
+
+
+class Pool:
+    """A logger and W workers on one prefix; producers come and go per measurement."""
+
+    def __init__(self, base: Settings, workers: int, log_dir: Path, tag: str) -> None:
+        from fer_pipeline.transport import Transport
+
+        self.settings = base.with_updates(redis={"prefix": unique_prefix(tag)},
+                                          consumer={"db": log_dir / f"{tag}.sqlite"},
+                                          producer={"publish_frames": False, "realtime": True})
+        self.env = child_env(self.settings)
+        self.transport = Transport.connect(self.settings)
+        self.client, self.keys = self.transport.client, self.transport.keys
+        self.log_dir = log_dir
+        self.logger = spawn(f"{tag}-logger", ["logger", "--ident", "bench-logger"], self.env, log_dir)
+        self.workers = [spawn(f"{tag}-worker{i}", ["worker", "--ident", f"bench-w{i}"], self.env, log_dir)
+                        for i in range(workers)]
+        wait_for(lambda: all(self.client.exists(self.keys.health("worker", f"bench-w{i}")) for i in range(workers))
+                 and self.client.exists(self.keys.health("logger", "bench-logger")),
+                 90, f"{workers} worker(s) and the logger to start", [self.logger, *self.workers])
+        self.reader = LabelReader(self.client, self.keys.labels)
+        self.reader.start()
+
+    def worker_totals(self) -> dict[str, float]:
+        tot: Counter[str] = Counter()
+        for i in range(len(self.workers)):
+            hb = heartbeat(self.client, self.keys, "worker", f"bench-w{i}")
+            tot.update({k: hb.get(k, 0.0) for k in ("crops_labelled", "batches", "infer_ms")})
+        return dict(tot)
+
+    def worker_cpu(self) -> float:
+        return sum(cpu_seconds(w.popen.pid) or 0.0 for w in self.workers)
+
+    def measure(self, cfg: Config, npz: Path, *, fast: bool = False) -> dict:
+        """Start a producer with ``cfg.cameras`` replay cameras, measure a window, stop it, drain."""
+        tag = f"k{cfg.cameras}f{cfg.faces}{'x' if fast else ''}"
+        ident = f"bench-producer-{tag}"
+        spec = f"replay:{npz}?fps={cfg.fps:g}&faces={cfg.faces}&loop=1"
+        args = ["producer", "--ident", ident, "--no-frames", "--fast" if fast else "--realtime"]
+        for i in range(cfg.cameras):
+            args += ["--source", spec, "--camera-id", f"{tag}-c{i}"]
+        stats_before = self.transport.stats()
+        producer = spawn(f"producer-{tag}-w{len(self.workers)}", args, self.env, self.log_dir)
+        sampler: Sampler | None = None
+        try:
+            wait_for(lambda: self.client.exists(self.keys.health("producer", ident)), 60, "the producer", [producer])
+            time.sleep(cfg.warmup_s)
+            sampler = Sampler(self.client, self.keys, self.workers, producer)
+            sampler.start()
+            p0, w0, c0, t0 = heartbeat(self.client, self.keys, "producer", ident), self.worker_totals(), \
+                self.worker_cpu(), time.time()
+            time.sleep(cfg.window_s)
+            p1, w1, c1, t1 = heartbeat(self.client, self.keys, "producer", ident), self.worker_totals(), \
+                self.worker_cpu(), time.time()
+            time.sleep(1.0)  # let labels of crops captured at the end of the window arrive
+            samples = sampler.close()
+        finally:
+            if sampler is not None and sampler.is_alive():
+                sampler.close()
+            code = stop([producer])[producer.name]
+        drain_s = self._drain()
+        stats_after = self.transport.stats()
+        return self._summarise(cfg, tag, fast, producer, code, (p0, p1), (w0, w1), (c0, c1), (t0, t1), samples,
+                               stats_before, stats_after, drain_s)
+
+    def _drain(self, timeout_s: float = 60.0) -> float | None:
+        """Seconds until the workers have labelled every queued crop (None: gave up)."""
+        from fer_pipeline.streams import WORKERS_GROUP
+
+        t = time.monotonic()
+        while time.monotonic() - t < timeout_s:
+            lag, pending = self.transport.backlog(self.keys.crops, WORKERS_GROUP)
+            if lag == 0 and pending == 0:
+                return time.monotonic() - t
+            time.sleep(0.1)
+        return None
+
+    def _summarise(self, cfg, tag, fast, producer, code, p, w, c, t, samples: Samples, before, after, drain_s) -> dict:
+        (p0, p1), (w0, w1), (c0, c1), (t0, t1) = p, w, c, t
+        span = t1 - t0
+        mine = [o for o in self.reader.snapshot() if o.camera_id.startswith(f"{tag}-")]
+        in_window = [o for o in mine if t0 <= o.captured_at < t1]
+        received_in_window = sum(t0 <= o.received_at < t1 for o in mine)
+        judged = [o.correct for o in in_window if o.correct is not None]
+        frames = p1.get("frames", 0) - p0.get("frames", 0)
+        faces = p1.get("faces", 0) - p0.get("faces", 0)
+        dropped = p1.get("crops_dropped", 0) - p0.get("crops_dropped", 0)
+        trimmed = sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("trimmed_unread:"))
+        labelled = w1.get("crops_labelled", 0) - w0.get("crops_labelled", 0)
+        batches = w1.get("batches", 0) - w0.get("batches", 0)
+        lat = summarize_latencies([o.received_at - o.captured_at for o in in_window])
+        queue = summarize_latencies([o.inferred_at - o.published_at for o in in_window])
+        expected_frames = cfg.cameras * cfg.fps * span
+        return {
+            "workers": len(self.workers), "cameras": cfg.cameras, "faces_per_frame": cfg.faces,
+            "fps_per_camera": None if fast else cfg.fps, "offered_faces_per_s": None if fast else cfg.offered,
+            "window_s": span, "producer_exit_code": code,
+            "frames_per_s": frames / span, "frames_late_or_skipped": None if fast else max(0, round(expected_frames - frames)),
+            "faces_per_s_produced": faces / span,
+            "labelled_faces_per_s": received_in_window / span,
+            "worker_labelled_per_s": labelled / span,
+            "mean_batch": labelled / batches if batches else None,
+            "crops_dropped": int(dropped), "crops_trimmed_unread": int(trimmed),
+            "labels_captured_in_window": len(in_window),
+            "latency": lat, "queue_and_inference": queue,
+            "accuracy": sum(judged) / len(judged) if judged else None,
+            "backlog_max": max(samples.backlog, default=0), "backlog_end": samples.backlog[-1] if samples.backlog else None,
+            "keys_memory_mb_max": max(samples.keys_memory_mb, default=None),
+            "redis_used_mb_max": max(samples.redis_used_mb, default=None),
+            "worker_rss_mb_max": max(samples.worker_rss_mb, default=None),
+            "producer_rss_mb_max": max(samples.producer_rss_mb, default=None),
+            "worker_cpu_util": (c1 - c0) / span / len(self.workers),
+            "drain_s": drain_s,
+        }
+
+    def close(self) -> dict:
+        self.reader.close()
+        codes = stop([*self.workers])
+        # The logger stops after the workers so it reads every label first.
+        time.sleep(0.5)
+        codes.update(stop([self.logger]))
+        logged = _count_rows(self.settings.consumer.db)
+        published = self.transport.stats().get(f"published:{self.keys.labels}", 0)
+        delete_prefix(self.client, self.settings.redis.prefix)
+        self.transport.close()
+        return {"exit_codes": codes, "labels_published": published, "labels_logged": logged}
+
+
+def _count_rows(db: Path) -> int | None:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+    except sqlite3.Error:
+        return None
+
+
+# -- verdicts --------------------------------------------------------------------------------------------------------
+def holds(r: dict, p99_ms: float) -> bool:
+    """A configuration is sustained: nothing dropped, the producer on time, labels keep up, p99 under the bound."""
+    p99 = r["latency"]["p99_ms"]
+    offered = r["offered_faces_per_s"] or 0
+    return (r["crops_dropped"] == 0 and r["crops_trimmed_unread"] == 0 and p99 is not None and p99 < p99_ms
+            and r["labelled_faces_per_s"] >= 0.95 * offered and r["frames_per_s"] >= 0.95 * r["cameras"] * FPS)
+
+
+def sweep_rows(results: list[dict]) -> list[list]:
+    return [[r["workers"], r["cameras"], r["offered_faces_per_s"], r["labelled_faces_per_s"], r["latency"]["p50_ms"],
+             r["latency"]["p95_ms"], r["latency"]["p99_ms"], r["frames_late_or_skipped"],
+             r["crops_dropped"] + r["crops_trimmed_unread"], r["mean_batch"], r["worker_cpu_util"] * 100,
+             r["worker_rss_mb_max"], r["keys_memory_mb_max"], r["accuracy"]] for r in results]
+
+
+SWEEP_HEADERS = ["W", "K", "offered/s", "labelled/s", "p50 ms", "p95 ms", "p99 ms", "frames late", "dropped",
+                 "batch", "worker CPU %", "worker RSS MB", "keys MB", "acc"]
+
+
+# -- the run -------------------------------------------------------------------------------------------------------------
+def run(*, workers=(1, 2), cameras=(1, 2, 4, 8, 12, 16, 24), faces: int = 2, window_s: float = 10.0,
+        warmup_s: float = 3.0, overload_cameras: int = 16, overload_faces: int = 6, quick: bool = False,
+        redis_url: str = DEFAULT_REDIS_URL, npz: Path | None = None, out_dir: Path | None = None) -> dict:
+    """Sweep cameras x workers, then overload each worker count; print tables, write ``pipeline.json``."""
+    npz = Path(npz) if npz is not None else data_dir() / "fer2013_publictest.npz"
+    if not npz.is_file():
+        raise FileNotFoundError(f"replay data not found: {npz} (set FER_DATA_DIR)")
+    if quick:
+        cameras, window_s, warmup_s = tuple(c for c in cameras if c <= 4)[:2] or (1,), min(window_s, 3.0), 1.0
+        overload_cameras, overload_faces = 8, 4
+    base = Settings(_env_file=None).with_updates(redis={"url": redis_url})
+    machine = machine_info(base.worker.model)
+    print(f"model {machine['model'].get('model_id')}; load {machine['load_avg_1_5_15']}; busy: "
+          f"{machine['busy_processes'] or 'none'}", flush=True)
+    results: dict = {"settings": {"workers": list(workers), "cameras": list(cameras), "faces_per_frame": faces,
+                                  "fps": FPS, "window_s": window_s, "warmup_s": warmup_s, "quick": quick,
+                                  "replay": str(npz), "worker": base.worker.model_dump(mode="json"),
+                                  "streams": base.streams.model_dump(mode="json")},
+                     "sweep": [], "overload": [], "pools": []}
+    with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
+        log_dir = Path(tmp)
+        for w in workers:
+            section(f"Sweep: {w} worker(s), replay cameras at {FPS:g} fps x {faces} faces")
+            pool = Pool(base, w, log_dir, f"w{w}")
+            try:
+                for k in cameras:
+                    r = pool.measure(Config(w, k, faces, window_s=window_s, warmup_s=warmup_s), npz)
+                    r["holds_p99_100ms"], r["holds_p99_250ms"] = holds(r, 100), holds(r, 250)
+                    results["sweep"].append(r)
+                    print(table(SWEEP_HEADERS, sweep_rows([r]), digits=1).split("\n", 2)[-1] if k != cameras[0]
+                          else table(SWEEP_HEADERS, sweep_rows([r]), digits=1), flush=True)
+                    if not r["holds_p99_250ms"] and r["labelled_faces_per_s"] < 0.9 * r["offered_faces_per_s"]:
+                        print(f"(saturated at K={k}: stopping this sweep)")
+                        break
+                section(f"Overload: {w} worker(s), {overload_cameras} cameras x {overload_faces} faces at {FPS:g} fps")
+                r = pool.measure(Config(w, overload_cameras, overload_faces, window_s=window_s, warmup_s=warmup_s), npz)
+                results["overload"].append(r)
+                print(table(["W", "offered/s", "labelled/s", "dropped", "trimmed", "backlog max", "p50 ms", "p99 ms",
+                             "max ms", "keys MB max", "worker RSS MB", "drain s", "producer exit"],
+                            [[w, r["offered_faces_per_s"], r["labelled_faces_per_s"], r["crops_dropped"],
+                              r["crops_trimmed_unread"], r["backlog_max"], r["latency"]["p50_ms"],
+                              r["latency"]["p99_ms"], r["latency"]["max_ms"], r["keys_memory_mb_max"],
+                              r["worker_rss_mb_max"], r["drain_s"], r["producer_exit_code"]]]), flush=True)
+            finally:
+                closed = pool.close()
+            closed["workers"] = w
+            results["pools"].append(closed)
+            print(f"pool closed: exit codes {closed['exit_codes']}; labels published {closed['labels_published']}, "
+                  f"logged {closed['labels_logged']}", flush=True)
+
+    results["headline"] = headline(results)
+    section("Headline")
+    print(table(["figure", "value"], [[k, v] for k, v in results["headline"].items()], digits=2))
+    results["machine"] = machine
+    path = write_result("pipeline", results, out_dir)
+    print(f"\nwrote {path}")
+    return results
+
+
+def headline(results: dict) -> dict:
+    out: dict = {}
+    for w in sorted({r["workers"] for r in results["sweep"]}):
+        rs = [r for r in results["sweep"] if r["workers"] == w]
+        out[f"max_cameras_p99_under_250ms_w{w}"] = max((r["cameras"] for r in rs if r["holds_p99_250ms"]), default=0)
+        out[f"max_cameras_p99_under_100ms_w{w}"] = max((r["cameras"] for r in rs if r["holds_p99_100ms"]), default=0)
+        k8 = next((r for r in rs if r["cameras"] == 8), None)
+        if k8 is not None:
+            out[f"k8_w{w}_labelled_per_s"] = k8["labelled_faces_per_s"]
+            out[f"k8_w{w}_p99_ms"] = k8["latency"]["p99_ms"]
+            out[f"k8_w{w}_dropped"] = k8["crops_dropped"] + k8["crops_trimmed_unread"]
+    sat = {r["workers"]: r["worker_labelled_per_s"] for r in results["overload"]}
+    for w, v in sorted(sat.items()):
+        out[f"saturated_labelled_per_s_w{w}"] = v
+    if 1 in sat and 2 in sat:
+        out["second_worker_throughput_ratio"] = ratio(sat[2], sat[1])
+    out["overload_all_exit_codes_zero"] = (all(r["producer_exit_code"] == 0 for r in results["overload"])
+                                           and all(c == 0 for p in results["pools"] for c in p["exit_codes"].values()))
+    out["labels_logged_equals_published"] = all(p["labels_logged"] == p["labels_published"] for p in results["pools"])
+    return out
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", type=_ints, default=(1, 2), help="comma-separated worker counts (default 1,2)")
+    ap.add_argument("--cameras", type=_ints, default=(1, 2, 4, 8, 12, 16, 24),
+                    help="comma-separated camera counts, ascending (default 1,2,4,8,12,16,24)")
+    ap.add_argument("--faces", type=int, default=2, help="faces per frame")
+    ap.add_argument("--window", type=float, default=10.0, help="measurement window per configuration, seconds")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds after the producer starts before measuring")
+    ap.add_argument("--overload-cameras", type=int, default=16)
+    ap.add_argument("--overload-faces", type=int, default=6)
+    ap.add_argument("--quick", action="store_true", help="two small configurations and a short overload (smoke run)")
+    ap.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    ap.add_argument("--npz", type=Path, help="labelled faces to replay (default ../shared/data/fer2013_publictest.npz)")
+    ap.add_argument("--out-dir", type=Path, help="where to write pipeline.json (default benchmarks/results)")
+    a = ap.parse_args(argv)
+    run(workers=a.workers, cameras=a.cameras, faces=a.faces, window_s=a.window, warmup_s=a.warmup,
+        overload_cameras=a.overload_cameras, overload_faces=a.overload_faces, quick=a.quick, redis_url=a.redis_url,
+        npz=a.npz, out_dir=a.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
