@@ -28,7 +28,7 @@ from fer_pipeline.transport import Transport
 
 BACKLOG_CHECK_S = 0.1  # XLEN(crops) is polled at most this often, shared by all cameras
 MAX_FACES = 1024  # FaceCrop.face_index bound
-REGISTER_EVERY_S = 2.0  # re-announce the cameras set this often
+REGISTER_EVERY_S = 1.0  # re-announce the cameras set this often (one SADD)
 JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
 CAMERA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Per-camera counters, summed into the service's counters for heartbeats and progress.
@@ -231,6 +231,9 @@ class ProducerService(Service):
         if now >= self._next_register:
             self.transport.client.sadd(self.transport.keys.cameras, *(c.camera_id for c in self.cameras))
             self._next_register = now + REGISTER_EVERY_S
+
+    def on_redis_down(self) -> None:
+        self._next_register = 0.0  # Redis may come back empty: announce again as soon as it is up
 
     def setup(self) -> None:
         self._register()

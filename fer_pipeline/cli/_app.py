@@ -10,7 +10,9 @@ import typer
 from pydantic import ValidationError
 
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.settings import Settings
+from fer_pipeline.settings import REPO_ROOT, Settings
+
+DEMO_CLIP = REPO_ROOT / "demo" / "short_hamilton_clip.mp4"
 
 app = typer.Typer(
     name="fer-pipeline",
@@ -24,8 +26,28 @@ app = typer.Typer(
 RedisUrl = Annotated[Optional[str], typer.Option(
     "--redis-url", envvar="FER_REDIS_URL", help="redis://[user:pass@]host:port/db or rediss:// (TLS).",
     show_default=False)]
-Prefix = Annotated[Optional[str], typer.Option("--prefix", help="Key prefix of every stream [default: fer].",
+Prefix = Annotated[Optional[str], typer.Option("--prefix", help="Key prefix of every stream (default: fer).",
                                                show_default=False)]
+Sources = Annotated[Optional[list[str]], typer.Option(
+    "--source", "-s", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
+    "replay:FILE.npz?fps=30&faces=2, or 'demo' (the shipped clip) (default: 0, the webcam).", show_default=False)]
+CameraIds = Annotated[Optional[list[str]], typer.Option(
+    "--camera-id", help="Camera id per --source, in order (default: from the source).", show_default=False)]
+Realtime = Annotated[Optional[bool], typer.Option(
+    "--realtime/--fast", help="Replay files at native fps, or as fast as possible.", show_default=False)]
+Loop = Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default=False)]
+
+
+def resolve_sources(specs: list[str] | None) -> list[str]:
+    """Source specs with ``demo`` replaced by the clip shipped in the repository."""
+    out = []
+    for spec in specs or ["0"]:
+        if spec == "demo":
+            if not DEMO_CLIP.is_file():
+                raise ConfigError(f"the demo clip is missing: {DEMO_CLIP}")
+            spec = str(DEMO_CLIP)
+        out.append(spec)
+    return out
 
 
 def build_settings(*, redis_url: str | None = None, prefix: str | None = None, **sections: dict) -> Settings:

@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
+from fer_pipeline.cli._app import (
+    CameraIds, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings, resolve_sources, setup_logging,
+)
 from fer_pipeline.errors import ConfigError
 
-Ident = Annotated[Optional[str], typer.Option("--ident", help="Consumer name of this process [default: host-pid].",
+Ident = Annotated[Optional[str], typer.Option("--ident", help="Consumer name of this process (default: host-pid).",
                                               show_default=False)]
 
 
@@ -25,7 +27,7 @@ def _serve(service) -> None:
 def worker(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    model: Annotated[Optional[Path], typer.Option(help="model.json (or its folder) [default: models/].",
+    model: Annotated[Optional[Path], typer.Option(help="model.json (or its folder) (default: models/).",
                                                   show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option(help="litert (default) or keras.", show_default=False)] = None,
     int8: Annotated[Optional[bool], typer.Option("--int8/--float", help="Serve the int8 or float TFLite model.",
@@ -52,20 +54,15 @@ def worker(
 
 @app.command()
 def producer(
-    source: Annotated[Optional[list[str]], typer.Option(
-        "--source", "-s", help="Repeatable: webcam index, video file, rtsp/http URL, image folder, "
-        "replay:FILE.npz?fps=30&faces=2 [default: 0, the webcam].", show_default=False)] = None,
-    camera_id: Annotated[Optional[list[str]], typer.Option(
-        "--camera-id", help="Camera id per --source, in order [default: from the source].", show_default=False)] = None,
+    source: Sources = None,
+    camera_id: CameraIds = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    realtime: Annotated[Optional[bool], typer.Option("--realtime/--fast", help="Replay files at native fps, "
-                                                     "or as fast as possible.", show_default=False)] = None,
-    loop: Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.",
-                                                 show_default=False)] = None,
-    scale_factor: Annotated[Optional[float], typer.Option(help="Haar scaleFactor [default: 1.3].",
+    realtime: Realtime = None,
+    loop: Loop = None,
+    scale_factor: Annotated[Optional[float], typer.Option(help="Haar scaleFactor (default: 1.3).",
                                                           show_default=False)] = None,
-    min_neighbors: Annotated[Optional[int], typer.Option(help="Haar minNeighbors [default: 5].",
+    min_neighbors: Annotated[Optional[int], typer.Option(help="Haar minNeighbors (default: 5).",
                                                          show_default=False)] = None,
     detect_width: Annotated[Optional[int], typer.Option(help="Detect on frames downscaled to this width "
                                                         "(0 = full size).", show_default=False)] = None,
@@ -84,14 +81,14 @@ def producer(
         "detect_width": detect_width, "detect_every": detect_every, "publish_frames": frames})
     setup_logging(s.log_level)
     transport = Transport.connect(s)
-    _serve(build_producer_service(s, transport, source or ["0"], camera_id, ident=ident))
+    _serve(build_producer_service(s, transport, resolve_sources(source), camera_id, ident=ident))
 
 
 @app.command()
 def display(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the annotated MP4s [default: out].",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the annotated MP4s (default: out).",
                                                 show_default=False)] = None,
     window: Annotated[Optional[str], typer.Option(help="auto (window if a screen exists), on, or off (MP4s).",
                                                   show_default=False)] = None,

@@ -11,21 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
+from fer_pipeline.cli._app import (
+    CameraIds, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings, resolve_sources, setup_logging,
+)
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.settings import REPO_ROOT
-
-DEMO_CLIP = REPO_ROOT / "demo" / "short_hamilton_clip.mp4"
-
-
-def resolve_source(spec: str) -> str:
-    """``demo`` names the clip shipped in the repository."""
-    if spec == "demo":
-        if not DEMO_CLIP.is_file():
-            raise ConfigError(f"the demo clip is missing: {DEMO_CLIP}")
-        return str(DEMO_CLIP)
-    return spec
-
 
 def check_writable(out: Path) -> None:
     try:
@@ -39,11 +28,8 @@ def check_writable(out: Path) -> None:
 
 @app.command()
 def up(
-    source: Annotated[Optional[list[str]], typer.Option(
-        "--source", "-s", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
-        "replay:FILE.npz, or 'demo' (the shipped clip) [default: 0, the webcam].", show_default=False)] = None,
-    camera_id: Annotated[Optional[list[str]], typer.Option(
-        "--camera-id", help="Camera id per --source, in order [default: from the source].", show_default=False)] = None,
+    source: Sources = None,
+    camera_id: CameraIds = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=0, help="Inference worker processes.")] = 1,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
@@ -51,10 +37,8 @@ def up(
     display: Annotated[bool, typer.Option(help="Run the display consumer.")] = True,
     window: Annotated[Optional[str], typer.Option(help="auto, on or off: show windows instead of writing MP4s.",
                                                    show_default=False)] = None,
-    realtime: Annotated[Optional[bool], typer.Option("--realtime/--fast", help="Replay files at native fps, "
-                                                     "or as fast as possible.", show_default=False)] = None,
-    loop: Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.",
-                                                 show_default=False)] = None,
+    realtime: Realtime = None,
+    loop: Loop = None,
     model: Annotated[Optional[Path], typer.Option(help="model.json for the workers.", show_default=False)] = None,
 ) -> None:
     """Run the whole pipeline on this machine and show live progress (Ctrl-C stops cleanly)."""
@@ -64,7 +48,7 @@ def up(
     from fer_pipeline.supervisor import Supervisor
     from fer_pipeline.transport import Transport, redact_url
 
-    specs = [resolve_source(s) for s in (source or ["0"])]
+    specs = resolve_sources(source)
     if camera_id and len(camera_id) != len(specs):
         raise ConfigError(f"{len(camera_id)} --camera-id for {len(specs)} --source: give one per source or none")
     s = build_settings(redis_url=redis_url, prefix=prefix,

@@ -65,6 +65,8 @@ def test_redis_restart_mid_run_every_role_reconnects_and_losses_are_counted(priv
         r = client_for(s)
 
         assert producer.wait(60) == 0, producer.log()[-3000:]
+        # The producer announced its camera again to the emptied Redis (a display started now finds it).
+        assert r.smembers(f"{prefix}:cameras") == {b"replay"}
         t = Transport.connect(s)
         try:
             # backlog() copes with Redis 6.2 (no "lag" in XINFO), which the embedded broker may be.
