@@ -113,8 +113,8 @@ def display(
 def logger(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    db: Annotated[Optional[Path], typer.Option(help="SQLite file of emotion timelines [default: "
-                                               "out/emotions.sqlite].", show_default=False)] = None,
+    db: Annotated[Optional[Path], typer.Option(help="SQLite file of emotion timelines (default: "
+                                               "out/emotions.sqlite).", show_default=False)] = None,
     ident: Ident = None,
 ) -> None:
     """Record every label into an SQLite log of per-camera, per-track emotion timelines."""
