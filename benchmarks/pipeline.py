@@ -16,191 +16,26 @@ of the run's keys, worker RSS and CPU, accuracy against the replayed truth label
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
-    DEFAULT_REDIS_URL, cpu_seconds, data_dir, delete_prefix, machine_info, ratio, rss_mb, section,
-    summarize_latencies, table, unique_prefix, write_result,
+    DEFAULT_REDIS_URL, cpu_seconds, data_dir, delete_prefix, machine_info, ratio, section, summarize_latencies,
+    table, unique_prefix, write_result,
+)
+from benchmarks._harness import (  # noqa: E402
+    LabelReader, Sampler, Samples, child_env, count_rows, final_counters, fresh_heartbeat, heartbeat, spawn, stop, wait_for,
 )
 from fer_pipeline.settings import Settings  # noqa: E402
 
 FPS = 30.0
-STOP_TIMEOUT_S = 20.0
-SAMPLE_EVERY_S = 0.5
-
-
-# -- processes ----------------------------------------------------------------------------------------------
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = 5) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Proc:
-    """Start ``python -m fer_pipeline <args>`` in its own session (a terminal Ctrl-C reaches only us)."""
-    log = log_dir / f"{name}.log"
-    with log.open("ab") as fh:
-        popen = subprocess.Popen([sys.executable, "-m", "fer_pipeline", *args], stdin=subprocess.DEVNULL,
-                                 stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return Proc(name, popen, log)
-
-
-def stop(procs: list[Proc], timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int]:
-    """SIGTERM (a warm stop: finish the batch, ack), then SIGKILL whoever is still there; exit codes."""
-    for p in procs:
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    codes = {}
-    for p in procs:
-        try:
-            codes[p.name] = p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.popen.kill()
-            codes[p.name] = p.popen.wait()
-    return codes
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    from fer_pipeline.supervisor import settings_env
-
-    env = settings_env(settings)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
-# -- measurement --------------------------------------------------------------------------------------------------
-@dataclass
-class Observed:
-    """One label seen by the reader."""
-
-    camera_id: str
-    captured_at: float
-    published_at: float
-    inferred_at: float
-    received_at: float
-    correct: bool | None
-
-
-class LabelReader(threading.Thread):
-    """Reads every new label (XREAD from "$"), keeping what latency and accuracy need."""
-
-    def __init__(self, client, stream: str) -> None:
-        super().__init__(daemon=True, name="label-reader")
-        self.client = client
-        self.stream = stream
-        self.seen: list[Observed] = []
-        self.stop_event = threading.Event()
-        self.last_id = client.xinfo_stream(stream)["last-generated-id"] if client.exists(stream) else "0-0"
-        self.lock = threading.Lock()
-
-    def run(self) -> None:
-        import msgpack
-
-        while not self.stop_event.is_set():
-            reply = self.client.xread({self.stream: self.last_id}, count=5000, block=100)
-            now = time.time()
-            batch = []
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    self.last_id = entry_id
-                    m = msgpack.unpackb(fields[b"d"], raw=False)
-                    truth = m.get("truth")
-                    batch.append(Observed(m["camera_id"], m["captured_at"], m["published_at"], m["inferred_at"],
-                                          now, None if truth is None else truth == m["emotion"]))
-            if batch:
-                with self.lock:
-                    self.seen.extend(batch)
-
-    def snapshot(self) -> list[Observed]:
-        with self.lock:
-            return list(self.seen)
-
-    def close(self) -> None:
-        self.stop_event.set()
-        self.join(2)
-
-
-@dataclass
-class Samples:
-    backlog: list[int] = field(default_factory=list)
-    keys_memory_mb: list[float] = field(default_factory=list)
-    redis_used_mb: list[float] = field(default_factory=list)
-    worker_rss_mb: list[float] = field(default_factory=list)
-    producer_rss_mb: list[float] = field(default_factory=list)
-
-
-class Sampler(threading.Thread):
-    """Every ``SAMPLE_EVERY_S``: crops backlog, memory of the run's streams, Redis memory, RSS."""
-
-    def __init__(self, client, keys, workers: list[Proc], producer: Proc | None) -> None:
-        super().__init__(daemon=True, name="sampler")
-        self.client, self.keys, self.workers, self.producer = client, keys, workers, producer
-        self.samples = Samples()
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.wait(SAMPLE_EVERY_S):
-            s = self.samples
-            pipe = self.client.pipeline(transaction=False)
-            pipe.xlen(self.keys.crops)
-            pipe.memory_usage(self.keys.crops, samples=0)
-            pipe.memory_usage(self.keys.labels, samples=0)
-            pipe.info("memory")
-            backlog, crops_mem, labels_mem, info = pipe.execute()
-            s.backlog.append(int(backlog))
-            s.keys_memory_mb.append(((crops_mem or 0) + (labels_mem or 0)) / 2**20)
-            s.redis_used_mb.append(info["used_memory"] / 2**20)
-            s.worker_rss_mb.append(sum(rss_mb(w.popen.pid) or 0 for w in self.workers))
-            if self.producer is not None:
-                s.producer_rss_mb.append(rss_mb(self.producer.popen.pid) or 0)
-
-    def close(self) -> Samples:
-        self.stop_event.set()
-        self.join(2)
-        return self.samples
-
-
-def heartbeat(client, keys, role: str, ident: str) -> dict[str, float]:
-    raw = client.hgetall(keys.health(role, ident))
-    out = {}
-    for k, v in raw.items():
-        try:
-            out[k.decode()] = float(v)
-        except ValueError:
-            pass
-    return out
-
-
-def wait_for(cond, timeout_s: float, what: str, procs: list[Proc]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        dead = [p for p in procs if p.popen.poll() is not None]
-        if dead:
-            raise RuntimeError(f"{dead[0].name} exited with {dead[0].popen.returncode} while waiting for {what}:\n"
-                               f"{dead[0].tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- one pool of workers, several camera counts ----------------------------------------------------------------------
@@ -250,27 +85,33 @@ class Pool:
     def worker_cpu(self) -> float:
         return sum(cpu_seconds(w.popen.pid) or 0.0 for w in self.workers)
 
-    def measure(self, cfg: Config, npz: Path, *, fast: bool = False) -> dict:
-        """Start a producer with ``cfg.cameras`` replay cameras, measure a window, stop it, drain."""
-        tag = f"k{cfg.cameras}f{cfg.faces}{'x' if fast else ''}"
+    def measure(self, cfg: Config, npz: Path, *, fast: bool = False, max_crop_backlog: int | None = None) -> dict:
+        """Start a producer with ``cfg.cameras`` replay cameras, measure a window, stop it, drain.
+
+        ``max_crop_backlog`` overrides the producer's drop threshold for this run only.
+        """
+        tag = f"k{cfg.cameras}f{cfg.faces}{'x' if fast else ''}{f'b{max_crop_backlog}' if max_crop_backlog else ''}"
+        env = self.env
+        if max_crop_backlog:
+            env = child_env(self.settings.with_updates(streams={"max_crop_backlog": max_crop_backlog}))
         ident = f"bench-producer-{tag}"
         spec = f"replay:{npz}?fps={cfg.fps:g}&faces={cfg.faces}&loop=1"
         args = ["producer", "--ident", ident, "--no-frames", "--fast" if fast else "--realtime"]
         for i in range(cfg.cameras):
             args += ["--source", spec, "--camera-id", f"{tag}-c{i}"]
         stats_before = self.transport.stats()
-        producer = spawn(f"producer-{tag}-w{len(self.workers)}", args, self.env, self.log_dir)
+        producer = spawn(f"producer-{tag}-w{len(self.workers)}", args, env, self.log_dir)
         sampler: Sampler | None = None
         try:
             wait_for(lambda: self.client.exists(self.keys.health("producer", ident)), 60, "the producer", [producer])
             time.sleep(cfg.warmup_s)
             sampler = Sampler(self.client, self.keys, self.workers, producer)
             sampler.start()
-            p0, w0, c0, t0 = heartbeat(self.client, self.keys, "producer", ident), self.worker_totals(), \
-                self.worker_cpu(), time.time()
-            time.sleep(cfg.window_s)
-            p1, w1, c1, t1 = heartbeat(self.client, self.keys, "producer", ident), self.worker_totals(), \
-                self.worker_cpu(), time.time()
+            p0, t0 = fresh_heartbeat(self.client, self.keys, "producer", ident)
+            w0, c0 = self.worker_totals(), self.worker_cpu()
+            time.sleep(max(0.0, cfg.window_s - 0.5))
+            p1, t1 = fresh_heartbeat(self.client, self.keys, "producer", ident)
+            w1, c1 = self.worker_totals(), self.worker_cpu()
             time.sleep(1.0)  # let labels of crops captured at the end of the window arrive
             samples = sampler.close()
         finally:
@@ -279,8 +120,11 @@ class Pool:
             code = stop([producer])[producer.name]
         drain_s = self._drain()
         stats_after = self.transport.stats()
-        return self._summarise(cfg, tag, fast, producer, code, (p0, p1), (w0, w1), (c0, c1), (t0, t1), samples,
+        result = self._summarise(cfg, tag, fast, producer, code, (p0, p1), (w0, w1), (c0, c1), (t0, t1), samples,
                                stats_before, stats_after, drain_s)
+        result["max_crop_backlog"] = max_crop_backlog or self.settings.streams.max_crop_backlog
+        result["accounting"] = accounting(final_counters(producer), stats_before, stats_after, self.keys.crops)
+        return result
 
     def _drain(self, timeout_s: float = 60.0) -> float | None:
         """Seconds until the workers have labelled every queued crop (None: gave up)."""
@@ -338,21 +182,22 @@ class Pool:
         # The logger stops after the workers so it reads every label first.
         time.sleep(0.5)
         codes.update(stop([self.logger]))
-        logged = _count_rows(self.settings.consumer.db)
+        logged = count_rows(self.settings.consumer.db)
         published = self.transport.stats().get(f"published:{self.keys.labels}", 0)
         delete_prefix(self.client, self.settings.redis.prefix)
         self.transport.close()
         return {"exit_codes": codes, "labels_published": published, "labels_logged": logged}
 
 
-def _count_rows(db: Path) -> int | None:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
-    except sqlite3.Error:
-        return None
+def accounting(final: dict | None, before: dict, after: dict, crops_key: str) -> dict:
+    """Every face the producer saw is either published or counted as dropped, and what it
+    published is what the broker counted (the drop policy hides nothing)."""
+    published = after.get(f"published:{crops_key}", 0) - before.get(f"published:{crops_key}", 0)
+    if not final:
+        return {"ok": None, "broker_published": published}
+    faces, sent, dropped = final.get("faces", 0), final.get("crops_published", 0), final.get("crops_dropped", 0)
+    return {"ok": faces == sent + dropped and sent == published, "faces": faces, "crops_published": sent,
+            "crops_dropped": dropped, "broker_published": published}
 
 
 # -- verdicts --------------------------------------------------------------------------------------------------------
@@ -371,14 +216,25 @@ def sweep_rows(results: list[dict]) -> list[list]:
              r["worker_rss_mb_max"], r["keys_memory_mb_max"], r["accuracy"]] for r in results]
 
 
+OVERLOAD_HEADERS = ["W", "backlog limit", "offered/s", "labelled/s", "dropped", "trimmed", "backlog max", "p50 ms",
+                    "p99 ms", "max ms", "keys MB max", "worker RSS MB", "drain s", "producer exit"]
+
+
+def overload_rows(results: list[dict]) -> list[list]:
+    return [[r["workers"], r["max_crop_backlog"], r["offered_faces_per_s"], r["labelled_faces_per_s"],
+             r["crops_dropped"], r["crops_trimmed_unread"], r["backlog_max"], r["latency"]["p50_ms"],
+             r["latency"]["p99_ms"], r["latency"]["max_ms"], r["keys_memory_mb_max"], r["worker_rss_mb_max"],
+             r["drain_s"], r["producer_exit_code"]] for r in results]
+
+
 SWEEP_HEADERS = ["W", "K", "offered/s", "labelled/s", "p50 ms", "p95 ms", "p99 ms", "frames late", "dropped",
                  "batch", "worker CPU %", "worker RSS MB", "keys MB", "acc"]
 
 
 # -- the run -------------------------------------------------------------------------------------------------------------
 def run(*, workers=(1, 2), cameras=(1, 2, 4, 8, 12, 16, 24), faces: int = 2, window_s: float = 10.0,
-        warmup_s: float = 3.0, overload_cameras: int = 16, overload_faces: int = 6, quick: bool = False,
-        redis_url: str = DEFAULT_REDIS_URL, npz: Path | None = None, out_dir: Path | None = None) -> dict:
+        warmup_s: float = 3.0, overload_cameras: int = 16, overload_faces: int = 6, overload_backlog: int = 500,
+        quick: bool = False, redis_url: str = DEFAULT_REDIS_URL, npz: Path | None = None, out_dir: Path | None = None) -> dict:
     """Sweep cameras x workers, then overload each worker count; print tables, write ``pipeline.json``."""
     npz = Path(npz) if npz is not None else data_dir() / "fer2013_publictest.npz"
     if not npz.is_file():
@@ -410,15 +266,14 @@ def run(*, workers=(1, 2), cameras=(1, 2, 4, 8, 12, 16, 24), faces: int = 2, win
                     if not r["holds_p99_250ms"] and r["labelled_faces_per_s"] < 0.9 * r["offered_faces_per_s"]:
                         print(f"(saturated at K={k}: stopping this sweep)")
                         break
-                section(f"Overload: {w} worker(s), {overload_cameras} cameras x {overload_faces} faces at {FPS:g} fps")
-                r = pool.measure(Config(w, overload_cameras, overload_faces, window_s=window_s, warmup_s=warmup_s), npz)
-                results["overload"].append(r)
-                print(table(["W", "offered/s", "labelled/s", "dropped", "trimmed", "backlog max", "p50 ms", "p99 ms",
-                             "max ms", "keys MB max", "worker RSS MB", "drain s", "producer exit"],
-                            [[w, r["offered_faces_per_s"], r["labelled_faces_per_s"], r["crops_dropped"],
-                              r["crops_trimmed_unread"], r["backlog_max"], r["latency"]["p50_ms"],
-                              r["latency"]["p99_ms"], r["latency"]["max_ms"], r["keys_memory_mb_max"],
-                              r["worker_rss_mb_max"], r["drain_s"], r["producer_exit_code"]]]), flush=True)
+                backlogs = [None] + ([overload_backlog] if overload_backlog and w == max(workers) else [])
+                for limit in backlogs:
+                    section(f"Overload: {w} worker(s), {overload_cameras} cameras x {overload_faces} faces at "
+                            f"{FPS:g} fps, max_crop_backlog {limit or base.streams.max_crop_backlog}")
+                    r = pool.measure(Config(w, overload_cameras, overload_faces, window_s=window_s,
+                                            warmup_s=warmup_s), npz, max_crop_backlog=limit)
+                    results["overload"].append(r)
+                    print(table(OVERLOAD_HEADERS, overload_rows([r])), flush=True)
             finally:
                 closed = pool.close()
             closed["workers"] = w
@@ -446,13 +301,16 @@ def headline(results: dict) -> dict:
             out[f"k8_w{w}_labelled_per_s"] = k8["labelled_faces_per_s"]
             out[f"k8_w{w}_p99_ms"] = k8["latency"]["p99_ms"]
             out[f"k8_w{w}_dropped"] = k8["crops_dropped"] + k8["crops_trimmed_unread"]
-    sat = {r["workers"]: r["worker_labelled_per_s"] for r in results["overload"]}
+    default_limit = results["settings"]["streams"]["max_crop_backlog"]
+    sat = {r["workers"]: r["labelled_faces_per_s"] for r in results["overload"] if r["max_crop_backlog"] == default_limit}
     for w, v in sorted(sat.items()):
         out[f"saturated_labelled_per_s_w{w}"] = v
     if 1 in sat and 2 in sat:
         out["second_worker_throughput_ratio"] = ratio(sat[2], sat[1])
     out["overload_all_exit_codes_zero"] = (all(r["producer_exit_code"] == 0 for r in results["overload"])
                                            and all(c == 0 for p in results["pools"] for c in p["exit_codes"].values()))
+    runs = results["sweep"] + results["overload"]
+    out["every_face_published_or_counted_dropped"] = all(r["accounting"]["ok"] for r in runs)
     out["labels_logged_equals_published"] = all(p["labels_logged"] == p["labels_published"] for p in results["pools"])
     return out
 
@@ -471,13 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds after the producer starts before measuring")
     ap.add_argument("--overload-cameras", type=int, default=16)
     ap.add_argument("--overload-faces", type=int, default=6)
+    ap.add_argument("--overload-backlog", type=int, default=500,
+                    help="also overload the largest pool with this max_crop_backlog (0: skip)")
     ap.add_argument("--quick", action="store_true", help="two small configurations and a short overload (smoke run)")
     ap.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     ap.add_argument("--npz", type=Path, help="labelled faces to replay (default ../shared/data/fer2013_publictest.npz)")
     ap.add_argument("--out-dir", type=Path, help="where to write pipeline.json (default benchmarks/results)")
     a = ap.parse_args(argv)
     run(workers=a.workers, cameras=a.cameras, faces=a.faces, window_s=a.window, warmup_s=a.warmup,
-        overload_cameras=a.overload_cameras, overload_faces=a.overload_faces, quick=a.quick, redis_url=a.redis_url,
+        overload_cameras=a.overload_cameras, overload_faces=a.overload_faces,
+        overload_backlog=a.overload_backlog, quick=a.quick, redis_url=a.redis_url,
         npz=a.npz, out_dir=a.out_dir)
     return 0
 

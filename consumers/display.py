@@ -23,6 +23,7 @@ import numpy as np
 
 from fer_pipeline.consumers.overlay import EmotionAnnotator, FaceAnnotation
 from fer_pipeline.errors import ConfigError, MessageError
+from fer_pipeline.images import image_dimensions
 from fer_pipeline.messages import EndOfStream, Frame, Label, decode
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
@@ -329,15 +330,32 @@ class DisplayService(Service):
             stale = self._stale(frame, {label.track_id for label in fresh.values()}, missing)
             faces += [FaceAnnotation.from_label(label, stale=True) for label in stale]
             self.counters["labels_stale_drawn"] += len(stale)
-        image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        image = self._decode_jpeg(item)
         if image is None:
-            self.transport.dead_letter(source=item.entry.stream, entry_id=item.entry.id, payload=item.entry.payload,
-                                       reason="frame jpeg cannot be decoded", role=self.role)
-            self.counters["dead_letters"] += 1
             return
         self.annotator.annotate(image, faces, scale=frame.scale)
         self._write(frame.camera_id, image, frame.fps)
         self.counters["frames_drawn"] += 1
+
+    def _decode_jpeg(self, item: _Queued) -> np.ndarray | None:
+        """The frame's image, or None after dead-lettering it: the size comes from the header
+        first, so a few bytes declaring a huge image never reach the decoder."""
+        data = item.msg.jpeg
+        dims = image_dimensions(data)
+        limit = self.settings.consumer.max_frame_pixels
+        image = None
+        if dims is None:
+            reason = "frame is not a JPEG, PNG or BMP image"
+        elif dims[0] * dims[1] > limit:
+            reason = f"frame of {dims[0]}x{dims[1]} exceeds max_frame_pixels={limit}"
+        else:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            reason = "frame jpeg cannot be decoded"
+        if image is None:
+            self.transport.dead_letter(source=item.entry.stream, entry_id=item.entry.id, payload=item.entry.payload,
+                                       reason=reason, role=self.role)
+            self.counters["dead_letters"] += 1
+        return image
 
     def _stale(self, frame: Frame, have: set[int], n: int) -> list[Label]:
         """Up to ``n`` last-known labels of this run's tracks seen near this frame, nearest first."""

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 
 import msgpack
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator, model_validator
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS, NUM_CLASSES
@@ -22,6 +22,8 @@ from fer_pipeline.labels import EMOTIONS, NUM_CLASSES
 SCHEMA_VERSION = 1
 CROP_SIZE = 48
 CROP_BYTES = CROP_SIZE * CROP_SIZE
+# Pixel payloads must arrive as msgpack bin: lax validation would turn a str into bytes.
+RawBytes = Annotated[bytes, Strict()]
 
 
 class _Message(BaseModel):
@@ -56,7 +58,7 @@ class FaceCrop(_Message):
     bbox: BBox
     captured_at: float
     published_at: float
-    crop: bytes
+    crop: RawBytes
     truth: str | None = None  # known label, from labelled replay sources only
 
     @field_validator("crop")
@@ -163,7 +165,7 @@ class Frame(_Message):
     # Factor from source pixels to this JPEG's pixels (boxes are in source pixels).
     scale: float = Field(gt=0.0, le=1.0)
     fps: float = Field(ge=0.0)
-    jpeg: bytes
+    jpeg: RawBytes
 
 
 class EndOfStream(_Message):

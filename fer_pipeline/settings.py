@@ -98,6 +98,9 @@ class ConsumerSettings(_Section):
     # known label of each track.
     label_wait_ms: int = Field(500, ge=0)
     fps: float = Field(0.0, ge=0.0)  # 0 = the camera's own rate from its frames
+    # Frames from the wire larger than this (read from the JPEG header) are dead-lettered,
+    # not decoded: producers send at most frame_max_width wide, so this only stops bombs.
+    max_frame_pixels: int = Field(16_000_000, ge=1)
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
@@ -75,17 +75,25 @@ return ids
 
 
 def redact_url(url: str | None) -> str:
-    """The URL with any password replaced, safe for logs and progress output."""
+    """The URL with any password replaced, safe for logs and progress output.
+
+    Covers the userinfo part and query options that carry secrets (redis-py accepts
+    ``?password=`` and ``?ssl_password=`` too).
+    """
     if not url:
         return "<none>"
     parts = urlsplit(url)
-    if parts.password is None:
+    query = parts.query
+    if query:
+        query = "&".join(f"{k}=***" if "password" in k.lower() else f"{k}={v}" if sep else k
+                         for k, sep, v in (item.partition("=") for item in query.split("&")))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"  # host part as written ([::1] too)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    rest = parts.path + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return f"{parts.scheme}://{netloc}{rest}"
 
 
 @dataclass(frozen=True)

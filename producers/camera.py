@@ -19,9 +19,8 @@ import numpy as np
 
 from fer_pipeline.errors import ConfigError, SourceError
 from fer_pipeline.messages import BBox, EndOfStream, FaceCrop, Frame
-from fer_pipeline.producers.faces import FaceDetector, crop_face
+from fer_pipeline.producers.faces import FaceDetector, FaceFinder, crop_face
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
-from fer_pipeline.producers.tracker import IouTracker
 from fer_pipeline.service import REDIS_DOWN, Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
@@ -74,18 +73,17 @@ class CameraProducer:
         self.stop = stop
         self.backlog = backlog
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
-        self.detect_ms = 0.0
         self.state = "idle"
         self.error: str | None = None
         self.log = logging.getLogger(f"fer.producer.{camera_id}")
-        self._detector_factory = detector_factory or (lambda: FaceDetector(settings.producer))
-        self._detector: FaceDetector | None = None
-        p = settings.producer
-        self._tracker = IouTracker(p.tracker_iou, p.tracker_max_missed)
-        self._since_detect = p.detect_every  # detect on the first frame
-        self._last: tuple[list, list[int]] = ([], [])
+        self._finder = FaceFinder(settings.producer, detector_factory)
         self._retry_at = 0.0
         self._backoff = settings.redis.backoff_initial_s
+
+    @property
+    def detect_ms(self) -> float:
+        """Milliseconds this camera has spent in face detection."""
+        return self._finder.detect_ms
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
@@ -136,18 +134,7 @@ class CameraProducer:
 
         image = frame.image
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        if self._since_detect >= self.settings.producer.detect_every:
-            if self._detector is None:
-                self._detector = self._detector_factory()
-            t0 = time.perf_counter()
-            boxes = self._detector.detect(gray)
-            self.detect_ms += (time.perf_counter() - t0) * 1000
-            self._last = (boxes, self._tracker.update(boxes))
-            self._since_detect = 0
-        # Between detections the last boxes are reused (faces move little in a few frames).
-        self._since_detect += 1
-        boxes, ids = self._last
-        return [(crop_face(gray, b), b, tid, None) for b, tid in zip(boxes, ids)]
+        return [(crop_face(gray, b), b, tid, None) for b, tid in self._finder.find(gray)]
 
     def _publish_crops(self, frame: CapturedFrame, items: Sequence[Item]) -> int:
         if not items:

@@ -6,10 +6,14 @@ one per camera thread.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import CROP_SIZE
+from fer_pipeline.producers.tracker import IouTracker
 from fer_pipeline.settings import ProducerSettings
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -62,6 +66,44 @@ class FaceDetector:
             if box is not None:
                 boxes.append(box)
         return boxes
+
+
+class FaceFinder:
+    """One camera's faces frame by frame: Haar every ``detect_every``-th frame (the first
+    included), the last boxes reused in between, and a track id per box (IoU tracker).
+
+    Args:
+        settings: Producer settings (Haar parameters, ``detect_width``, ``detect_every``, tracker).
+        detector_factory: Builds the detector on first use (tests pass a scripted one).
+    """
+
+    def __init__(self, settings: ProducerSettings,
+                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+        self.detect_every = settings.detect_every
+        self.detect_ms = 0.0  # time spent in detect(), for heartbeats and benchmarks
+        self.detections = 0
+        self._factory = detector_factory or (lambda: FaceDetector(settings))
+        self._detector: FaceDetector | None = None
+        self._tracker = IouTracker(settings.tracker_iou, settings.tracker_max_missed)
+        self._since_detect = settings.detect_every  # detect on the first frame
+        self._last: tuple[list[Box], list[int]] = ([], [])
+
+    def find(self, gray: np.ndarray) -> list[tuple[Box, int]]:
+        """(box, track id) of each face in this (H, W) uint8 frame."""
+        if self._since_detect >= self.detect_every:
+            if self._detector is None:
+                self._detector = self._factory()
+            t0 = time.perf_counter()
+            boxes = self._detector.detect(gray)
+            self.detect_ms += (time.perf_counter() - t0) * 1000
+            self.detections += 1
+            self._last = (boxes, self._tracker.update(boxes))
+            self._since_detect = 0
+        # Between detections the last boxes are reused (faces move little in a few frames);
+        # the crops are still cut from each new frame.
+        self._since_detect += 1
+        boxes, ids = self._last
+        return list(zip(boxes, ids))
 
 
 def crop_face(gray: np.ndarray, box: Box) -> np.ndarray:

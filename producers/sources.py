@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import struct
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from fer_pipeline.errors import DataError, SourceError
+from fer_pipeline.images import image_dimensions
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import redact_url
 
@@ -233,29 +233,6 @@ def _open_stream(url: str) -> LiveSource:
 
 
 # -- image folders --------------------------------------------------------------------------------
-def image_dimensions(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG, JPEG or BMP header without decoding; None if unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"BM" and len(data) >= 26:
-        w, h = struct.unpack("<ii", data[18:26])
-        return abs(w), abs(h)
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                return w, h
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    return None
-
-
 class ImageFolderSource(Source):
     kind = "folder"
 

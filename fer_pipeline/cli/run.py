@@ -47,8 +47,9 @@ def worker(
         "model": model, "runtime": runtime, "max_batch": max_batch, "max_wait_ms": max_wait_ms, "threads": threads,
         "int8": int8})
     setup_logging(s.log_level)
-    predictor = load_predictor(s.worker.model, s.worker.runtime, threads=s.worker.threads, int8=s.worker.int8)
+    # Redis first: it fails fast and in one line, before the model runtime starts printing.
     transport = Transport.connect(s)
+    predictor = load_predictor(s.worker.model, s.worker.runtime, threads=s.worker.threads, int8=s.worker.int8)
     _serve(InferenceWorker(s, transport, predictor, ident))
 
 

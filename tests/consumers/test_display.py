@@ -166,3 +166,38 @@ def test_window_mode_follows_the_screen(settings, fake_transport, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":0")
     assert DisplayService(auto, fake_transport).windowed is True
     assert DisplayService(settings, fake_transport).windowed is False  # window "off"
+
+
+def test_restarted_display_takes_back_what_its_killed_predecessor_held(settings, fake_transport):
+    t = fake_transport
+    publish_frames(t, "cam0", [make_frame(frame_index=i, faces=0) for i in range(4)], end=False)
+    t.ensure_group(t.keys.frames("cam0"), DISPLAY_GROUP)
+    # The predecessor read two frames and was killed before acking them.
+    held = t.read_group([t.keys.frames("cam0")], DISPLAY_GROUP, "disp", count=2, block_ms=None)
+    assert len(held) == 2
+    service = DisplayService(settings, t, ident="disp")
+    service.setup()
+    assert service.counters["entries_resumed"] == 2
+    assert t.client.xpending(t.keys.frames("cam0"), DISPLAY_GROUP)["pending"] == 0
+    for _ in range(3):
+        service.step()
+    service.finish()
+    assert service.counters["frames_drawn"] == 4  # the two taken back, then the two never delivered
+    assert read_video(service.outputs()["cam0"])[0] == 4
+
+
+def test_frames_declaring_huge_images_are_dead_lettered_undecoded(settings, fake_transport):
+    import struct
+
+    sof = struct.pack(">BHHB", 8, 20_000, 20_000, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    bomb = b"\xff\xd8\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\x00" * 64
+    good = make_frame(frame_index=1, faces=0)
+    publish_frames(fake_transport, "cam0", [make_frame(frame_index=0, faces=0).model_copy(update={"jpeg": bomb}), good])
+    service = DisplayService(settings, fake_transport, ident="disp")
+    service.setup()
+    for _ in range(3):
+        service.step()
+    service.finish()
+    dead = fake_transport.client.xrange(fake_transport.keys.dead)
+    assert len(dead) == 1 and b"20000x20000 exceeds max_frame_pixels" in dead[0][1][b"reason"]
+    assert service.counters["frames_drawn"] == 1

@@ -47,3 +47,10 @@ def test_unreachable_redis_is_one_readable_error(settings):
 def test_missing_url_is_explained(settings):
     with pytest.raises(BrokerUnavailable, match="no Redis URL"):
         Transport.connect(settings)
+
+
+def test_autoclaim_recreates_a_group_lost_with_a_redis_restart(fake_transport):
+    t = fake_transport
+    t.publish(t.keys.crops, [b"x"], 100)  # a stream without the group, as after a restart
+    assert t.autoclaim(t.keys.crops, "workers", "w", min_idle_ms=0, count=10) == ([], [])
+    assert [g["name"] for g in t.client.xinfo_groups(t.keys.crops)] == [b"workers"]

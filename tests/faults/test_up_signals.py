@@ -46,6 +46,7 @@ def test_signal_stops_up_cleanly_with_nothing_pending(sig, redis_settings, data_
         wait_until(lambda: len(log_rows(db)) >= 20 or up.poll() is not None, 90, "the first rows in the log")
         assert up.poll() is None, up.communicate()
         children = children_of(up.pid)
+        assert len(children) >= 4  # logger, display, worker, producer
         up.send_signal(sig)
         stdout, stderr = up.communicate(timeout=90)
     finally:

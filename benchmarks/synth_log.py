@@ -1,0 +1,80 @@
+"""A large synthetic emotion log with the logger's schema, generated with numpy.
+
+Cameras see people one after another on a few concurrent lanes (faces per frame); each
+person (track) holds an emotion for a while, then changes, and the model output is noisy
+around it with occasional one-frame flickers: what the report's smoothing must see through.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.labels import EMOTIONS
+
+K = len(EMOTIONS)
+
+
+def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: float = 30.0, start: float = 1.7e9,
+             mean_track: int = 900, mean_segment: int = 240, flicker: float = 0.05, seed: int = 0,
+             chunk: int = 500_000) -> dict:
+    """Write ``rows`` labels to a fresh SQLite log at ``path``; returns what was generated."""
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    if path.exists():
+        path.unlink()
+    EmotionStore(path).close()  # the schema, exactly as the logger creates it
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    cols = ("crop_id, camera_id, run_id, track_id, frame_index, face_index, captured_at, labelled_at, latency_ms, "
+            "emotion, confidence, " + ", ".join(f"p_{e}" for e in EMOTIONS) + ", model_id, worker_id, truth, x, y, w, h")
+    insert = f"INSERT INTO labels ({cols}) VALUES ({', '.join('?' * (len(cols.split(','))))})"
+    per_lane = -(-rows // (cameras * lanes))
+    names = np.array(EMOTIONS, dtype=object)
+    t0 = time.perf_counter()
+    written = tracks_total = 0
+    db.execute("BEGIN")
+    for cam in range(cameras):
+        camera_id = f"cam{cam}"
+        for lane in range(lanes):
+            n = min(per_lane, rows - written)
+            if n <= 0:
+                break
+            frame = np.arange(n, dtype=np.int64)
+            new_track = rng.random(n) < 1.0 / mean_track
+            new_track[0] = True
+            track_no = np.cumsum(new_track) - 1
+            track_id = track_no * lanes + lane
+            tracks_total += int(track_no[-1]) + 1
+            new_seg = (rng.random(n) < 1.0 / mean_segment) | new_track
+            seg = np.cumsum(new_seg) - 1
+            true = rng.integers(0, K, seg[-1] + 1)[seg]
+            flick = rng.random(n) < flicker
+            shown = np.where(flick, rng.integers(0, K, n), true)
+            logits = rng.normal(0.0, 0.6, (n, K))
+            logits[np.arange(n), shown] += rng.uniform(1.0, 3.0, n)
+            p = np.exp(logits)
+            p /= p.sum(axis=1, keepdims=True)
+            arg = p.argmax(axis=1)
+            conf = p[np.arange(n), arg]
+            captured = start + frame / fps
+            size = rng.integers(30, 140, n)
+            for a in range(0, n, chunk):
+                b = min(n, a + chunk)
+                ids = [f"{camera_id}-{lane}-{i}" for i in range(a, b)]
+                data = zip(ids, [camera_id] * (b - a), ["run1"] * (b - a), track_id[a:b].tolist(), frame[a:b].tolist(),
+                           [lane] * (b - a), captured[a:b].tolist(), (captured[a:b] + 0.04).tolist(), [40.0] * (b - a),
+                           names[arg[a:b]].tolist(), conf[a:b].tolist(), *(p[a:b, k].tolist() for k in range(K)),
+                           ["m1"] * (b - a), ["w1"] * (b - a), [None] * (b - a), [10] * (b - a), [10] * (b - a),
+                           size[a:b].tolist(), size[a:b].tolist())
+                db.executemany(insert, data)
+            written += n
+    db.execute("COMMIT")
+    db.close()
+    return {"rows": written, "cameras": cameras, "tracks": tracks_total, "seconds": round(time.perf_counter() - t0, 1),
+            "bytes": path.stat().st_size}

@@ -1,0 +1,213 @@
+"""One look at a running deployment: what `fer-pipeline status` (and the dashboard) shows.
+
+Everything comes from Redis, so it works the same against the embedded broker of `up` or a
+shared Redis with workers on other machines: stream lengths and consumer-group lag/pending
+(XINFO), processes alive (heartbeat keys with a TTL), and the shared counters hash
+(published, trimmed-unread, dead letters). Labels/s is the growth of the labels stream's
+published counter between two samples, so it survives worker restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from fer_pipeline.transport import Transport, redact_url
+
+# Which role drains which consumer group: a group with a backlog and none of these alive stalls.
+GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
+# Heartbeat counters worth a column in the per-process table.
+PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelled", "batches", "labels_logged",
+                    "frames_drawn", "dead_letters", "reconnects")
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One consumer group on one stream."""
+
+    stream: str  # short name: crops, labels, frames:<camera>
+    group: str
+    consumers: int  # consumer names Redis knows in the group (alive or not)
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered, not yet acknowledged
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    role: str
+    ident: str
+    uptime_s: float
+    counters: dict[str, float]
+
+
+@dataclass
+class PipelineStatus:
+    """A snapshot of a deployment; ``to_dict`` gives the JSON form."""
+
+    broker: str
+    prefix: str
+    taken_at: float
+    alive: dict[str, int]
+    processes: list[ProcessState]
+    streams: dict[str, int]
+    groups: list[GroupState]
+    published: dict[str, int]
+    trimmed_unread: dict[str, int]
+    dead_letters: int
+    crops_dropped: int
+    labels_per_s: float | None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _short(full: str, prefix: str) -> str:
+    return full[len(prefix) + 1:] if full.startswith(prefix + ":") else full
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _groups(transport: Transport, stream: str) -> list[GroupState]:
+    import redis
+
+    try:
+        infos = transport.client.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream yet
+        return []
+    out = []
+    short = _short(stream, transport.keys.prefix)
+    for g in infos:
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        lag = g.get("lag")
+        if lag is None:  # Redis < 7 (or lag unknown after XDEL/trim): count it the slow way
+            lag, pending = transport.backlog(stream, name)
+        else:
+            pending = g["pending"]
+        out.append(GroupState(stream=short, group=name, consumers=int(g["consumers"]), lag=int(lag),
+                              pending=int(pending)))
+    return out
+
+
+def _labels_published(transport: Transport) -> int:
+    raw = transport.client.hget(transport.keys.stats, f"published:{transport.keys.labels}")
+    return int(raw or 0)
+
+
+def collect(transport: Transport, *, rate_interval_s: float = 1.0,
+            sleep: Callable[[float], None] = time.sleep) -> PipelineStatus:
+    """Read the state of the pipeline behind ``transport``.
+
+    Args:
+        transport: an open transport (its prefix selects the deployment).
+        rate_interval_s: how long to watch the labels counter for labels/s; 0 skips the
+            measurement (``labels_per_s`` is then None).
+        sleep: injected for tests.
+
+    Raises:
+        redis.ConnectionError: Redis went away while reading (the CLI reports it in one line).
+    """
+    keys = transport.keys
+    before = _labels_published(transport) if rate_interval_s > 0 else 0
+    t0 = time.monotonic()
+    if rate_interval_s > 0:
+        sleep(rate_interval_s)
+    rate = None
+    if rate_interval_s > 0:
+        rate = round((_labels_published(transport) - before) / max(time.monotonic() - t0, 1e-6), 1)
+
+    now = time.time()
+    processes = []
+    alive: Counter[str] = Counter()
+    for role, ident, info in sorted(transport.alive()):
+        alive[role] += 1
+        counters = {k: _num(info[k]) for k in PROCESS_COUNTERS if k in info}
+        started = _num(info.get("started")) or now
+        processes.append(ProcessState(role=role, ident=ident, uptime_s=round(max(0.0, now - started), 1),
+                                      counters=counters))
+
+    cameras = sorted(c.decode() if isinstance(c, bytes) else c for c in transport.client.smembers(keys.cameras))
+    streams = [keys.crops, keys.labels, *(keys.frames(c) for c in cameras), keys.dead]
+    pipe = transport.client.pipeline(transaction=False)
+    for s in streams:
+        pipe.xlen(s)
+    lengths = {_short(s, keys.prefix): int(n) for s, n in zip(streams, pipe.execute())}
+    groups = [g for s in streams[:-1] for g in _groups(transport, s)]
+
+    stats = transport.stats()
+    published = {_short(k.split(":", 1)[1], keys.prefix): v for k, v in stats.items() if k.startswith("published:")}
+    trimmed = {_short(k.split(":", 1)[1], keys.prefix): v for k, v in stats.items()
+               if k.startswith("trimmed_unread:")}
+    status = PipelineStatus(
+        broker=redact_url(transport.settings.redis.url), prefix=keys.prefix, taken_at=round(now, 3),
+        alive=dict(alive), processes=processes, streams=lengths, groups=groups, published=published,
+        trimmed_unread=trimmed, dead_letters=int(stats.get("dead_letters", 0)),
+        crops_dropped=int(sum(p.counters.get("crops_dropped", 0) for p in processes)), labels_per_s=rate,
+    )
+    status.problems = problems(status)
+    return status
+
+
+def problems(status: PipelineStatus) -> list[str]:
+    """Plain-language warnings: stalled groups, losses, dead letters."""
+    out = []
+    for g in status.groups:
+        role = GROUP_ROLES.get(g.group)
+        if role and (g.lag or g.pending) and not status.alive.get(role):
+            out.append(f"{g.stream}: group {g.group} has {g.lag + g.pending:,} waiting and no {role} alive")
+    if status.dead_letters:
+        out.append(f"{status.dead_letters:,} dead letters in {status.prefix}:dead")
+    for stream, n in sorted(status.trimmed_unread.items()):
+        if n:
+            out.append(f"{stream}: {n:,} entries trimmed before a consumer read them")
+    if status.crops_dropped:
+        out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")
+    return out
+
+
+def render(status: PipelineStatus):
+    """A rich renderable: a headline, per-group lag/pending, processes, problems."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    rate = "-" if status.labels_per_s is None else f"{status.labels_per_s:,.1f}"
+    roles = "  ".join(f"{r} {status.alive.get(r, 0)}" for r in ("producer", "worker", "logger", "display")) or "-"
+    head = Text.assemble(("fer-pipeline ", "bold"), f"{status.broker} prefix {status.prefix}   ",
+                         ("alive ", "bold cyan"), roles, ("   labels/s ", "bold cyan"), rate,
+                         ("   dead letters ", "bold cyan"), f"{status.dead_letters:,}",
+                         ("   dropped ", "bold cyan"), f"{status.crops_dropped:,}")
+
+    stages = Table(title="streams and consumer groups", title_justify="left")
+    for col in ("stream", "length", "group", "consumers", "alive", "lag", "pending", "trimmed unread"):
+        stages.add_column(col, justify="left" if col in ("stream", "group") else "right")
+    for g in status.groups:
+        role = GROUP_ROLES.get(g.group)
+        alive = str(status.alive.get(role, 0)) if role else "-"
+        stages.add_row(g.stream, f"{status.streams.get(g.stream, 0):,}", g.group, str(g.consumers), alive,
+                       f"{g.lag:,}", f"{g.pending:,}", f"{status.trimmed_unread.get(g.stream, 0):,}")
+    grouped = {g.stream for g in status.groups}
+    for stream, n in status.streams.items():
+        if stream not in grouped:
+            stages.add_row(stream, f"{n:,}", "-", "-", "-", "-", "-", f"{status.trimmed_unread.get(stream, 0):,}")
+
+    procs = Table(title="processes", title_justify="left")
+    procs.add_column("role")
+    procs.add_column("ident")
+    procs.add_column("up", justify="right")
+    shown = [c for c in PROCESS_COUNTERS if any(c in p.counters for p in status.processes)]
+    for c in shown:
+        procs.add_column(c.replace("_", " "), justify="right")
+    for p in status.processes:
+        procs.add_row(p.role, p.ident, f"{p.uptime_s:,.0f}s", *(f"{p.counters[c]:,.0f}" if c in p.counters else ""
+                                                                  for c in shown))
+    parts = [head, stages, procs if status.processes else Text("no live processes", style="yellow")]
+    parts += [Text(f"! {p}", style="bold red") for p in status.problems]
+    return Group(*parts)

@@ -1,0 +1,113 @@
+"""`fer-pipeline status` against the real Redis: groups' lag/pending, processes alive, losses, labels/s."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from fer_pipeline.cli import app
+from fer_pipeline.health import collect, render
+from fer_pipeline.streams import DISPLAY_GROUP, LOGGER_GROUP, WORKERS_GROUP
+
+pytestmark = pytest.mark.redis
+
+
+def _fill(t, crops: int = 5, labels: int = 4):
+    k = t.keys
+    t.ensure_group(k.crops, WORKERS_GROUP)
+    t.ensure_group(k.labels, LOGGER_GROUP)
+    t.ensure_group(k.labels, DISPLAY_GROUP)
+    t.publish(k.crops, [b"c%d" % i for i in range(crops)], maxlen=1000)
+    t.publish(k.labels, [b"l%d" % i for i in range(labels)], maxlen=1000)
+
+
+def test_lag_pending_and_alive_per_group(real_transport):
+    t = real_transport
+    _fill(t)
+    delivered = t.read_group([t.keys.crops], WORKERS_GROUP, "w1", count=2, block_ms=None)
+    assert len(delivered) == 2
+    t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10, block_ms=None)
+    t.ack(t.keys.labels, LOGGER_GROUP, [e.id for e in t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10,
+                                                                     block_ms=None, own_pending=True)])
+    t.heartbeat("worker", "w1", 5.0, {"role": "worker", "started": 1.0, "crops_labelled": 7, "batches": 2})
+    t.heartbeat("producer", "p1", 5.0, {"role": "producer", "crops_dropped": 3, "frames": 10})
+    t.client.sadd(t.keys.cameras, "door")
+    t.publish(t.keys.frames("door"), [b"f"], maxlen=100)
+
+    st = collect(t, rate_interval_s=0)
+    groups = {(g.stream, g.group): g for g in st.groups}
+    assert (groups[("crops", "workers")].lag, groups[("crops", "workers")].pending) == (3, 2)
+    assert groups[("crops", "workers")].consumers == 1
+    assert (groups[("labels", "logger")].lag, groups[("labels", "logger")].pending) == (0, 0)
+    assert (groups[("labels", "display")].lag, groups[("labels", "display")].pending) == (4, 0)
+    assert st.streams == {"crops": 5, "labels": 4, "frames:door": 1, "dead": 0}
+    assert st.alive == {"producer": 1, "worker": 1}
+    assert st.crops_dropped == 3 and st.labels_per_s is None
+    assert st.published == {"crops": 5, "labels": 4, "frames:door": 1}
+    by_role = {p.role: p for p in st.processes}
+    assert by_role["worker"].counters["crops_labelled"] == 7
+    # The display group has a backlog and no display process: that is the stall to point out.
+    assert any("group display" in p and "no display alive" in p for p in st.problems)
+    assert not any("group workers" in p for p in st.problems)
+    assert any("dropped 3 crops" in p for p in st.problems)
+
+
+def test_dead_letters_trimmed_and_rate(real_transport):
+    t = real_transport
+    _fill(t, crops=0, labels=0)
+    t.dead_letter(source=t.keys.crops, entry_id="1-0", payload=b"x", reason="bad", role="worker")
+    # 12 crops into a stream bounded at 10, nobody read them: 2 trimmed unread.
+    t.publish(t.keys.crops, [b"c"] * 8, maxlen=10)
+    t.publish(t.keys.crops, [b"c"] * 4, maxlen=10)
+
+    def sleep(_s):  # labels published while status watches the counter
+        t.publish(t.keys.labels, [b"l"] * 50, maxlen=1000)
+
+    st = collect(t, rate_interval_s=0.5, sleep=sleep)
+    assert st.dead_letters == 1 and st.streams["dead"] == 1
+    assert st.trimmed_unread == {"crops": 2}
+    assert st.labels_per_s is not None and st.labels_per_s > 0
+    assert any("dead letters" in p for p in st.problems)
+    assert any("trimmed before a consumer read them" in p for p in st.problems)
+
+
+def test_empty_deployment_and_render(real_transport):
+    st = collect(real_transport, rate_interval_s=0)
+    assert st.groups == [] and st.alive == {} and st.problems == []
+    from rich.console import Console
+
+    console = Console(record=True, width=160)
+    console.print(render(st))
+    assert "no live processes" in console.export_text()
+
+
+def test_status_cli_json_and_table(redis_settings, real_transport):
+    _fill(real_transport)
+    args = ["status", "--redis-url", redis_settings.redis.url, "--prefix", redis_settings.redis.prefix]
+    r = CliRunner().invoke(app, [*args, "--json", "--interval", "0"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["streams"]["crops"] == 5 and data["prefix"] == redis_settings.redis.prefix
+    assert {g["group"] for g in data["groups"]} == {"workers", "logger", "display"}
+    r = CliRunner().invoke(app, [*args, "--interval", "0"])
+    assert r.exit_code == 0, r.output
+    assert "workers" in r.output and "no worker alive" in r.output
+
+
+def test_status_cli_unreachable_redis_is_one_line(capsys):
+    import sys
+
+    from fer_pipeline.cli import main
+
+    argv = sys.argv
+    sys.argv = ["fer-pipeline", "status", "--redis-url", "redis://127.0.0.1:1/0", "--interval", "0"]
+    try:
+        with pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        sys.argv = argv
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fer-pipeline: error: cannot reach Redis") and "\n" not in err
