@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -184,8 +185,18 @@ def test_sources_opened_before_a_failure_are_closed(tiny_video, settings, fake_t
 def test_stop_request_ends_a_looping_camera(tiny_video, settings, fake_transport):
     s = settings.with_updates(producer={"realtime": True, "loop": True})
     service = build_producer_service(s, fake_transport, [str(tiny_video)], ["loop"], ident="t")
-    timer = threading.Timer(0.5, service.request_stop)
-    timer.start()
+
+    def stop_after_a_loop():
+        # The tiny video has 10 frames: once 15 are out the source has looped; then ask to stop.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(stream_messages(fake_transport, fake_transport.keys.frames("loop"))) < 15:
+            time.sleep(0.02)
+        service.request_stop()
+
+    stopper = threading.Thread(target=stop_after_a_loop)
+    stopper.start()
     assert service.run() == 0
+    stopper.join()
     msgs = stream_messages(fake_transport, fake_transport.keys.frames("loop"))
-    assert isinstance(msgs[-1], EndOfStream) and 5 <= len(msgs) - 1 <= 20  # ~12 frames at 25 fps
+    assert isinstance(msgs[-1], EndOfStream) and len(msgs) - 1 >= 15
+    assert msgs[-1].frames == len(msgs) - 1  # the end message counts every frame sent

@@ -175,8 +175,11 @@ def test_replay_realtime_pacing_and_loop(replay_npz, settings):
         assert not src.finite
         frames = take(src, 5)
     assert [f.index for f in frames] == list(range(5))
-    gaps = np.diff([f.captured_at for f in frames])
-    assert (gaps > 0.8 / 40).all()  # paced, in order
+    times = [f.captured_at for f in frames]
+    assert times == sorted(times)
+    # Paced: frame k is due at start + k/fps, so 5 frames can't span less than 4/40 s. (A lower
+    # bound only: on a loaded machine a late frame is followed by a short gap, by design.)
+    assert times[-1] - times[0] >= 0.95 * 4 / 40
     # Looping restarts at row 0: 5 rows in frames of 3 -> rows 0-2, 3-4, 0-2, ...
     assert [c.track_id for c in frames[2].crops] == [0, 1, 2]
 
