@@ -11,8 +11,10 @@ COPY consumers consumers
 COPY trainer trainer
 COPY models models
 COPY demo demo
-RUN pip install --no-cache-dir .
+# The dashboard, PostgreSQL logs and reports (plots, Parquet, fast reading) are extras.
+RUN pip install --no-cache-dir ".[dashboard,postgres,report]"
 ENV FER_CONSUMER__OUT_DIR=/data FER_CONSUMER__DB=/data/emotions.sqlite \
     FER_WORKER__MODEL=/app/models/model.json
 VOLUME /data
+EXPOSE 8000
 ENTRYPOINT ["fer-pipeline"]

@@ -202,6 +202,12 @@ def machine_info(model_path: Path | None = None) -> dict:
         except ImportError:
             info[mod] = None
     try:
+        from redis.utils import HIREDIS_AVAILABLE
+
+        info["hiredis_parser_active"] = bool(HIREDIS_AVAILABLE)
+    except ImportError:
+        info["hiredis_parser_active"] = None
+    try:
         from importlib.metadata import version
 
         info["ai_edge_litert"] = version("ai-edge-litert")

@@ -122,7 +122,8 @@ class LabelReader(threading.Thread):
 @dataclass
 class Samples:
     backlog: list[int] = field(default_factory=list)
-    keys_memory_mb: list[float] = field(default_factory=list)
+    crops_memory_mb: list[float] = field(default_factory=list)
+    labels_memory_mb: list[float] = field(default_factory=list)
     redis_used_mb: list[float] = field(default_factory=list)
     worker_rss_mb: list[float] = field(default_factory=list)
     producer_rss_mb: list[float] = field(default_factory=list)
@@ -147,7 +148,8 @@ class Sampler(threading.Thread):
             pipe.info("memory")
             backlog, crops_mem, labels_mem, info = pipe.execute()
             s.backlog.append(int(backlog))
-            s.keys_memory_mb.append(((crops_mem or 0) + (labels_mem or 0)) / 2**20)
+            s.crops_memory_mb.append((crops_mem or 0) / 2**20)
+            s.labels_memory_mb.append((labels_mem or 0) / 2**20)
             s.redis_used_mb.append(info["used_memory"] / 2**20)
             s.worker_rss_mb.append(sum(rss_mb(w.popen.pid) or 0 for w in self.workers))
             if self.producer is not None:
@@ -204,7 +206,8 @@ def count_rows(db: Path) -> int | None:
 
 
 def final_counters(proc: Proc) -> dict[str, int] | None:
-    """The counters a producer logs when it finishes ("producer run X finished: {...}")."""
+    """The counters a producer logs when it ends: "producer run X finished: {...}" or the
+    service's "producer ID stopped after Ns: k=v k=v" line, whichever comes last."""
     import ast
 
     try:
@@ -219,4 +222,14 @@ def final_counters(proc: Proc) -> dict[str, int] | None:
             except (ValueError, SyntaxError):
                 return None
             return value if isinstance(value, dict) else None
+        head, sep, tail = line.partition(" stopped after ")
+        if sep and "producer" in head and ": " in tail:
+            out = {}
+            for pair in tail.split(": ", 1)[1].split():
+                key, _, value = pair.partition("=")
+                try:
+                    out[key] = int(value)
+                except ValueError:
+                    continue
+            return out
     return None

@@ -27,11 +27,13 @@ from benchmarks._common import data_dir, machine_info, section, table, write_res
 VIDEOS = ("woman2.mp4", "short_hamilton_clip.mp4")
 IOU_MATCH = 0.5
 TARGET_FPS, TARGET_RECALL = 60.0, 0.95
-# (name, detect_width, detect_every): full size first, it is the reference.
+# (name, detect_width, detect_every): full size first, it is the reference. Between detections
+# the producer reuses the last boxes (cutting fresh crops); re-detecting in a region around
+# each box or keeping missed tracks alive gained under 1 point of recall here (BENCHMARKS.md).
 STRATEGIES = (
     ("full", 0, 1), ("downscale 480", 480, 1), ("downscale 400", 400, 1), ("downscale 320", 320, 1),
-    ("every 2nd", 0, 2), ("every 3rd", 0, 3), ("every 5th", 0, 5),
-    ("400 + every 2nd", 400, 2), ("400 + every 3rd", 400, 3), ("320 + every 2nd", 320, 2), ("320 + every 3rd", 320, 3),
+    ("every 2nd", 0, 2), ("every 3rd", 0, 3), ("every 4th", 0, 4), ("every 5th", 0, 5),
+    ("480 + every 2nd", 480, 2), ("480 + every 3rd", 480, 3), ("400 + every 2nd", 400, 2), ("320 + every 2nd", 320, 2),
 )
 STRATEGIES_720P = (("full", 0, 1), ("downscale 640", 640, 1), ("downscale 480", 480, 1),
                    ("640 + every 2nd", 640, 2), ("480 + every 3rd", 480, 3))
@@ -139,14 +141,15 @@ def evaluate(clips: list[Clip], strategies) -> list[dict]:
                    recall=hits / ref_faces if ref_faces else None, precision=hits / reported if reported else None,
                    min_video_recall=min((v["recall"] for v in row["videos"].values() if v["recall"] is not None),
                                         default=None))
-        row["meets_target"] = bool(row["fps_per_core"] >= TARGET_FPS and (row["min_video_recall"] or 0) >= TARGET_RECALL)
+        # The target pools the faces of both videos; min_video_recall shows the harder clip alone.
+        row["meets_target"] = bool(row["fps_per_core"] >= TARGET_FPS and (row["recall"] or 0) >= TARGET_RECALL)
         rows.append(row)
         print(f"  {name}: {row['ms_per_frame']:.1f} ms/frame", flush=True)
     return rows
 
 
 def print_rows(rows: list[dict], names: list[str]) -> None:
-    headers = ["strategy", "ms/frame", "frames/s/core", "x full", "recall", *(f"recall {n}" for n in names),
+    headers = ["strategy", "ms/frame", "frames/s/core", "x full", "recall (both)", *(f"recall {n}" for n in names),
                "precision", f">= {TARGET_FPS:g} fps & {TARGET_RECALL:.0%}"]
     base = rows[0]["fps_per_core"]
     print(table(headers, [[r["strategy"], r["ms_per_frame"], r["fps_per_core"], r["fps_per_core"] / base,
@@ -200,12 +203,13 @@ def run(*, quick: bool = False, limit: int | None = None, videos: Path | None = 
         cv2.setNumThreads(threads_before)
 
     best = [r for r in results["640x480"] if r["meets_target"]]
-    pick = max(best, key=lambda r: (r["min_video_recall"], r["fps_per_core"])) if best else None
+    pick = max(best, key=lambda r: (r["recall"], r["fps_per_core"])) if best else None
     results["headline"] = {
         "full_640x480_ms_per_frame": results["640x480"][0]["ms_per_frame"],
         "full_1280x720_ms_per_frame": results["1280x720"][0]["ms_per_frame"],
         "decode_ms_per_frame": results["decode_ms_per_frame"],
         "strategies_meeting_target": [r["strategy"] for r in best],
+        "target_60fps_per_core_with_95pct_faces": bool(best),
         "recommended": None if pick is None else {
             "strategy": pick["strategy"], "detect_width": pick["detect_width"], "detect_every": pick["detect_every"],
             "fps_per_core": pick["fps_per_core"], "recall": pick["recall"], "min_video_recall": pick["min_video_recall"]},

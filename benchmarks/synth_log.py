@@ -21,8 +21,9 @@ K = len(EMOTIONS)
 
 def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: float = 30.0, start: float = 1.7e9,
              mean_track: int = 900, mean_segment: int = 240, flicker: float = 0.05, seed: int = 0,
-             chunk: int = 500_000) -> dict:
-    """Write ``rows`` labels to a fresh SQLite log at ``path``; returns what was generated."""
+             chunk: int = 500_000, copies: int = 1) -> dict:
+    """Write ``rows`` labels to a fresh SQLite log at ``path`` (``copies`` times over, each
+    copy later in the day); returns what was generated."""
     rng = np.random.default_rng(seed)
     path = Path(path)
     if path.exists():
@@ -75,6 +76,21 @@ def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: fl
                 db.executemany(insert, data)
             written += n
     db.execute("COMMIT")
+    base_seconds = time.perf_counter() - t0
+    # Larger logs: copies of the generated block later in the day, inside SQLite (no Python
+    # per row), with new crop ids and track ids so every copy is new people.
+    span = float(per_lane) / fps + 60.0
+    track_span = int(db.execute("SELECT MAX(track_id) FROM labels").fetchone()[0]) + 1
+    cols_list = [c.strip() for c in cols.split(",")]
+    shifted = {"crop_id": "crop_id || '#{k}'", "track_id": f"track_id + {{k}} * {track_span}",
+               "frame_index": f"frame_index + {{k}} * {per_lane}", "captured_at": f"captured_at + {{k}} * {span!r}",
+               "labelled_at": f"labelled_at + {{k}} * {span!r}"}
+    for k in range(1, copies):
+        select = ", ".join(shifted.get(c, c).format(k=k) for c in cols_list)
+        db.execute("BEGIN")
+        db.execute(f"INSERT INTO labels ({cols}) SELECT {select} FROM labels WHERE rowid <= ?", (written,))
+        db.execute("COMMIT")
     db.close()
-    return {"rows": written, "cameras": cameras, "tracks": tracks_total, "seconds": round(time.perf_counter() - t0, 1),
+    return {"rows": written * copies, "cameras": cameras, "tracks": tracks_total * copies, "copies": copies,
+            "base_seconds": round(base_seconds, 1), "seconds": round(time.perf_counter() - t0, 1),
             "bytes": path.stat().st_size}

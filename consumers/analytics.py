@@ -16,31 +16,27 @@ How a label becomes a state (one pass per track, in capture order):
    ``release_s``; anything shorter is absorbed into the episode around it. Transitions are
    counted between consecutive episodes of a track, so flickers never count as transitions.
 
-Reading is the slow part of large logs: rows arrive from the database in column batches
-(Arrow through ADBC when ``adbc-driver-sqlite`` is installed, the DB-API otherwise), ordered by
-the logger's ``(camera_id, track_id, captured_at)`` index, and are processed in chunks of whole
-tracks, so memory stays bounded whatever the log's size.
+Reading is the slow part of large logs (``logreader``): rows arrive in column batches ordered
+by camera and track, and are processed in chunks of whole tracks, so memory stays bounded
+whatever the log's size; a SQLite log is read one camera per thread.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
+from fer_pipeline.consumers.logreader import Chunk, merge_chunks, split_whole_tracks, camera_ids, read_batches
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
 
 STATES: tuple[str, ...] = (*EMOTIONS, "unknown")
 UNKNOWN = len(EMOTIONS)
 K = len(EMOTIONS)
-_PROBS = ", ".join(f"p_{e}" for e in EMOTIONS)
-_SELECT = f"SELECT camera_id, run_id, track_id, captured_at, w, h, {_PROBS} FROM labels"
-_ORDER = " ORDER BY camera_id, track_id, captured_at"
 
 
 @dataclass(frozen=True)
@@ -58,11 +54,12 @@ class ReportOptions:
     min_dwell_s: float = 1.0
     release_s: float | None = None  # None: same as min_dwell_s
     max_gap_s: float = 1.0
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = 1_000_000  # labels processed at a time (memory bound)
+    threads: int = 0  # cameras read in parallel from a SQLite log; 0 = up to 4, by CPU count
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ConfigError("the smoothing window must be at least 1 label")
+        if self.window < 1 or self.chunk_rows < 1 or self.threads < 0:
+            raise ConfigError("the smoothing window and chunk size must be at least 1, threads at least 0")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError("min confidence must be between 0 and 1")
         if self.min_dwell_s < 0 or (self.release_s is not None and self.release_s < 0) or self.max_gap_s <= 0:
@@ -93,101 +90,6 @@ def parse_time(text: str, now: float | None = None) -> float:
         raise ConfigError(f"cannot read time {text!r}: use epoch seconds, ISO 8601 or an age like 2h") from None
 
 
-def select_sql(options: ReportOptions, placeholder: str = "?") -> tuple[str, list]:
-    """The label query for the options' filters; values travel as parameters only."""
-    where, params = [], []
-    if options.cameras:
-        where.append(f"camera_id IN ({', '.join([placeholder] * len(options.cameras))})")
-        params += list(options.cameras)
-    if options.tracks:
-        where.append(f"track_id IN ({', '.join([placeholder] * len(options.tracks))})")
-        params += [int(t) for t in options.tracks]
-    if options.run is not None:
-        where.append(f"run_id = {placeholder}")
-        params.append(options.run)
-    if options.since is not None:
-        where.append(f"captured_at >= {placeholder}")
-        params.append(float(options.since))
-    if options.until is not None:
-        where.append(f"captured_at < {placeholder}")
-        params.append(float(options.until))
-    return _SELECT + (" WHERE " + " AND ".join(where) if where else "") + _ORDER, params
-
-
-@dataclass
-class Chunk:
-    """Label columns of whole (camera, track) groups, ordered by camera, track, time."""
-
-    camera: list[str]  # one per row (or codes + names, see ``keys``)
-    run: list[str]
-    track: np.ndarray
-    t: np.ndarray
-    w: np.ndarray
-    h: np.ndarray
-    probs: np.ndarray  # (n, K) float32
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-
-def _chunk_from_arrow(batch) -> Chunk:
-    cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
-    probs = np.empty((batch.num_rows, K), dtype=np.float32)
-    for k, e in enumerate(EMOTIONS):
-        probs[:, k] = cols[f"p_{e}"].to_numpy(zero_copy_only=False)
-    return Chunk(camera=cols["camera_id"].to_pylist(), run=cols["run_id"].to_pylist(),
-                 track=cols["track_id"].to_numpy(zero_copy_only=False).astype(np.int64),
-                 t=cols["captured_at"].to_numpy(zero_copy_only=False).astype(np.float64),
-                 w=cols["w"].to_numpy(zero_copy_only=False), h=cols["h"].to_numpy(zero_copy_only=False), probs=probs)
-
-
-def _chunk_from_rows(rows: list[tuple]) -> Chunk:
-    cam, run, track, t, w, h, *probs = zip(*rows)
-    return Chunk(camera=list(cam), run=list(run), track=np.asarray(track, dtype=np.int64),
-                 t=np.asarray(t, dtype=np.float64), w=np.asarray(w), h=np.asarray(h),
-                 probs=np.asarray(probs, dtype=np.float32).T.copy())
-
-
-def read_batches(source, options: ReportOptions) -> Iterator[Chunk]:
-    """Label batches from a SQLite path (Arrow/ADBC when installed, else sqlite3) or an
-    open DB-API connection (``source.paramstyle``-aware: ``%s`` for psycopg)."""
-    import sqlite3
-    from pathlib import Path
-
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"no emotion log at {path}")
-        try:
-            import adbc_driver_sqlite.dbapi as adbc
-        except ImportError:
-            adbc = None
-        if adbc is not None:
-            sql, params = select_sql(options)
-            with adbc.connect(str(path)) as conn, conn.cursor() as cur:
-                cur.execute(sql, params)
-                for batch in cur.fetch_record_batch():
-                    if batch.num_rows:
-                        yield _chunk_from_arrow(batch)
-            return
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            yield from read_batches(conn, options)
-        finally:
-            conn.close()
-        return
-    placeholder = "%s" if getattr(source, "paramstyle", None) == "format" or "psycopg" in type(source).__module__ \
-        else "?"
-    sql, params = select_sql(options, placeholder)
-    cur = source.cursor()
-    try:
-        cur.execute(sql, params)
-        while rows := cur.fetchmany(65_536):
-            yield _chunk_from_rows(rows)
-    finally:
-        cur.close()
-
-
 @dataclass
 class Runs:
     """Runs of one state per track, the compact form everything else is computed from."""
@@ -211,16 +113,16 @@ class Runs:
                 ("track", "state", "start", "end", "seconds", "labels", "valid", "prob_sum")}
 
 
-def smooth_states(chunk: Chunk, options: ReportOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per label: (group index, state, seconds it stands for, smoothed probabilities or NaN).
+def smooth_states(chunk: Chunk, options: ReportOptions) -> tuple:
+    """Per label: (group index, state, seconds it stands for, smoothed probabilities or NaN,
+    capture time), and the (camera, run, track) key of each group.
 
     Rows are re-ordered by (camera, run, track, time) with a stable sort; the returned
     arrays follow that order; the group index numbers the (camera, run, track) groups of the
     chunk in order of first appearance after sorting.
     """
     n = len(chunk)
-    cam_codes, _ = _codes(chunk.camera)
-    run_codes, _ = _codes(chunk.run)
+    cam_codes, run_codes = chunk.camera, chunk.run
     # Rows come ordered by (camera, track, time); a stable sort on (camera, track, run) keeps
     # the time order inside each track and separates producer runs (track ids restart per run).
     order = np.lexsort((run_codes, chunk.track, cam_codes))
@@ -249,14 +151,10 @@ def smooth_states(chunk: Chunk, options: ReportOptions) -> tuple[np.ndarray, np.
     same = ~new_group[1:]
     dt[:-1] = np.where(same, np.minimum(t[1:] - t[:-1], options.max_gap_s), 0.0)
     dt = np.maximum(dt, 0.0)
-    keys = [(chunk.camera[i], chunk.run[i], int(chunk.track[i])) for i in order[np.flatnonzero(new_group)]]
+    heads = np.flatnonzero(new_group)
+    keys = [(chunk.cameras[c], chunk.runs[r], int(k)) for c, r, k in
+            zip(cam_codes[heads].tolist(), run_codes[heads].tolist(), track[heads].tolist())]
     return group, state, dt, smoothed, t, keys
-
-
-def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
-    names: dict[str, int] = {}
-    codes = np.fromiter((names.setdefault(v, len(names)) for v in values), dtype=np.int64, count=len(values))
-    return codes, list(names)
 
 
 def add_runs(runs: Runs, chunk: Chunk, options: ReportOptions) -> None:
@@ -283,7 +181,34 @@ def add_runs(runs: Runs, chunk: Chunk, options: ReportOptions) -> None:
 
 
 def collect_runs(source, options: ReportOptions) -> tuple[Runs, int]:
-    """Stream the selected labels into runs; returns (runs, labels read)."""
+    """Stream the selected labels into runs; returns (runs, labels read).
+
+    A SQLite log with several cameras is read one camera per thread (``options.threads``):
+    reading and numpy both release the GIL, and tracks never span cameras.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+    from pathlib import Path
+
+    threads = options.threads or min(4, os.cpu_count() or 1)
+    if threads > 1 and isinstance(source, (str, Path)) and Path(source).is_file():
+        cams = sorted(set(options.cameras)) if options.cameras else camera_ids(source)
+        if len(cams) > 1:
+            with ThreadPoolExecutor(min(threads, len(cams))) as pool:
+                parts = list(pool.map(lambda c: _collect(source, replace(options, cameras=(c,))), cams))
+            runs = Runs()
+            for part, _ in parts:
+                offset = len(runs.track_keys)
+                runs.track_keys.extend(part.track_keys)
+                runs.track.extend(t + offset for t in part.track)
+                for name in ("state", "start", "end", "seconds", "labels", "valid", "prob_sum"):
+                    getattr(runs, name).extend(getattr(part, name))
+            return runs, sum(n for _, n in parts)
+    return _collect(source, options)
+
+
+def _collect(source, options: ReportOptions) -> tuple[Runs, int]:
     runs = Runs()
     pending: list[Chunk] = []
     pending_rows = total = 0
@@ -292,36 +217,9 @@ def collect_runs(source, options: ReportOptions) -> tuple[Runs, int]:
         pending.append(batch)
         pending_rows += len(batch)
         if pending_rows >= options.chunk_rows:
-            whole, rest = _split_whole_tracks(_merge(pending))
+            whole, rest = split_whole_tracks(merge_chunks(pending))
             add_runs(runs, whole, options)
             pending, pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
     if pending:
-        add_runs(runs, _merge(pending), options)
+        add_runs(runs, merge_chunks(pending), options)
     return runs, total
-
-
-def _merge(chunks: list[Chunk]) -> Chunk:
-    if len(chunks) == 1:
-        return chunks[0]
-    return Chunk(camera=[c for ch in chunks for c in ch.camera], run=[r for ch in chunks for r in ch.run],
-                 track=np.concatenate([c.track for c in chunks]), t=np.concatenate([c.t for c in chunks]),
-                 w=np.concatenate([c.w for c in chunks]), h=np.concatenate([c.h for c in chunks]),
-                 probs=np.concatenate([c.probs for c in chunks]))
-
-
-def _split_whole_tracks(chunk: Chunk) -> tuple[Chunk, Chunk]:
-    """(rows before the last (camera, track) group, that group): the group may go on in the next batch."""
-    last_cam, last_track = chunk.camera[-1], chunk.track[-1]
-    i = len(chunk) - 1
-    same = chunk.track == last_track
-    # Walk back over the trailing block of the same track id, checking the camera too.
-    head = np.flatnonzero(~same)
-    i = int(head[-1]) + 1 if len(head) else 0
-    while i < len(chunk) and chunk.camera[i] != last_cam:
-        i += 1
-
-    def part(a: int, b: int) -> Chunk:
-        return Chunk(camera=chunk.camera[a:b], run=chunk.run[a:b], track=chunk.track[a:b], t=chunk.t[a:b],
-                     w=chunk.w[a:b], h=chunk.h[a:b], probs=chunk.probs[a:b])
-
-    return part(0, i), part(i, len(chunk))

@@ -2,8 +2,8 @@
 
 One row per label, keyed by ``crop_id``: ``INSERT OR IGNORE`` makes writes idempotent, so
 a label redelivered after a crash (inserted, not yet acked) is never stored twice. All
-values go through SQL parameters; the only text spliced into SQL is the fixed column list
-built from ``EMOTIONS`` below.
+values go through SQL parameters; the only text spliced into SQL is fixed: the column list
+built from ``EMOTIONS`` below and the delete conditions written in ``prune``/``erase``.
 """
 
 from __future__ import annotations
@@ -173,6 +173,38 @@ class EmotionStore:
             ))
         return out
 
+    def prune(self, before: float, *, dry_run: bool = False) -> int:
+        """Retention: delete rows captured before ``before`` (epoch seconds); returns how many."""
+        return self._delete("captured_at < ?", [float(before)], dry_run)
+
+    def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
+              dry_run: bool = False) -> int:
+        """Erase a person's rows (one camera's track; every run unless ``run_id``), or a whole
+        camera's when ``track_id`` is None; returns how many."""
+        where, params = "camera_id = ?", [camera_id]
+        if track_id is not None:
+            where += " AND track_id = ?"
+            params.append(int(track_id))
+        if run_id is not None:
+            where += " AND run_id = ?"
+            params.append(run_id)
+        return self._delete(where, params, dry_run)
+
+    def _delete(self, where: str, params: list, dry_run: bool) -> int:
+        with self._lock:
+            if dry_run:
+                (n,) = self._db.execute(f"SELECT COUNT(*) FROM labels WHERE {where}", params).fetchone()
+                return int(n)
+            # secure_delete overwrites the freed pages, and the checkpoint empties the WAL, so
+            # erased rows do not linger in the files.
+            self._db.execute("PRAGMA secure_delete=ON")
+            try:
+                n = self._db.execute(f"DELETE FROM labels WHERE {where}", params).rowcount
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.execute("PRAGMA secure_delete=OFF")
+            return int(n)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -182,6 +214,17 @@ class EmotionStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_store(target: Path | str):
+    """The emotion log named by a setting: a ``postgresql://`` URL opens the PostgreSQL store,
+    anything else is a SQLite file."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from fer_pipeline.consumers.pgstore import PgEmotionStore
+
+        return PgEmotionStore(text)
+    return EmotionStore(target)
 
 
 def _row(label: Label) -> tuple:

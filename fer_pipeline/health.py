@@ -20,7 +20,7 @@ from fer_pipeline.transport import Transport, redact_url
 GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
 # Heartbeat counters worth a column in the per-process table.
 PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelled", "batches", "labels_logged",
-                    "frames_drawn", "dead_letters", "reconnects")
+                    "frames_drawn", "dead_letters", "reconnects", "infer_ms")
 
 
 @dataclass(frozen=True)
@@ -164,8 +164,10 @@ def problems(status: PipelineStatus) -> list[str]:
             out.append(f"{g.stream}: group {g.group} has {g.lag + g.pending:,} waiting and no {role} alive")
     if status.dead_letters:
         out.append(f"{status.dead_letters:,} dead letters in {status.prefix}:dead")
+    grouped = {g.stream for g in status.groups}
     for stream, n in sorted(status.trimmed_unread.items()):
-        if n:
+        # A stream nobody consumes (frames while no display runs) is trimmed by design.
+        if n and stream in grouped:
             out.append(f"{stream}: {n:,} entries trimmed before a consumer read them")
     if status.crops_dropped:
         out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")

@@ -8,9 +8,9 @@ Built once at the CLI boundary (env prefix ``FER_``, nested with ``__``, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,14 +90,23 @@ class WorkerSettings(_Section):
     reclaim_every_s: float = Field(2.0, gt=0.0)
 
 
+# A PostgreSQL emotion log (multi-machine deployments); anything else is a SQLite file path.
+PgUrl = Annotated[str, StringConstraints(pattern=r"^postgres(ql)?://")]
+
+
 class ConsumerSettings(_Section):
-    db: Path = Path("out/emotions.sqlite")
+    db: Path | PgUrl = Path("out/emotions.sqlite")
     out_dir: Path = Path("out")
     window: Literal["auto", "on", "off"] = "auto"
     # How long the display waits for a frame's labels before drawing it with the last
     # known label of each track.
     label_wait_ms: int = Field(500, ge=0)
     fps: float = Field(0.0, ge=0.0)  # 0 = the camera's own rate from its frames
+    # Privacy retention: `fer-pipeline retention` deletes stream entries (face crops, frames,
+    # labels) older than this from Redis (0 = only the MAXLEN bounds apply), and `prune`
+    # deletes log rows older than log_retention_days (0 = keep).
+    stream_max_age_s: float = Field(0.0, ge=0.0)
+    log_retention_days: float = Field(0.0, ge=0.0)
     # Frames from the wire larger than this (read from the JPEG header) are dead-lettered,
     # not decoded: producers send at most frame_max_width wide, so this only stops bombs.
     max_frame_pixels: int = Field(16_000_000, ge=1)

@@ -1,16 +1,19 @@
-"""Operations commands: `status` of a running deployment, and the emotion log's privacy
-controls (`prune`, `erase`)."""
+"""Operations commands: `status` of a running deployment, `report` (analytics of the emotion
+log), and the log's privacy controls (`prune`, `erase`)."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings
-from fer_pipeline.errors import BrokerUnavailable
+from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
+from fer_pipeline.errors import BrokerUnavailable, ConfigError
 
 Db = Annotated[Optional[str], typer.Option(
     "--db", help="Emotion log: SQLite file or postgresql:// URL (default: FER_CONSUMER__DB or out/emotions.sqlite).",
@@ -25,8 +28,10 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(min=0.0, help="Seconds over which labels/s is measured (0: skip).")] = 1.0,
 ) -> None:
-    """One glance at a running deployment: processes alive, lag and pending per consumer group,
-    drops, dead letters, labels/s (local or remote: pass --redis-url)."""
+    """One glance at a running deployment: processes, lag and pending, drops, dead letters, labels/s.
+
+    Works against any Redis the pipeline uses, local or remote (--redis-url, --prefix).
+    """
     import redis
 
     from fer_pipeline.health import collect, render
@@ -40,7 +45,7 @@ def status(
             return
         from rich.console import Console
 
-        console = Console()
+        console = Console(width=None if sys.stdout.isatty() else 160)
         if not watch:
             console.print(render(collect(transport, rate_interval_s=interval)))
             return
@@ -57,6 +62,23 @@ def status(
         transport.close()
 
 
+@contextmanager
+def _source(db: str | None):
+    """What the analytics read: the SQLite path, or an open PostgreSQL connection."""
+    s = build_settings(consumer={"db": db})
+    target = str(s.consumer.db)
+    if target.startswith(("postgresql://", "postgres://")):
+        from fer_pipeline.consumers.pgstore import connect
+
+        conn = connect(target)
+        try:
+            yield conn
+        finally:
+            conn.close()
+    else:
+        yield Path(target)
+
+
 def _store(db: str | None):
     from fer_pipeline.consumers.store import open_store
 
@@ -66,13 +88,17 @@ def _store(db: str | None):
 
 @app.command()
 def prune(
-    older_than: Annotated[float, typer.Option("--older-than", min=0.0, help="Delete log rows captured more than "
-                                                                           "this many days ago.")],
+    older_than: Annotated[Optional[float], typer.Option(
+        "--older-than", min=0.0, help="Delete log rows captured more than this many days ago (default: "
+        "FER_CONSUMER__LOG_RETENTION_DAYS).", show_default=False)] = None,
     db: Db = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
 ) -> None:
-    """Retention: delete emotion-log rows older than N days."""
-    cutoff = time.time() - older_than * 86_400.0
+    """Retention: delete emotion-log rows older than N days (run it daily, e.g. from cron)."""
+    days = older_than if older_than is not None else build_settings().consumer.log_retention_days
+    if not days:
+        raise ConfigError("give --older-than DAYS or set FER_CONSUMER__LOG_RETENTION_DAYS")
+    cutoff = time.time() - days * 86_400.0
     with _store(db) as store:
         n = store.prune(cutoff, dry_run=dry_run)
     typer.echo(f"{'would delete' if dry_run else 'deleted'} {n:,} rows captured before "
@@ -94,3 +120,148 @@ def erase(
         n = store.erase(camera, track, run_id=run, dry_run=dry_run)
     what = f"camera {camera!r}" + (f" track {track}" if track is not None else "") + (f" run {run!r}" if run else "")
     typer.echo(f"{'would erase' if dry_run else 'erased'} {n:,} rows of {what}")
+
+
+@app.command()
+def retention(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    max_age: Annotated[Optional[float], typer.Option(
+        "--max-age", min=0.001, help="Seconds stream entries (crops, frames, labels) may live in Redis (default: "
+        "FER_CONSUMER__STREAM_MAX_AGE_S).", show_default=False)] = None,
+    every: Annotated[float, typer.Option(min=0.1, help="Seconds between trims.")] = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="Trim once and exit.")] = False,
+) -> None:
+    """Privacy retention in Redis: delete face crops, frames and labels older than --max-age."""
+    from fer_pipeline.cli.run import _serve
+    from fer_pipeline.retention import RetentionService, expire_streams
+    from fer_pipeline.transport import Transport
+
+    s = build_settings(redis_url=redis_url, prefix=prefix, consumer={"stream_max_age_s": max_age})
+    if not s.consumer.stream_max_age_s:
+        raise ConfigError("give --max-age SECONDS or set FER_CONSUMER__STREAM_MAX_AGE_S")
+    transport = Transport.connect(s)
+    if once:
+        removed = expire_streams(transport, s.consumer.stream_max_age_s)
+        typer.echo(f"expired {sum(removed.values()):,} entries" + "".join(f"\n  {k}: {v:,}" for k, v in removed.items()))
+        transport.close()
+        return
+    setup_logging(s.log_level)
+    _serve(RetentionService(s, transport, every_s=every))
+
+
+@app.command()
+def report(
+    db: Db = None,
+    camera: Annotated[Optional[list[str]], typer.Option("--camera", help="Only this camera (repeatable).",
+                                                        show_default=False)] = None,
+    track: Annotated[Optional[list[int]], typer.Option("--track", help="Only this track id (repeatable).",
+                                                       show_default=False)] = None,
+    run: Annotated[Optional[str], typer.Option("--run", help="Only this producer run.", show_default=False)] = None,
+    since: Annotated[Optional[str], typer.Option(help="From this time: epoch, ISO 8601, or an age like 2h.",
+                                                 show_default=False)] = None,
+    until: Annotated[Optional[str], typer.Option(help="Up to this time (same forms).", show_default=False)] = None,
+    window: Annotated[int, typer.Option(min=1, help="Smoothing: average probabilities over this many labels.")] = 5,
+    min_confidence: Annotated[float, typer.Option(min=0.0, max=1.0, help="Smoothed top probability under this "
+                                                  "is 'unknown'.")] = 0.4,
+    min_face: Annotated[int, typer.Option(min=0, help="Faces smaller than this (px) are 'unknown'.")] = 40,
+    min_dwell: Annotated[float, typer.Option(min=0.0, help="Seconds an emotion must hold to start an episode.")] = 1.0,
+    release: Annotated[Optional[float], typer.Option(min=0.0, help="Seconds another state must hold to end an "
+                                                     "episode (default: --min-dwell).", show_default=False)] = None,
+    max_gap: Annotated[float, typer.Option(min=0.001, help="A label stands for at most this many seconds.")] = 1.0,
+    export: Annotated[Optional[str], typer.Option(help="Also write the tables: csv, json or parquet.",
+                                                  show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="Folder for --export.")] = Path("out/report"),
+    plot: Annotated[Optional[Path], typer.Option(help="Write timelines and distributions to this PNG.",
+                                                 show_default=False)] = None,
+    episodes: Annotated[bool, typer.Option("--episodes", help="Also list the episodes.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Rows per terminal table.")] = 30,
+) -> None:
+    """Emotion analytics of the log: distributions, time per emotion, episodes, transitions.
+
+    Per camera and per track, with smoothing (--window), 'unknown' for small or uncertain
+    faces, episodes with a minimum dwell and hysteresis; tables, --export and --plot.
+    """
+    from rich.console import Console
+
+    from fer_pipeline.consumers.analytics import ReportOptions, parse_time
+    from fer_pipeline.consumers.episodes import build_report
+    from fer_pipeline.consumers.report import FORMATS, render
+    from fer_pipeline.consumers.report import export as export_tables
+    from fer_pipeline.consumers.report import plot as plot_report
+
+    if export is not None and export not in FORMATS:
+        raise ConfigError(f"--export must be one of {', '.join(FORMATS)}, got {export!r}")
+    options = ReportOptions(
+        cameras=tuple(camera or ()), tracks=tuple(track or ()), run=run,
+        since=parse_time(since) if since else None, until=parse_time(until) if until else None,
+        window=window, min_confidence=min_confidence, min_face=min_face, min_dwell_s=min_dwell, release_s=release,
+        max_gap_s=max_gap)
+    started = time.perf_counter()
+    with _source(db) as source:
+        rep = build_report(source, options)
+    seconds = time.perf_counter() - started
+    # Piped output gets a wide console: the per-emotion columns do not fit in 80.
+    console = Console(width=None if sys.stdout.isatty() else 180)
+    for part in render(rep, limit=limit, episodes=episodes):
+        console.print(part)
+    console.print(f"[dim]summarised in {seconds:.2f}s[/dim]")
+    if export:
+        for path in export_tables(rep, export, out):
+            typer.echo(f"wrote {path}")
+    if plot is not None:
+        typer.echo(f"wrote {plot_report(rep, plot)}")
+
+
+@app.command()
+def dashboard(
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
+) -> None:
+    """Serve the live dashboard (video, per-track emotion charts, health) and Prometheus /metrics."""
+    try:
+        import uvicorn
+
+        from fer_pipeline.consumers.dashboard import create_app
+    except ImportError as e:
+        raise ConfigError(f"the dashboard needs its extra ({e.name} is missing): "
+                          "pip install 'fer-pipeline[dashboard]'") from None
+    from fer_pipeline.transport import Transport
+
+    s = build_settings(redis_url=redis_url, prefix=prefix)
+    setup_logging(s.log_level)
+    transport = Transport.connect(s)
+    typer.echo(f"dashboard on http://{host}:{port}/  (metrics at /metrics)")
+    try:
+        uvicorn.run(create_app(s, transport), host=host, port=port, log_level="warning")
+    finally:
+        transport.close()
+
+
+@app.command(hidden=True)
+def healthcheck(
+    role: Annotated[str, typer.Option(help="Role whose heartbeat to look for (producer, worker, logger, ...).")],
+    redis_url: RedisUrl = None,
+    prefix: Prefix = None,
+    host: Annotated[Optional[str], typer.Option(help="Ident prefix (default: this host's name, as the default "
+                                                "idents host-pid start with it).", show_default=False)] = None,
+) -> None:
+    """Container health check: exit 0 when a process of ROLE on this host has a live heartbeat."""
+    import socket
+
+    from fer_pipeline.transport import Transport
+
+    s = build_settings(redis_url=redis_url, prefix=prefix)
+    transport = Transport.connect(s)
+    try:
+        mine = host or socket.gethostname()
+        alive = [ident for r, ident, _ in transport.alive()
+                 if r == role and (ident == mine or ident.startswith(mine + "-"))]
+    finally:
+        transport.close()
+    if not alive:
+        typer.echo(f"no live {role} heartbeat from {mine}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{role} alive: {', '.join(sorted(alive))}")

@@ -111,3 +111,12 @@ def test_status_cli_unreachable_redis_is_one_line(capsys):
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("fer-pipeline: error: cannot reach Redis") and "\n" not in err
+
+
+def test_container_healthcheck_command(redis_settings, real_transport):
+    real_transport.heartbeat("worker", "box7-123", 5.0, {"role": "worker"})
+    args = ["healthcheck", "--redis-url", redis_settings.redis.url, "--prefix", redis_settings.redis.prefix]
+    r = CliRunner().invoke(app, [*args, "--role", "worker", "--host", "box7"])
+    assert r.exit_code == 0 and "box7-123" in r.output
+    assert CliRunner().invoke(app, [*args, "--role", "worker", "--host", "box"]).exit_code == 1  # not a prefix match
+    assert CliRunner().invoke(app, [*args, "--role", "logger", "--host", "box7"]).exit_code == 1

@@ -1,0 +1,121 @@
+"""`fer-pipeline bench`: the benchmark suite (inference, end-to-end pipeline, face detection).
+
+The benchmarks live in the source checkout's ``benchmarks/`` folder (they are not part of
+the installed package); each prints tables and writes JSON under ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fer_pipeline.cli._app import app
+from fer_pipeline.errors import ConfigError, DataError
+from fer_pipeline.settings import REPO_ROOT
+
+bench_app = typer.Typer(help="Benchmarks: inference speed, end-to-end sweeps and overload, detection cost.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+Quick = Annotated[bool, typer.Option("--quick", help="A short smoke run (figures not for BENCHMARKS.md).")]
+OutDir = Annotated[Optional[Path], typer.Option("--out-dir", help="Where to write the JSON [default: "
+                                                "benchmarks/results].", show_default=False)]
+BenchRedis = Annotated[str, typer.Option("--redis-url", help="Redis to measure against (keys under a unique "
+                                         "prefix, deleted afterwards).")]
+
+
+def _module(name: str):
+    """Import ``benchmarks.<name>`` from the source checkout."""
+    folder = REPO_ROOT / "benchmarks"
+    if not (folder / f"{name}.py").is_file():
+        raise ConfigError(f"benchmark '{name}' not found in {folder}: the benchmarks ship with a source checkout")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def _run(name: str, **options) -> dict:
+    try:
+        return _module(name).run(**options)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from e
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise ConfigError(f"expected comma-separated integers, got {text!r}") from e
+    if not values or min(values) < 1:
+        raise ConfigError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+@bench_app.command("inference")
+def inference(
+    quick: Quick = False,
+    seconds: Annotated[float, typer.Option(help="Seconds per measurement cell.", min=0.1)] = 2.0,
+    model: Annotated[Optional[Path], typer.Option(help="model.json [default: the worker's model].",
+                                                  show_default=False)] = None,
+    seed_tflite: Annotated[bool, typer.Option("--seed-tflite/--no-seed-tflite", help="Also convert the tutorial "
+                                              "CNN to int8 TFLite and time it (needs TensorFlow).")] = True,
+    redis_url: BenchRedis = LOCAL_REDIS,
+    out_dir: OutDir = None,
+) -> None:
+    """Faces/s: the tutorial's per-face model.predict vs our batched LiteRT worker call (same run)."""
+    _run("inference", model=model, seconds=seconds, quick=quick, redis_url=redis_url, seed_tflite=seed_tflite,
+         out_dir=out_dir)
+
+
+@bench_app.command("pipeline")
+def pipeline(
+    quick: Quick = False,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts.")] = "1,2",
+    cameras: Annotated[str, typer.Option(help="Comma-separated camera counts, ascending.")] = "1,2,4,8,12,16,24",
+    faces: Annotated[int, typer.Option(help="Faces per replayed frame.", min=1, max=64)] = 2,
+    window: Annotated[float, typer.Option(help="Measurement window per configuration, seconds.", min=1.0)] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds between producer start and the window.", min=0.0)] = 3.0,
+    overload_cameras: Annotated[int, typer.Option(help="Cameras in the overload run.", min=1)] = 16,
+    overload_faces: Annotated[int, typer.Option(help="Faces per frame in the overload run.", min=1, max=64)] = 6,
+    overload_backlog: Annotated[int, typer.Option(help="Also overload the largest pool with this "
+                                                  "max_crop_backlog (0: skip).", min=0)] = 500,
+    npz: Annotated[Optional[Path], typer.Option(help="Labelled faces to replay [default: "
+                                                "../shared/data/fer2013_publictest.npz].", show_default=False)] = None,
+    redis_url: BenchRedis = LOCAL_REDIS,
+    out_dir: OutDir = None,
+) -> None:
+    """K replay cameras x W workers through the real Redis, then overload: throughput, latency, drops, memory."""
+    _run("pipeline", workers=_ints(workers), cameras=_ints(cameras), faces=faces, window_s=window, warmup_s=warmup,
+         overload_cameras=overload_cameras, overload_faces=overload_faces, overload_backlog=overload_backlog,
+         quick=quick, redis_url=redis_url, npz=npz, out_dir=out_dir)
+
+
+@bench_app.command("detection")
+def detection(
+    quick: Quick = False,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many frames per video.", min=1,
+                                                 show_default=False)] = None,
+    videos: Annotated[Optional[Path], typer.Option(help="Folder with the two shared videos [default: "
+                                                   "../shared/data/video].", show_default=False)] = None,
+    out_dir: OutDir = None,
+) -> None:
+    """Haar cost per frame at 640x480 and 1280x720, and the speed/recall of downscaling and detect-every-N."""
+    _run("detection", quick=quick, limit=limit, videos=videos, out_dir=out_dir)
+
+
+@bench_app.command("all")
+def all_benchmarks(
+    quick: Quick = False,
+    redis_url: BenchRedis = LOCAL_REDIS,
+    out_dir: OutDir = None,
+) -> None:
+    """The whole suite with default options: detection, inference, then the pipeline."""
+    _run("detection", quick=quick, out_dir=out_dir)
+    _run("inference", quick=quick, redis_url=redis_url, out_dir=out_dir)
+    _run("pipeline", quick=quick, redis_url=redis_url, out_dir=out_dir)
