@@ -212,7 +212,8 @@ def run(*, quick: bool = False, limit: int | None = None, videos: Path | None = 
         "target_60fps_per_core_with_95pct_faces": bool(best),
         "recommended": None if pick is None else {
             "strategy": pick["strategy"], "detect_width": pick["detect_width"], "detect_every": pick["detect_every"],
-            "fps_per_core": pick["fps_per_core"], "recall": pick["recall"], "min_video_recall": pick["min_video_recall"]},
+            "fps_per_core": pick["fps_per_core"], "recall": pick["recall"],
+            "min_video_recall": pick["min_video_recall"]},
     }
     section("Headline")
     print(table(["figure", "value"], [[k, v] for k, v in results["headline"].items()], digits=2))

@@ -31,7 +31,8 @@ from benchmarks._common import (  # noqa: E402
     table, unique_prefix, write_result,
 )
 from benchmarks._harness import (  # noqa: E402
-    LabelReader, Sampler, Samples, child_env, count_rows, final_counters, fresh_heartbeat, heartbeat, spawn, stop, wait_for,
+    LabelReader, Sampler, Samples, child_env, count_rows, final_counters, fresh_heartbeat, heartbeat, spawn, stop,
+    wait_for,
 )
 from fer_pipeline.settings import Settings  # noqa: E402
 
@@ -165,7 +166,8 @@ class Pool:
             "workers": len(self.workers), "cameras": cfg.cameras, "faces_per_frame": cfg.faces,
             "fps_per_camera": None if fast else cfg.fps, "offered_faces_per_s": None if fast else cfg.offered,
             "window_s": span, "producer_exit_code": code,
-            "frames_per_s": frames / span, "frames_late_or_skipped": None if fast else max(0, round(expected_frames - frames)),
+            "frames_per_s": frames / span,
+            "frames_late_or_skipped": None if fast else max(0, round(expected_frames - frames)),
             "faces_per_s_produced": faces / span,
             "labelled_faces_per_s": received_in_window / span,
             "worker_labelled_per_s": labelled / span,
@@ -174,7 +176,8 @@ class Pool:
             "labels_captured_in_window": len(in_window),
             "latency": lat, "queue_and_inference": queue,
             "accuracy": sum(judged) / len(judged) if judged else None,
-            "backlog_max": max(samples.backlog, default=0), "backlog_end": samples.backlog[-1] if samples.backlog else None,
+            "backlog_max": max(samples.backlog, default=0),
+            "backlog_end": samples.backlog[-1] if samples.backlog else None,
             # The crops stream is the backlog; the labels stream is capped by labels_maxlen and
             # accumulates over a pool's runs (every consumer group keeps its history).
             "crops_stream_mb_max": max(samples.crops_memory_mb, default=None),
@@ -242,10 +245,11 @@ SWEEP_HEADERS = ["W", "K", "offered/s", "labelled/s", "p50 ms", "p95 ms", "p99 m
                  "batch", "worker CPU %", "workers RSS MB", "crops MB", "acc"]
 
 
-# -- the run -------------------------------------------------------------------------------------------------------------
+# -- the run ------------------------------------------------------------------------------------------------
 def run(*, workers=(1, 2), cameras=(1, 2, 4, 8, 12, 16, 24), faces: int = 2, window_s: float = 10.0,
         warmup_s: float = 3.0, overload_cameras: int = 16, overload_faces: int = 6, overload_backlog: int = 500,
-        quick: bool = False, redis_url: str = DEFAULT_REDIS_URL, npz: Path | None = None, out_dir: Path | None = None) -> dict:
+        quick: bool = False, redis_url: str = DEFAULT_REDIS_URL, npz: Path | None = None,
+        out_dir: Path | None = None) -> dict:
     """Sweep cameras x workers, then overload each worker count; print tables, write ``pipeline.json``."""
     npz = Path(npz) if npz is not None else data_dir() / "fer2013_publictest.npz"
     if not npz.is_file():
@@ -314,7 +318,8 @@ def headline(results: dict) -> dict:
             out[f"k8_w{w}_dropped"] = k8["crops_dropped"] + k8["crops_trimmed_unread"]
             out[f"target_k8_zero_drops_p99_under_100ms_w{w}"] = k8["holds_p99_100ms"]
     default_limit = results["settings"]["streams"]["max_crop_backlog"]
-    sat = {r["workers"]: r["labelled_faces_per_s"] for r in results["overload"] if r["max_crop_backlog"] == default_limit}
+    sat = {r["workers"]: r["labelled_faces_per_s"] for r in results["overload"]
+           if r["max_crop_backlog"] == default_limit}
     for w, v in sorted(sat.items()):
         out[f"saturated_labelled_per_s_w{w}"] = v
     if 1 in sat and 2 in sat:

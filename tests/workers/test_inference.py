@@ -124,3 +124,28 @@ def test_blocking_worker_labels_crops_as_they_arrive(real_transport, redis_setti
     labels = labels_in(t)
     assert len(labels) == 20 and len({lb.crop_id for lb in labels}) == 20
     assert all(lb.labelled_at >= lb.captured_at for lb in labels)
+
+
+def test_open_batch_is_waited_out_in_the_worker_not_in_a_redis_block(fake_transport, settings, monkeypatch):
+    # Redis honours a short BLOCK timeout only when its event loop next wakes (up to 100 ms at
+    # the default hz 10), so the batch wait happens here and the read that follows never blocks.
+    t = fake_transport
+    s = settings.with_updates(worker={"max_batch": 8, "max_wait_ms": 20})
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(3)], 1000, count_all_trimmed=True)
+    w = InferenceWorker(s, t, MeanPredictor(), ident="w1")
+    w.setup()
+    blocks = []
+    real = t.read_group
+
+    def spy(*args, **kwargs):
+        blocks.append(kwargs.get("block_ms"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(t, "read_group", spy)
+    w.step()  # nothing open yet: a blocking read, which returns the 3 crops at once
+    assert labels_in(t) == []
+    t0 = time.monotonic()
+    w.step()  # the open batch waits its 20 ms here, takes what arrived, closes
+    assert time.monotonic() - t0 >= 0.015
+    assert blocks == [s.streams.block_ms, None]
+    assert len(labels_in(t)) == 3
