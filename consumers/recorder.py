@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.consumers.store import EmotionStore, open_store
 from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label, decode
 from fer_pipeline.service import Service
@@ -32,7 +32,7 @@ class LoggerService(Service):
         settings: the pipeline settings (``consumer.db``, ``streams``, ``worker.reclaim_*``).
         transport: an open transport.
         ident: consumer name; defaults to host-pid.
-        store: an open store to write to; by default ``EmotionStore(settings.consumer.db)``,
+        store: an open store to write to; by default ``open_store(settings.consumer.db)``,
             which the service then closes in ``finish``.
 
     Raises:
@@ -46,7 +46,7 @@ class LoggerService(Service):
         super().__init__(settings, transport, ident)
         # Opened here, not in setup(), so a bad path fails at start-up with its one-line message.
         self._owns_store = store is None
-        self.store = store if store is not None else EmotionStore(settings.consumer.db)
+        self.store = store if store is not None else open_store(settings.consumer.db)
         self.stream = transport.keys.labels
         self._own_pending = True  # re-read our own PEL before reading new entries
         self._next_reclaim = 0.0

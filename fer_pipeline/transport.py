@@ -51,7 +51,8 @@ if excess > 0 then
       end
     end
   end
-  local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len))
+  local old = {}
+  if len > 0 then old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len)) end
   for _, e in ipairs(old) do
     if floor_ms == nil then
       lost = lost + 1
