@@ -26,6 +26,9 @@ from fer_pipeline.transport import Entry, Transport
 from fer_pipeline.workers.batcher import Batcher
 
 
+LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead of sleeping
+
+
 @dataclass(frozen=True)
 class Item:
     entry_id: str
@@ -65,8 +68,14 @@ class InferenceWorker(Service):
                 # blocking. A short XREADGROUP BLOCK is not a short wait: Redis checks blocked
                 # clients' timeouts when its event loop wakes, every 1000/hz ms (100 ms at the
                 # default hz 10) on a quiet server (benchmarks/pipeline.py: 1 camera p50 32 ms, 14 ms since).
-                self.stop_event.wait(max(0.0, self.batcher.wait_left()))
-                block = None
+                left = self.batcher.wait_left()
+                if left * 1000 >= LONG_WAIT_MS:
+                    # A long wait: Redis's ~100 ms timer granularity does not matter, and a
+                    # blocking read keeps filling the batch as crops arrive.
+                    block = max(1, int(left * 1000))
+                else:
+                    self.stop_event.wait(max(0.0, left))
+                    block = None
             else:
                 block = self.settings.streams.block_ms
             entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident,
