@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from fer_pipeline.consumers.store import _COLUMNS, PROB_COLUMNS, TimelineRow, _row
+from fer_pipeline.consumers.store import _COLUMNS, PROB_COLUMNS, TimelineRow, _row, erase_filter
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
 from fer_pipeline.transport import redact_url
@@ -118,14 +118,7 @@ class PgEmotionStore:
 
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
-        where, params = "camera_id = %s", [camera_id]
-        if track_id is not None:
-            where += " AND track_id = %s"
-            params.append(int(track_id))
-        if run_id is not None:
-            where += " AND run_id = %s"
-            params.append(run_id)
-        return self._delete(where, params, dry_run)
+        return self._delete(*erase_filter(camera_id, track_id, run_id, "%s"), dry_run)
 
     def _delete(self, where: str, params: list, dry_run: bool) -> int:
         with self._lock:

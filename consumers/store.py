@@ -50,6 +50,23 @@ CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captu
 _INSERT = f"INSERT OR IGNORE INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
+def erase_filter(camera_id: str, track_id: int | None, run_id: str | None,
+                 placeholder: str = "?") -> tuple[str, list]:
+    """WHERE text and parameters selecting one camera's rows (optionally one track/run).
+
+    The text holds only fixed column names and the driver's placeholder; values go in as
+    parameters. Shared by the SQLite and PostgreSQL stores.
+    """
+    where, params = f"camera_id = {placeholder}", [camera_id]
+    if track_id is not None:
+        where += f" AND track_id = {placeholder}"
+        params.append(int(track_id))
+    if run_id is not None:
+        where += f" AND run_id = {placeholder}"
+        params.append(run_id)
+    return where, params
+
+
 @dataclass(frozen=True)
 class TimelineRow:
     """One observation of a person (a track) in time order."""
@@ -181,14 +198,7 @@ class EmotionStore:
               dry_run: bool = False) -> int:
         """Erase a person's rows (one camera's track; every run unless ``run_id``), or a whole
         camera's when ``track_id`` is None; returns how many."""
-        where, params = "camera_id = ?", [camera_id]
-        if track_id is not None:
-            where += " AND track_id = ?"
-            params.append(int(track_id))
-        if run_id is not None:
-            where += " AND run_id = ?"
-            params.append(run_id)
-        return self._delete(where, params, dry_run)
+        return self._delete(*erase_filter(camera_id, track_id, run_id), dry_run)
 
     def _delete(self, where: str, params: list, dry_run: bool) -> int:
         with self._lock:
