@@ -287,3 +287,13 @@ def _json_default(value):
 
 def section(title: str) -> None:
     print(f"\n## {title}\n", flush=True)
+
+
+def finish(name: str, results: dict, machine: dict, out_dir: Path | None = None) -> Path:
+    """Print the headline table, attach the machine, write the JSON: every benchmark ends so."""
+    section("Headline")
+    print(table(["figure", "value"], [[k, v] for k, v in results["headline"].items()], digits=2))
+    results["machine"] = machine
+    path = write_result(name, results, out_dir)
+    print(f"\nwrote {path}")
+    return path

@@ -22,7 +22,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import data_dir, machine_info, section, table, write_result  # noqa: E402
+from benchmarks._common import data_dir, finish, machine_info, section, table  # noqa: E402
 
 VIDEOS = ("woman2.mp4", "short_hamilton_clip.mp4")
 IOU_MATCH = 0.5
@@ -215,11 +215,7 @@ def run(*, quick: bool = False, limit: int | None = None, videos: Path | None = 
             "fps_per_core": pick["fps_per_core"], "recall": pick["recall"],
             "min_video_recall": pick["min_video_recall"]},
     }
-    section("Headline")
-    print(table(["figure", "value"], [[k, v] for k, v in results["headline"].items()], digits=2))
-    results["machine"] = machine
-    path = write_result("detection", results, out_dir)
-    print(f"\nwrote {path}")
+    finish("detection", results, machine, out_dir)
     return results
 
 

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks._common import (  # noqa: E402
     DEFAULT_REDIS_URL, Throughput, delete_prefix, machine_info, measure, ratio, section, table, unique_prefix,
-    write_result,
+    finish,
 )
 from fer_pipeline.settings import Settings  # noqa: E402
 
@@ -348,12 +348,8 @@ def run(*, model: Path | None = None, seconds: float = 2.0, quick: bool = False,
     headline["target_worker_100x_tutorial_same_model"] = (headline["worker_vs_tutorial_same_model"] or 0) >= 100
     headline["target_encode_and_redis_under_10pct"] = (None if overhead is None
                                                        else overhead["encode_and_redis_share"] < 0.10)
-    section("Headline")
-    print(table(["figure", "value"], [[k, v] for k, v in headline.items()], digits=2))
     results["headline"] = headline
-    results["machine"] = machine
-    path = write_result("inference", results, out_dir)
-    print(f"\nwrote {path}")
+    finish("inference", results, machine, out_dir)
     return results
 
 

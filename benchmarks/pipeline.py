@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks._common import (  # noqa: E402
     DEFAULT_REDIS_URL, cpu_seconds, data_dir, delete_prefix, machine_info, ratio, section, summarize_latencies,
-    table, unique_prefix, write_result,
+    finish, table, unique_prefix,
 )
 from benchmarks._harness import (  # noqa: E402
     LabelReader, Sampler, Samples, child_env, count_rows, final_counters, fresh_heartbeat, heartbeat, spawn, stop,
@@ -297,11 +297,7 @@ def run(*, workers=(1, 2), cameras=(1, 2, 4, 8, 12, 16, 24), faces: int = 2, win
                   f"logged {closed['labels_logged']}", flush=True)
 
     results["headline"] = headline(results)
-    section("Headline")
-    print(table(["figure", "value"], [[k, v] for k, v in results["headline"].items()], digits=2))
-    results["machine"] = machine
-    path = write_result("pipeline", results, out_dir)
-    print(f"\nwrote {path}")
+    finish("pipeline", results, machine, out_dir)
     return results
 
 
