@@ -22,8 +22,25 @@ log = logging.getLogger("fer.train")
 FERPLUS_FILE = "ferplus_train_publictest.csv"
 
 
+def keras_backend() -> str:
+    """The Keras backend this process will use, found the way Keras finds it (KERAS_BACKEND,
+    then ``$KERAS_HOME/keras.json``) without importing Keras, which would import TensorFlow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        return json.loads((home / "keras.json").read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def configure_tf(threads: int) -> None:
-    """Quiet TensorFlow's start-up noise and pin its thread pools (before importing it)."""
+    """Quiet TensorFlow's start-up noise and pin its thread pools (before importing it).
+
+    Nothing to do when Keras runs on another backend (JAX or PyTorch, e.g. on a GPU).
+    """
+    if keras_backend() != "tensorflow":
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -93,19 +110,18 @@ def training_info(state: dict, *, train_data: str | None, ferplus: str | None, d
         "train_images": state["train_images"],
         "val_images": state["val_images"],
         "seconds": round(sum(h.get("seconds", 0) for h in state["history"]), 1),
+        "backend": state.get("backend", "tensorflow"),
+        "device": state.get("device", "unknown"),
     }
 
 
-def calibrate_and_export(model, *, val: fdata.FaceSet, test_set: fdata.FaceSet, arch: str, training: dict,
-                         out_dir: Path, test_source: str, printer=None) -> dict:
-    """Fit the temperature on ``val``, report on ``test_set``, write the shipped files to ``out_dir``.
+def calibrate_and_report(model, *, val: fdata.FaceSet, test_set: fdata.FaceSet, printer=None) -> dict:
+    """Fit the temperature on ``val`` and score ``test_set`` (plain and flip-TTA).
 
     Returns:
-        ``{"meta": model.json contents, "val": report, "test": report, "temperature": T}``.
+        ``{"val": report, "test": report, "temperature": T, "tta_accuracy": float}``.
     """
     from fer_pipeline.trainer import metrics
-    from fer_pipeline.trainer.architectures import macs
-    from fer_pipeline.trainer.export import export
 
     stage = printer or (lambda rec, improved: log.info("%s", rec))
     stage({"stage": "calibrate", "images": len(val)}, False)
@@ -117,33 +133,62 @@ def calibrate_and_export(model, *, val: fdata.FaceSet, test_set: fdata.FaceSet, 
     test_report = metrics.report(metrics.softmax(test_logits, temperature), test_set.labels)
     flip_logits = logits_of(model, test_set.images[:, :, ::-1])
     tta = metrics.softmax(test_logits, temperature) + metrics.softmax(flip_logits, temperature)
-    stage({"stage": "export", "out": str(out_dir)}, False)
+    return {"val": val_report, "test": test_report, "temperature": temperature,
+            "tta_accuracy": float((tta.argmax(1) == test_set.labels).mean())}
+
+
+def calibrate_and_export(model, *, val: fdata.FaceSet, test_set: fdata.FaceSet, arch: str, training: dict,
+                         out_dir: Path, test_source: str, printer=None) -> dict:
+    """Fit the temperature on ``val``, report on ``test_set``, write the shipped files to ``out_dir``.
+
+    Returns:
+        ``{"meta": model.json contents, "val": report, "test": report, "temperature": T}``.
+    """
+    from fer_pipeline.trainer.architectures import macs
+    from fer_pipeline.trainer.export import export
+
+    scored = calibrate_and_report(model, val=val, test_set=test_set, printer=printer)
+    (printer or (lambda rec, improved: log.info("%s", rec)))({"stage": "export", "out": str(out_dir)}, False)
     meta = export(
-        model, out_dir, temperature=temperature, arch=arch, macs=macs(model), training=training,
+        model, out_dir, temperature=scored["temperature"], arch=arch, macs=macs(model), training=training,
         check_images=test_set.images, check_labels=test_set.labels,
         extra={"metrics": {
-            "val": _brief(val_report),
-            "publictest": _brief(test_report),
-            "publictest_flip_tta_accuracy": float((tta.argmax(1) == test_set.labels).mean()),
+            "val": _brief(scored["val"]),
+            "publictest": _brief(scored["test"]),
+            "publictest_flip_tta_accuracy": scored["tta_accuracy"],
             "publictest_source": test_source,
         }},
     )
-    return {"meta": meta, "val": val_report, "test": test_report, "temperature": temperature}
+    return {"meta": meta, **scored}
 
 
 def run(*, train_data: str | None, test_data: str | None, ferplus: str | None, recipe: Recipe, run_dir: Path,
-        out_dir: Path, resume: bool, printer=None, report_limit: int = 0) -> dict:
+        out_dir: Path, resume: bool, printer=None, report_limit: int = 0, deadline: float | None = None) -> dict:
     """Train ``recipe`` into ``run_dir``, then calibrate, report and export into ``out_dir``.
 
     ``report_limit`` caps the report split (quick runs); see ``load_training_set`` for ``ferplus``.
+    On a backend other than TensorFlow (no TFLite converter), the scores go to
+    ``run_dir/report.json`` and ``meta`` is None: `fer-pipeline export` finishes the job
+    where TensorFlow is installed.
     """
     from fer_pipeline.trainer.train import train
 
     data_dir = fdata.default_data_dir()
     train_set = load_training_set(train_data, ferplus, data_dir)
     test_set = load_report_set(test_data, data_dir, limit=report_limit)
-    model, val, state = train(train_set, recipe, run_dir, resume=resume, printer=printer)
+    model, val, state = train(train_set, recipe, run_dir, resume=resume, printer=printer, deadline=deadline)
     training = training_info(state, train_data=train_data, ferplus=ferplus, data_dir=data_dir)
+    if keras_backend() != "tensorflow":
+        from fer_pipeline.trainer.architectures import macs
+
+        scored = calibrate_and_report(model, val=val, test_set=test_set, printer=printer)
+        report = {"backend": keras_backend(), "architecture": recipe.arch, "macs_per_face": macs(model),
+                  "parameters": int(model.count_params()), "training": training,
+                  "temperature": scored["temperature"], "val": _brief(scored["val"]),
+                  "publictest": _brief(scored["test"]), "publictest_flip_tta_accuracy": scored["tta_accuracy"],
+                  "publictest_source": test_data or str(data_dir / "fer2013_publictest.npz")}
+        Path(run_dir, "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return {"meta": None, **scored}
     return calibrate_and_export(
         model, val=val, test_set=test_set, arch=recipe.arch, training=training, out_dir=out_dir,
         test_source=test_data or str(data_dir / "fer2013_publictest.npz"), printer=printer)

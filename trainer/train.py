@@ -83,14 +83,50 @@ def prepare(fs: FaceSet, recipe: Recipe) -> tuple[FaceSet, FaceSet]:
     return fs.subset(tr), fs.subset(va)
 
 
-def _dataset(fs: FaceSet, recipe: Recipe, *, training: bool, weights: np.ndarray | None = None):
+def backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def device_name() -> str:
+    """What the training ran on, for the run's record (epoch times mean little without it)."""
+    name = backend()
+    try:
+        if name == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            return "cpu" if dev.platform == "cpu" else dev.device_kind
+        if name == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "cpu"
+    except Exception:  # a record only: never fail a run over it
+        return "unknown"
+
+
+def _dataset(fs: FaceSet, recipe: Recipe, *, training: bool, weights: np.ndarray | None = None,
+             start_epoch: int = 0):
+    y = targets(fs, recipe) if training else np.eye(NUM_CLASSES, dtype=np.float32)[fs.labels]
+    w = weights[fs.labels] if weights is not None else np.ones(len(fs), np.float32)
+    if backend() != "tensorflow":
+        if not training:
+            return fs.images[..., None].astype(np.float32), y
+        from fer_pipeline.trainer.batches import make_batches
+
+        return make_batches(fs.images, y, w, batch_size=recipe.batch_size, seed=recipe.seed,
+                            augment=recipe.augment, start_epoch=start_epoch)
+
     import tensorflow as tf
 
     from fer_pipeline.trainer.augment import make_augment
 
     x = fs.images[..., None].astype(np.float32)
-    y = targets(fs, recipe) if training else np.eye(NUM_CLASSES, dtype=np.float32)[fs.labels]
-    w = weights[fs.labels] if weights is not None else np.ones(len(fs), np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, y, w))
     if training:
         ds = ds.shuffle(len(fs), seed=recipe.seed, reshuffle_each_iteration=True)
@@ -119,8 +155,15 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int, optimizer=None):
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
-        jit_compile=recipe.jit,
+        jit_compile=_jit(recipe),
     )
+
+
+def _jit(recipe: Recipe) -> bool:
+    """XLA where it pays: TensorFlow per the recipe (a --quick run skips the compile); JAX
+    always (unjitted JAX is op-by-op and far slower); never torch.compile on these small nets."""
+    name = backend()
+    return recipe.jit if name == "tensorflow" else name == "jax"
 
 
 class _EpochLog:
@@ -130,9 +173,10 @@ class _EpochLog:
         import keras
 
         class EpochLog(keras.callbacks.Callback):
-            def __init__(self, run_dir: Path, state: dict, recipe: Recipe, printer):
+            def __init__(self, run_dir: Path, state: dict, recipe: Recipe, printer, deadline: float | None):
                 super().__init__()
                 self.run_dir, self.state, self.recipe, self.printer = run_dir, state, recipe, printer
+                self.deadline = deadline
                 self.t0 = time.time()
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -160,6 +204,9 @@ class _EpochLog:
                 if (self.run_dir / "STOP").exists():
                     self.printer({"stop_requested": epoch + 1}, False)
                     self.model.stop_training = True
+                if self.deadline is not None and time.time() + secs > self.deadline:
+                    self.printer({"time_limit": epoch + 1}, False)
+                    self.model.stop_training = True
 
         return EpochLog(*a, **k)
 
@@ -170,10 +217,14 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def train(train_set: FaceSet, recipe: Recipe, run_dir: Path, *, resume: bool = False, printer=None):
-    """Train into ``run_dir`` (best.keras, last.keras, state.json); returns (best model, val set, state)."""
+def train(train_set: FaceSet, recipe: Recipe, run_dir: Path, *, resume: bool = False, printer=None,
+          deadline: float | None = None):
+    """Train into ``run_dir`` (best.keras, last.keras, state.json); returns (best model, val set, state).
+
+    ``deadline`` (a ``time.time()`` value) ends training after the last epoch that fits before
+    it, judged by the previous epoch's duration; the best checkpoint so far is kept.
+    """
     import keras
-    import tensorflow as tf
 
     from fer_pipeline.trainer.architectures import build
 
@@ -198,20 +249,20 @@ def train(train_set: FaceSet, recipe: Recipe, run_dir: Path, *, resume: bool = F
         initial = state["epoch"]
     else:
         state = {"recipe": asdict(recipe), "epoch": 0, "best_val_acc": 0.0, "best_epoch": 0, "history": [],
-                 "train_images": len(tr), "val_images": len(va), "started": time.time()}
+                 "train_images": len(tr), "val_images": len(va), "started": time.time(),
+                 "backend": backend(), "device": device_name()}
         model = build(recipe.arch, dropout=recipe.dropout)
         _compile(model, recipe, steps)
         initial = 0
 
     if initial < recipe.epochs and initial - state["best_epoch"] < recipe.patience:
         model.fit(
-            _dataset(tr, recipe, training=True, weights=weights),
+            _dataset(tr, recipe, training=True, weights=weights, start_epoch=initial),
             validation_data=_dataset(va, recipe, training=False),
             epochs=recipe.epochs, initial_epoch=initial, verbose=0,
-            callbacks=[_EpochLog(run_dir, state, recipe, printer)],
+            callbacks=[_EpochLog(run_dir, state, recipe, printer, deadline)],
         )
     state["finished"] = time.time()
     _write_json(state_file, state)
     best = keras.saving.load_model(run_dir / "best.keras", safe_mode=True, compile=False)
-    del tf
     return best, va, state

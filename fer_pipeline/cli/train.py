@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -63,6 +64,8 @@ class _EpochPrinter:
             self.status.update(f"training: epoch {rec['epoch'] + 1}/{self.epochs}")
         elif "early_stop" in rec:
             self.console.print(f"[yellow]early stop[/] after epoch {rec['early_stop']}: val_acc stopped improving")
+        elif "time_limit" in rec:
+            self.console.print(f"[yellow]time limit[/]: stopped after epoch {rec['time_limit']}")
         elif "stop_requested" in rec:
             self.console.print(f"[yellow]stopped[/] after epoch {rec['stop_requested']}: STOP file in the run dir")
         elif "stage" in rec:
@@ -128,8 +131,18 @@ def train(
     threads: Threads = 0,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Train on at most N images.",
                                                  show_default=False)] = None,
+    patience: Annotated[Optional[int], typer.Option(min=1, help="Early stop after N epochs without a better "
+                                                    "validation accuracy (default: recipe's).",
+                                                    show_default=False)] = None,
+    time_limit: Annotated[Optional[float], typer.Option(
+        min=0.1, help="Stop after the last epoch that fits in this many minutes (keeps the best checkpoint).",
+        show_default=False)] = None,
 ) -> None:
-    """Train a model, calibrate it, report PublicTest metrics and export the shipped files."""
+    """Train a model, calibrate it, report PublicTest metrics and export the shipped files.
+
+    Runs on the Keras backend in KERAS_BACKEND: TensorFlow by default; jax or torch use a GPU
+    where one is (export then happens where TensorFlow is: `fer-pipeline export`).
+    """
     from fer_pipeline.trainer.architectures import ARCHS
 
     if arch not in ARCHS:
@@ -139,8 +152,9 @@ def train(
     from fer_pipeline.trainer import job
     from fer_pipeline.trainer.train import Recipe
 
-    overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit).items()
-                 if v is not None}
+    overrides = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit,
+                                       patience=patience).items() if v is not None}
+    deadline = time.time() + time_limit * 60 if time_limit else None
     if quick:
         overrides.setdefault("epochs", QUICK_EPOCHS)
         overrides.setdefault("limit", QUICK_LIMIT)
@@ -155,7 +169,9 @@ def train(
 
     console = _console()
     console.print(f"[bold]training[/] {arch}: {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}"
-                  f"{f', at most {recipe.limit} images' if recipe.limit else ''}; checkpoints in {run_dir}")
+                  f"{f', at most {recipe.limit} images' if recipe.limit else ''}"
+                  f"{f', at most {time_limit:g} min' if time_limit else ''} on Keras/{job.keras_backend()}; "
+                  f"checkpoints in {run_dir}")
     state = run_dir / "state.json"
     if resume and state.is_file():
         console.print(f"resuming after epoch {json.loads(state.read_text()).get('epoch', 0)}")
@@ -164,14 +180,26 @@ def train(
         try:
             result = job.run(train_data=data_spec, test_data=test_data, ferplus=ferplus_spec, recipe=recipe,
                              run_dir=run_dir, out_dir=out, resume=resume, printer=printer,
-                             report_limit=QUICK_REPORT if quick else 0)
+                             report_limit=QUICK_REPORT if quick else 0, deadline=deadline)
         except KeyboardInterrupt:
             status.stop()
             _interrupted(console, run_dir)
             raise typer.Exit(130) from None
+    if result["meta"] is None:
+        _scores(console, result, run_dir)
+        return
     _summary(console, result, out, f"trained {arch}")
     if out.resolve() != DEFAULT_MODEL_DIR.resolve():
         console.print(f"ship it to the workers with --out {DEFAULT_MODEL_DIR} (or copy {out}/* there)")
+
+
+def _scores(console, result: dict, run_dir: Path) -> None:
+    """A run on a non-TensorFlow backend: scores only; export happens where TensorFlow is."""
+    test = result["test"]
+    console.print(f"PublicTest accuracy [bold]{test['accuracy']:.2%}[/] (flip TTA {result['tta_accuracy']:.2%}), "
+                  f"macro-F1 {test['macro_f1']:.4f}, ECE {test['ece']:.4f}; validation {result['val']['accuracy']:.2%}"
+                  f"; scores in {run_dir / 'report.json'}")
+    console.print(f"export it with TensorFlow: fer-pipeline export --checkpoint {run_dir / 'best.keras'} --out models")
 
 
 def _interrupted(console, run_dir: Path) -> None:
