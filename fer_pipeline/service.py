@@ -18,10 +18,14 @@ from collections import Counter
 
 import redis
 
+from fer_pipeline.errors import BrokerUnavailable
 from fer_pipeline.settings import Settings
-from fer_pipeline.transport import Transport
+from fer_pipeline.transport import Transport, redact_url
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+# A ConnectionError subclass that no retry can fix (the password or ACL user changed under a
+# running process): stop with one readable line; unacked work stays pending for the others.
+REDIS_REFUSED = (redis.AuthenticationError,)
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 5.0
 
@@ -88,6 +92,8 @@ class Service:
                 if down_since is not None:
                     self.log.warning("Redis reachable again after %.1fs", time.time() - down_since)
                     down_since, backoff = None, self.settings.redis.backoff_initial_s
+            except REDIS_REFUSED as e:
+                raise self._refused(e) from e
             except REDIS_DOWN as e:
                 if down_since is None:
                     down_since = time.time()
@@ -110,6 +116,10 @@ class Service:
                           " ".join(f"{k}={v}" for k, v in sorted(self.info().items())))
         return 0
 
+    def _refused(self, e: Exception) -> BrokerUnavailable:
+        return BrokerUnavailable(f"Redis at {redact_url(self.settings.redis.url or '')} refused the credentials "
+                                 f"({e}); restart with the current ones in FER_REDIS__URL or --redis-url")
+
     def on_redis_down(self) -> None:
         """Hook: drop state that a Redis restart invalidates (e.g. unacked batch ids)."""
 
@@ -127,6 +137,8 @@ class Service:
             try:
                 fn()
                 return
+            except REDIS_REFUSED as e:
+                raise self._refused(e) from e
             except REDIS_DOWN as e:
                 n += 1
                 if (attempts is not None and n >= attempts) or (attempts is None and self.stopping):

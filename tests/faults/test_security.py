@@ -115,6 +115,32 @@ def test_refused_connections_are_one_line_without_the_password(case, make_url, m
     assert SECRET not in r.stderr + r.stdout and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_password_rotated_under_a_running_logger_stops_it_with_one_line(tls_redis, tmp_path):
+    """AuthenticationError is a ConnectionError to redis-py: without care the logger would
+    retry the old password forever, silently. It must stop and say why instead."""
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "logger", "--redis-url", tls_redis["url"],
+                             "--prefix", "rot", "--db", str(tmp_path / "log.sqlite")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    admin = redis.Redis.from_url(tls_redis["url"])
+    try:
+        deadline = time.monotonic() + 20
+        while not any(admin.scan_iter(match="rot:health:*")):  # the logger is up and beating
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        admin.acl_setuser("fer", enabled=True, reset_passwords=True, passwords=["+rotated-" + SECRET])
+        admin.client_kill_filter(user="fer", skipme=False)  # as a rotation that drops sessions does
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        admin.close()
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert "refused the credentials" in lines[-1] and "Traceback" not in err
+    assert SECRET not in out + err
+
+
 def test_redaction_covers_userinfo_and_secret_query_options():
     assert redact_url(f"rediss://fer:{SECRET}@h:6380/0?ssl_ca_certs=/ca.crt") == "rediss://fer:***@h:6380/0?ssl_ca_certs=/ca.crt"
     assert redact_url(f"redis://h/0?password={SECRET}&db=1") == "redis://h/0?password=***&db=1"
