@@ -270,6 +270,7 @@ class ProducerService(Service):
             totals.update(dict(cam.stats))
             totals["source_reconnects"] += cam.source.stats["reconnects"]
             totals["images_skipped"] += cam.source.stats["skipped"]
+            totals["stale_frames_skipped"] += cam.source.stats["stale_skipped"]
         for key, value in totals.items():
             self.counters[key] = value
         self.counters["detect_ms"] = round(sum(c.detect_ms for c in self.cameras), 1)

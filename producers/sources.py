@@ -72,7 +72,8 @@ class CapturedFrame:
 
 class Source(ABC):
     """A stream of frames. ``fps`` is the native (or requested) rate; ``finite`` says
-    whether ``frames()`` ends on its own. ``stats`` counts ``reconnects`` and ``skipped``."""
+    whether ``frames()`` ends on its own. ``stats`` counts ``reconnects`` and ``skipped``
+    (and, for live sources, ``stale_skipped``)."""
 
     kind: str = "source"
 
@@ -164,26 +165,89 @@ class VideoFileSource(Source):
         self._cap.release()
 
 
+class _LatestFrame:
+    """A one-frame mailbox: the grabber overwrites, the producer takes the newest."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: CapturedFrame | None = None
+
+    def put(self, frame: CapturedFrame) -> None:
+        with self._cond:
+            self._frame = frame
+            self._cond.notify()
+
+    def take(self, timeout: float) -> CapturedFrame | None:
+        with self._cond:
+            if self._frame is None:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+
 class LiveSource(Source):
     """A webcam or network stream: never ends by itself; a dropped stream is reopened with
-    capped exponential backoff (counted in ``stats['reconnects']``) instead of failing."""
+    capped exponential backoff (counted in ``stats['reconnects']``) instead of failing.
+
+    Capture never waits for processing (frigate's lesson): a grabber thread reads the device
+    at its own rate and the producer always gets the newest frame. Without it, a producer
+    slower than the camera reads from the driver's or FFmpeg's queue and falls further and
+    further behind real time. Frames overtaken that way are counted in
+    ``stats['stale_skipped']``; ``latest_only=False`` reads every frame in order instead.
+    """
 
     kind = "live"
 
     def __init__(self, target: int | str, name: str, opener: Callable[[], object], *,
-                 backoff_initial_s: float = RECONNECT_INITIAL_S, backoff_max_s: float = RECONNECT_MAX_S) -> None:
+                 backoff_initial_s: float = RECONNECT_INITIAL_S, backoff_max_s: float = RECONNECT_MAX_S,
+                 latest_only: bool = True) -> None:
         self.target = target
         self._open = opener
         self._backoff = (backoff_initial_s, backoff_max_s)
+        self.latest_only = latest_only
         cap = opener()
         if not cap.isOpened():
             what = f"webcam {target}" if isinstance(target, int) else f"stream '{redact_url(str(target))}'"
             why = "no camera at that index, or it is in use" if isinstance(target, int) else "no answer or not a video stream"
             raise SourceError(f"cannot open {what}: {why}")
         self._cap = cap
+        self._grabber: tuple[threading.Thread, threading.Event] | None = None
         super().__init__(name, _capture_fps(cap), finite=False)
 
     def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        if not self.latest_only:
+            yield from self._read(stop)
+            return
+        mailbox, halt = _LatestFrame(), threading.Event()
+        grabber = threading.Thread(target=self._grab, args=(halt, mailbox), name=f"grab-{self.name}", daemon=True)
+        self._grabber = (grabber, halt)
+        grabber.start()
+        last = -1
+        try:
+            while not stop.is_set():
+                frame = mailbox.take(timeout=0.1)
+                if frame is None:
+                    continue
+                self.stats["stale_skipped"] += frame.index - last - 1
+                last = frame.index
+                yield frame
+        finally:
+            self._stop_grabber()
+
+    def _stop_grabber(self) -> None:
+        if self._grabber is not None:
+            grabber, halt = self._grabber
+            halt.set()
+            # A read blocks at most the stream timeout; the grabber is a daemon in any case.
+            grabber.join(timeout=STREAM_TIMEOUT_MS / 1000 + 1)
+            self._grabber = None
+
+    def _grab(self, halt: threading.Event, mailbox: _LatestFrame) -> None:
+        for frame in self._read(halt):
+            mailbox.put(frame)
+
+    def _read(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        """Every frame in order, reopening a dropped stream with backoff."""
         index = 0
         wait = self._backoff[0]
         while not stop.is_set():
@@ -211,6 +275,7 @@ class LiveSource(Source):
                 log.info("source %s reconnected", self.name)
 
     def close(self) -> None:
+        self._stop_grabber()  # never release the capture under a read in progress
         if self._cap is not None:
             self._cap.release()
             self._cap = None

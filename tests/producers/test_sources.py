@@ -224,7 +224,8 @@ def test_live_source_reconnects_with_capped_backoff():
     # 2 frames, then the stream drops; reopening fails twice, then works for 2 more frames, drops again.
     caps = iter([FakeCapture(2), FakeCapture(0, opened=False), FakeCapture(0, opened=False), FakeCapture(2),
                  FakeCapture(0, opened=False), FakeCapture(3)])
-    src = LiveSource("rtsp://cam", "cam", lambda: next(caps), backoff_initial_s=0.1, backoff_max_s=0.3)
+    src = LiveSource("rtsp://cam", "cam", lambda: next(caps), backoff_initial_s=0.1, backoff_max_s=0.3,
+                     latest_only=False)  # every frame in order: the reconnect sequence is exact
     assert src.fps == 15.0 and not src.finite
     stop = RecordingEvent()
     frames = take(src, 7, stop)
@@ -232,6 +233,46 @@ def test_live_source_reconnects_with_capped_backoff():
     assert src.stats["reconnects"] == 5
     # Doubling from 0.1, capped at 0.3, and back to 0.1 after frames flow again.
     assert stop.waits == pytest.approx([0.1, 0.2, 0.3, 0.1, 0.2])
+
+
+class CameraCapture(FakeCapture):
+    """A device that delivers a frame every ``period`` seconds (read blocks until then)."""
+
+    def __init__(self, frames: int, period: float = 0.002) -> None:
+        super().__init__(frames)
+        self.period = period
+
+    def read(self):
+        time.sleep(self.period)
+        return super().read()
+
+
+def test_live_source_hands_a_slow_producer_the_newest_frame():
+    src = LiveSource(0, "cam0", lambda: CameraCapture(100_000))
+    ages, frames = [], []
+    stop = threading.Event()
+    for frame in src.frames(stop):
+        ages.append(time.time() - frame.captured_at)
+        frames.append(frame)
+        time.sleep(0.03)  # processing slower than the camera: ~15 frames arrive meanwhile
+        if len(frames) == 10:
+            stop.set()
+    src.close()
+    idx = [f.index for f in frames]
+    assert idx == sorted(set(idx)) and idx[-1] - idx[0] > 9 * 5  # skipped ahead, never back
+    assert src.stats["stale_skipped"] == idx[-1] - len(idx) + 1
+    # Each frame handed over is at most about one camera period old, not a growing backlog.
+    assert max(ages) < 0.02, ages
+    assert not [t for t in threading.enumerate() if t.name == "grab-cam0"]
+
+
+def test_live_source_grabber_reconnects_and_stops_on_close():
+    caps = iter([CameraCapture(3), FakeCapture(0, opened=False), CameraCapture(100_000)])
+    src = LiveSource("rtsp://cam", "cam", lambda: next(caps), backoff_initial_s=0.01, backoff_max_s=0.02)
+    frames = take(src, 8)
+    assert src.stats["reconnects"] == 2 and [f.index for f in frames] == sorted({f.index for f in frames})
+    src.close()
+    assert src._cap is None and not [t for t in threading.enumerate() if t.name == "grab-cam"]
 
 
 def test_live_source_that_cannot_open():
