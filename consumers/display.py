@@ -27,7 +27,6 @@ from fer_pipeline.images import image_dimensions
 from fer_pipeline.messages import EndOfStream, Frame, Label, decode
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
-from fer_pipeline.streams import DISPLAY_GROUP
 from fer_pipeline.transport import Entry, Transport
 
 READ_COUNT = 64            # entries per stream per read
@@ -133,7 +132,7 @@ class DisplayService(Service):
         settings: the pipeline settings (``consumer.window``, ``consumer.out_dir``,
             ``consumer.label_wait_ms``, ``consumer.fps``, ``streams``).
         transport: an open transport.
-        ident: consumer name in the display group; defaults to host-pid.
+        ident: consumer name in the display group (``consumer.display_group``); defaults to host-pid.
         annotator: how faces are drawn; defaults to ``EmotionAnnotator()``.
 
     Raises:
@@ -145,6 +144,7 @@ class DisplayService(Service):
     def __init__(self, settings: Settings, transport: Transport, ident: str | None = None,
                  annotator: EmotionAnnotator | None = None) -> None:
         super().__init__(settings, transport, ident)
+        self.group = settings.consumer.display_group
         self.annotator = annotator or EmotionAnnotator()
         mode = settings.consumer.window
         self.windowed = mode == "on" or (mode == "auto" and screen_available())
@@ -161,7 +161,7 @@ class DisplayService(Service):
 
     # -- service hooks -------------------------------------------------------------------
     def setup(self) -> None:
-        self.transport.ensure_group(self.transport.keys.labels, DISPLAY_GROUP, start="0")
+        self.transport.ensure_group(self.transport.keys.labels, self.group, start="0")
         self._discover()
         self._resume()
 
@@ -170,7 +170,7 @@ class DisplayService(Service):
         if now >= self._next_discovery:
             self._discover()
         streams = [self.transport.keys.labels, *self._frame_streams]
-        entries = self.transport.read_group(streams, DISPLAY_GROUP, self.ident, count=READ_COUNT,
+        entries = self.transport.read_group(streams, self.group, self.ident, count=READ_COUNT,
                                             block_ms=self._block_ms(now))
         self._ingest(entries)
         self._drain(force=False)
@@ -197,7 +197,7 @@ class DisplayService(Service):
             camera_id = raw.decode() if isinstance(raw, bytes) else raw
             stream = self.transport.keys.frames(camera_id)
             if stream not in self._frame_streams:
-                self.transport.ensure_group(stream, DISPLAY_GROUP, start="0")
+                self.transport.ensure_group(stream, self.group, start="0")
                 self._frame_streams[stream] = camera_id
                 self.log.info("display: camera %s", camera_id)
 
@@ -207,7 +207,7 @@ class DisplayService(Service):
         their frames are never drawn."""
         streams = [self.transport.keys.labels, *self._frame_streams]
         while True:
-            entries = self.transport.read_group(streams, DISPLAY_GROUP, self.ident, count=READ_COUNT, block_ms=None,
+            entries = self.transport.read_group(streams, self.group, self.ident, count=READ_COUNT, block_ms=None,
                                                 own_pending=True)
             if not entries:
                 return
@@ -246,7 +246,7 @@ class DisplayService(Service):
                 self._on_frame(_Queued(e, msg, now + self._wait_s))
         # Acked on receipt: the display is best effort, a crash may lose what it buffered.
         for stream, ids in acks.items():
-            self.transport.ack(stream, DISPLAY_GROUP, ids)
+            self.transport.ack(stream, self.group, ids)
 
     def _on_label(self, label: Label) -> None:
         tracks = self._last.setdefault(label.camera_id, {})

@@ -102,6 +102,9 @@ class ConsumerSettings(_Section):
     # known label of each track.
     label_wait_ms: int = Field(500, ge=0)
     fps: float = Field(0.0, ge=0.0)  # 0 = the camera's own rate from its frames
+    # Each display group sees every frame and label: a second screen (or a recorder beside a
+    # window) takes its own group; processes in one group would split the frames between them.
+    display_group: str = Field("display", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Privacy retention: `fer-pipeline retention` deletes stream entries (face crops, frames,
     # labels) older than this from Redis (0 = only the MAXLEN bounds apply), and `prune`
     # deletes log rows older than log_retention_days (0 = keep).

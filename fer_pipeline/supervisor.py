@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_pipeline.settings import Settings
-from fer_pipeline.streams import DISPLAY_GROUP, LOGGER_GROUP, WORKERS_GROUP
+from fer_pipeline.streams import LOGGER_GROUP, WORKERS_GROUP
 from fer_pipeline.transport import Transport
 
 STOP_WAIT_S = 20.0
@@ -117,9 +117,10 @@ class Supervisor:
         if self.role("logger"):
             out["logger"] = self.transport.backlog(keys.labels, LOGGER_GROUP)
         if self.role("display"):
-            out["display"] = self.transport.backlog(keys.labels, DISPLAY_GROUP)
+            group = self.transport.settings.consumer.display_group
+            out["display"] = self.transport.backlog(keys.labels, group)
             for cam in self.transport.client.smembers(keys.cameras):
-                lag, pending = self.transport.backlog(keys.frames(cam.decode()), DISPLAY_GROUP)
+                lag, pending = self.transport.backlog(keys.frames(cam.decode()), group)
                 d = out["display"]
                 out["display"] = (d[0] + lag, d[1] + pending)
         return out

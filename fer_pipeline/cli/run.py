@@ -95,6 +95,9 @@ def display(
                                                   show_default=False)] = None,
     label_wait_ms: Annotated[Optional[int], typer.Option(help="How long a frame waits for its labels.",
                                                          show_default=False)] = None,
+    group: Annotated[Optional[str], typer.Option(help="Consumer group (default: display). Every group sees all "
+                                                      "frames: give a second display its own.",
+                                                 show_default=False)] = None,
     ident: Ident = None,
 ) -> None:
     """Draw emotions on each camera's frames: a window per camera, or an MP4 per camera."""
@@ -104,7 +107,8 @@ def display(
     if window not in (None, "auto", "on", "off"):
         raise ConfigError(f"--window must be auto, on or off, got {window!r}")
     s = build_settings(redis_url=redis_url, prefix=prefix,
-                       consumer={"out_dir": out, "window": window, "label_wait_ms": label_wait_ms})
+                       consumer={"out_dir": out, "window": window, "label_wait_ms": label_wait_ms,
+                                 "display_group": group})
     setup_logging(s.log_level)
     transport = Transport.connect(s)
     _serve(DisplayService(s, transport, ident))

@@ -106,6 +106,38 @@ def test_two_cameras_become_two_videos_in_order(redis_settings, real_transport):
 
 
 @pytest.mark.redis
+def test_displays_in_their_own_groups_each_draw_every_frame(redis_settings, real_transport, tmp_path):
+    frames = [make_frame(camera_id="cam-a", frame_index=i, faces=1, image=marked_scene(i)) for i in range(FRAMES)]
+    publish_frames(real_transport, "cam-a", frames)
+    publish_labels(real_transport, [make_label(camera_id="cam-a", frame_index=i, bbox=BOX) for i in range(FRAMES)])
+    services = []
+    for group in ("display", "lobby-screen"):
+        settings = redis_settings.with_updates(
+            streams={"block_ms": 100}, consumer={"display_group": group, "out_dir": tmp_path / group})
+        services.append(DisplayService(settings, real_transport, ident=f"{group}-1"))
+    threads = [threading.Thread(target=s.run, daemon=True) for s in services]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not all(s.counters["videos_written"] == 1 for s in services):
+        time.sleep(0.02)
+    for s, t in zip(services, threads):
+        s.request_stop()
+        t.join(timeout=5)
+    for s in services:
+        assert s.counters["frames_drawn"] == FRAMES and s.counters["labels_joined"] == FRAMES, s.counters
+        assert read_video(s.outputs()["cam-a"])[0] == FRAMES
+        assert real_transport.backlog(real_transport.keys.labels, s.group) == (0, 0)
+
+
+def test_display_group_names_are_validated(settings):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        settings.with_updates(consumer={"display_group": "two words"})
+
+
+@pytest.mark.redis
 def test_late_labels_are_counted_and_timely_ones_joined(redis_settings, real_transport):
     settings = redis_settings.with_updates(consumer={"label_wait_ms": 150}, streams={"block_ms": 50})
     service = DisplayService(settings, real_transport, ident="disp-2")
