@@ -14,7 +14,16 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "models"
+
+
+def shipped_path(name: str) -> Path:
+    """A folder the project ships (``models``, ``demo``): inside the package when installed
+    from a wheel (pyproject maps them there), else at the top of the source checkout."""
+    installed = Path(__file__).resolve().parent / name
+    return installed if installed.is_dir() else REPO_ROOT / name
+
+
+DEFAULT_MODEL_DIR = shipped_path("models")
 
 
 class _Section(BaseModel):

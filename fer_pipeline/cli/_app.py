@@ -10,9 +10,9 @@ import typer
 from pydantic import ValidationError
 
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.settings import REPO_ROOT, Settings
+from fer_pipeline.settings import Settings, shipped_path
 
-DEMO_CLIP = REPO_ROOT / "demo" / "short_hamilton_clip.mp4"
+DEMO_CLIP = shipped_path("demo") / "short_hamilton_clip.mp4"
 
 app = typer.Typer(
     name="fer-pipeline",
