@@ -3,6 +3,8 @@
 Generates a synthetic log with the logger's schema (4 cameras, people coming and going,
 sustained emotions with flickers: see synth_log.py), then times the full report (reading,
 smoothing, runs, episodes, per-track and per-camera tables) and prints and saves the numbers.
+It also times reading the report's columns alone, with the same parts and threads: the
+floor that everything after the read adds to.
 
     python -m benchmarks.report_bench --rows 2000000            # results in benchmarks/results/
     python -m benchmarks.report_bench --rows 2000000 --copies 10 --keep /tmp/day.sqlite   # 20M labels
@@ -25,8 +27,25 @@ except ImportError:  # run as a script: python benchmarks/report_bench.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.synth_log import generate
 
-from fer_pipeline.consumers.analytics import ReportOptions  # noqa: E402
+from fer_pipeline.consumers.analytics import ReportOptions, sqlite_parts  # noqa: E402
 from fer_pipeline.consumers.episodes import build_report  # noqa: E402
+from fer_pipeline.consumers.logreader import SqliteLog  # noqa: E402
+
+
+def read_only(path: Path, options: ReportOptions) -> tuple[float, int, int]:
+    """(seconds, labels, threads) to read every part's columns as the report does, and nothing more."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = time.perf_counter()
+    parts, threads = sqlite_parts(path, options)
+
+    def read(part) -> int:
+        with SqliteLog(path) as log:
+            return sum(len(chunk) for chunk in log.read(options, part))
+
+    with ThreadPoolExecutor(threads) as pool:
+        n = sum(pool.map(read, parts))
+    return round(time.perf_counter() - t, 3), n, threads
 
 
 def main() -> int:
@@ -61,6 +80,7 @@ def main() -> int:
         reader = "adbc (arrow)"
     except ImportError:
         reader = "sqlite3 (DB-API)"
+    load_at_start = os.getloadavg()
     timings = []
     for _ in range(args.repeats):
         t = time.perf_counter()
@@ -69,16 +89,19 @@ def main() -> int:
     one_camera_t = time.perf_counter()
     cam = build_report(path, ReportOptions(cameras=("cam1",)))
     one_camera = round(time.perf_counter() - one_camera_t, 3)
+    read_s, read_rows, threads = read_only(path, ReportOptions())
     best = min(timings)
     result = {
         "benchmark": "report", "rows": rep.labels_read, "tracks": len(rep.tracks), "episodes": len(rep.episodes),
         "transitions": sum(t["count"] for t in rep.transitions), "seconds": timings, "best_s": best,
         "labels_per_s": round(rep.labels_read / best), "one_camera_s": one_camera, "one_camera_rows": cam.labels_read,
+        "read_only_s": read_s, "read_only_rows": read_rows, "threads": threads,
         "reader": reader, "generated": generated, "cpus": os.cpu_count(), "python": platform.python_version(),
-        "load_avg": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "load_avg_start": load_at_start, "load_avg": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     print(f"report over {rep.labels_read:,} labels: best {best:.2f}s of {timings} "
-          f"({result['labels_per_s']:,} labels/s; one camera {one_camera:.2f}s), reader {reader}")
+          f"({result['labels_per_s']:,} labels/s; one camera {one_camera:.2f}s; reading alone {read_s:.2f}s), "
+          f"reader {reader}")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"report_{rep.labels_read}.json"
     out.write_text(json.dumps(result, indent=1))

@@ -17,20 +17,28 @@ How a label becomes a state (one pass per track, in capture order):
    counted between consecutive episodes of a track, so flickers never count as transitions.
 
 Reading is the slow part of large logs (``logreader``): rows arrive in column batches ordered
-by camera and track, and are processed in chunks of whole tracks, so memory stays bounded
-whatever the log's size; a SQLite log is read one camera per thread.
+by camera and track, and each batch's whole tracks are processed as it arrives (a track that
+goes on waits for the next batch), so memory stays bounded whatever the log's size; a SQLite
+log is read in parts (a camera, or a range of its track ids) by several threads.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
-from fer_pipeline.consumers.logreader import Chunk, merge_chunks, split_whole_tracks, camera_ids, read_batches
+from fer_pipeline.consumers.logreader import (Chunk, Part, SqliteLog, camera_ids, continuing_rows, merge_chunks,
+                                              plan_parts, read_batches, split_whole_tracks)
+from fer_pipeline.consumers.smoothing import smoothed_states
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
 
@@ -54,8 +62,10 @@ class ReportOptions:
     min_dwell_s: float = 1.0
     release_s: float | None = None  # None: same as min_dwell_s
     max_gap_s: float = 1.0
-    chunk_rows: int = 1_000_000  # labels processed at a time (memory bound)
-    threads: int = 0  # cameras read in parallel from a SQLite log; 0 = up to 4, by CPU count
+    # Labels read per batch, and so processed at a time (a track that goes on in the next
+    # batch waits for it): it bounds memory, and 64k labels keep a batch's arrays in the CPU cache.
+    chunk_rows: int = 65_536
+    threads: int = 0  # parts of a SQLite log read in parallel; 0 = up to 4, by CPU count
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.chunk_rows < 1 or self.threads < 0:
@@ -90,136 +100,127 @@ def parse_time(text: str, now: float | None = None) -> float:
         raise ConfigError(f"cannot read time {text!r}: use epoch seconds, ISO 8601 or an age like 2h") from None
 
 
-@dataclass
-class Runs:
-    """Runs of one state per track, the compact form everything else is computed from."""
-
-    track_keys: list[tuple[str, str, int]] = field(default_factory=list)  # (camera, run, track) per track index
-    track: list[np.ndarray] = field(default_factory=list)  # per run: index into track_keys
-    state: list[np.ndarray] = field(default_factory=list)
-    start: list[np.ndarray] = field(default_factory=list)  # time of the run's first label
-    end: list[np.ndarray] = field(default_factory=list)  # last label's time + the time it stands for
-    seconds: list[np.ndarray] = field(default_factory=list)  # time the run's labels stand for
-    labels: list[np.ndarray] = field(default_factory=list)
-    valid: list[np.ndarray] = field(default_factory=list)  # labels with a smoothed probability
-    prob_sum: list[np.ndarray] = field(default_factory=list)  # (runs, K) summed smoothed probabilities
-
-    def concat(self) -> dict[str, np.ndarray]:
-        if not self.track:
-            return {"track": np.zeros(0, np.int64), "state": np.zeros(0, np.int64), "start": np.zeros(0),
-                    "end": np.zeros(0), "seconds": np.zeros(0), "labels": np.zeros(0, np.int64),
-                    "valid": np.zeros(0, np.int64), "prob_sum": np.zeros((0, K))}
-        return {name: np.concatenate(getattr(self, name)) for name in
-                ("track", "state", "start", "end", "seconds", "labels", "valid", "prob_sum")}
+def _grouped(chunk: Chunk) -> tuple[Chunk, np.ndarray]:
+    """The chunk in (camera, track, run, time) order and where each (camera, run, track)
+    group begins. Rows come ordered by (camera, track, time); producer runs restart track
+    ids, so a (camera, track) block may hold several runs: those are split apart, each run
+    in order of its first label, keeping time order inside it."""
+    n = len(chunk)
+    new_ct = np.ones(n, dtype=bool)
+    new_ct[1:] = (chunk.camera[1:] != chunk.camera[:-1]) | (chunk.track[1:] != chunk.track[:-1])
+    run_changes = chunk.run[1:] != chunk.run[:-1]
+    if not (run_changes & ~new_ct[1:]).any():  # one run per (camera, track): the usual case
+        return chunk, new_ct
+    key = (np.cumsum(new_ct) - 1) * len(chunk.runs) + chunk.run
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first[inverse], kind="stable")
+    chunk = Chunk(camera=chunk.camera[order], cameras=chunk.cameras, run=chunk.run[order], runs=chunk.runs,
+                  track=chunk.track[order], t=chunk.t[order], size=chunk.size[order], probs=chunk.probs[:, order])
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = key[order][1:] != key[order][:-1]
+    return chunk, new_group
 
 
 def smooth_states(chunk: Chunk, options: ReportOptions) -> tuple:
-    """Per label: (group index, state, seconds it stands for, smoothed probabilities or NaN,
-    capture time), and the (camera, run, track) key of each group.
+    """Per label: (group index, state, seconds it stands for, smoothed probabilities (K, n),
+    valid (a smoothed probability exists), capture time), and the (camera, run, track) key of
+    each group, numbered in order.
 
-    Rows are re-ordered by (camera, run, track, time) with a stable sort; the returned
-    arrays follow that order; the group index numbers the (camera, run, track) groups of the
-    chunk in order of first appearance after sorting.
+    The returned arrays follow ``_grouped``'s order: (camera, track, run, time).
     """
+    chunk, new_group = _grouped(chunk)
     n = len(chunk)
-    cam_codes, run_codes = chunk.camera, chunk.run
-    # Rows come ordered by (camera, track, time); a stable sort on (camera, track, run) keeps
-    # the time order inside each track and separates producer runs (track ids restart per run).
-    order = np.lexsort((run_codes, chunk.track, cam_codes))
-    cam_codes, run_codes = cam_codes[order], run_codes[order]
-    track, t = chunk.track[order], chunk.t[order]
-    new_group = np.ones(n, dtype=bool)
-    new_group[1:] = (cam_codes[1:] != cam_codes[:-1]) | (run_codes[1:] != run_codes[:-1]) | (track[1:] != track[:-1])
     group = np.cumsum(new_group) - 1
-    group_start = np.flatnonzero(new_group)[group]  # row index where each row's group begins
-
-    big = (chunk.w[order] >= options.min_face) & (chunk.h[order] >= options.min_face)
-    probs = chunk.probs[order].astype(np.float64) * big[:, None]
-    csum = np.zeros((n + 1, K))
-    np.cumsum(probs, axis=0, out=csum[1:])
-    ccount = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(big, out=ccount[1:])
-    idx = np.arange(n)
-    lo = np.maximum(idx - options.window + 1, group_start)
-    counts = ccount[idx + 1] - ccount[lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        smoothed = (csum[idx + 1] - csum[lo]) / counts[:, None]
-    top = smoothed.max(axis=1)
-    state = np.where(big & (counts > 0) & (top >= options.min_confidence),
-                     np.argmax(np.nan_to_num(smoothed, nan=-1.0), axis=1), UNKNOWN)
-    dt = np.zeros(n)
-    same = ~new_group[1:]
-    dt[:-1] = np.where(same, np.minimum(t[1:] - t[:-1], options.max_gap_s), 0.0)
-    dt = np.maximum(dt, 0.0)
     heads = np.flatnonzero(new_group)
+    pos = np.arange(n) - heads[group]  # position of each label within its track
+    big = chunk.size >= options.min_face
+    state, smoothed, valid = smoothed_states(chunk.probs, big, pos, options.window, options.min_confidence, UNKNOWN)
+    t = chunk.t
+    dt = np.zeros(n)
+    dt[:-1] = np.where(new_group[1:], 0.0, np.minimum(t[1:] - t[:-1], options.max_gap_s))
+    dt = np.maximum(dt, 0.0)
     keys = [(chunk.cameras[c], chunk.runs[r], int(k)) for c, r, k in
-            zip(cam_codes[heads].tolist(), run_codes[heads].tolist(), track[heads].tolist())]
-    return group, state, dt, smoothed, t, keys
+            zip(chunk.camera[heads].tolist(), chunk.run[heads].tolist(), chunk.track[heads].tolist())]
+    return group, state, dt, smoothed, valid, t, keys
 
 
-def add_runs(runs: Runs, chunk: Chunk, options: ReportOptions) -> None:
-    """Append the chunk's runs (the chunk must hold whole tracks)."""
-    group, state, dt, smoothed, t, keys = smooth_states(chunk, options)
+def chunk_runs(chunk: Chunk, options: ReportOptions) -> tuple[list[tuple[str, str, int]], dict[str, np.ndarray]]:
+    """Runs of one state in a chunk of whole tracks: the (camera, run, track) key of each
+    track, and per run: ``track`` (index into the keys), ``state``, ``start`` (its first
+    label's time), ``end`` (its last label's time + the time that label stands for),
+    ``seconds`` (time its labels stand for), ``labels``, ``valid`` (labels with a smoothed
+    probability) and ``prob_sum`` ((K, runs) summed smoothed probabilities)."""
+    group, state, dt, smoothed, valid, t, keys = smooth_states(chunk, options)
     n = len(state)
-    if n == 0:
-        return
     boundary = np.ones(n, dtype=bool)
     boundary[1:] = (state[1:] != state[:-1]) | (group[1:] != group[:-1])
     starts = np.flatnonzero(boundary)
     ends = np.append(starts[1:], n) - 1
-    valid = ~np.isnan(smoothed[:, 0])
-    offset = len(runs.track_keys)
-    runs.track_keys.extend(keys)
-    runs.track.append(group[starts] + offset)
-    runs.state.append(state[starts])
-    runs.start.append(t[starts])
-    runs.end.append(t[ends] + dt[ends])
-    runs.seconds.append(np.add.reduceat(dt, starts))
-    runs.labels.append(ends - starts + 1)
-    runs.valid.append(np.add.reduceat(valid.astype(np.int64), starts))
-    runs.prob_sum.append(np.add.reduceat(np.nan_to_num(smoothed, nan=0.0), starts, axis=0))
+    return keys, {"track": group[starts], "state": state[starts], "start": t[starts], "end": t[ends] + dt[ends],
+                  "seconds": np.add.reduceat(dt, starts), "labels": ends - starts + 1,
+                  "valid": np.add.reduceat(valid.astype(np.int64), starts),
+                  "prob_sum": np.add.reduceat(smoothed, starts, axis=1)}
 
 
-def collect_runs(source, options: ReportOptions) -> tuple[Runs, int]:
-    """Stream the selected labels into runs; returns (runs, labels read).
-
-    A SQLite log with several cameras is read one camera per thread (``options.threads``):
-    reading and numpy both release the GIL, and tracks never span cameras.
-    """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-    from dataclasses import replace
-    from pathlib import Path
-
+def sqlite_parts(path, options: ReportOptions) -> tuple[list[Part], int]:
+    """The parts of a SQLite log to read, in report order, and how many threads read them."""
     threads = options.threads or min(4, os.cpu_count() or 1)
-    if threads > 1 and isinstance(source, (str, Path)) and Path(source).is_file():
-        cams = sorted(set(options.cameras)) if options.cameras else camera_ids(source)
-        if len(cams) > 1:
-            with ThreadPoolExecutor(min(threads, len(cams))) as pool:
-                parts = list(pool.map(lambda c: _collect(source, replace(options, cameras=(c,))), cams))
-            runs = Runs()
-            for part, _ in parts:
-                offset = len(runs.track_keys)
-                runs.track_keys.extend(part.track_keys)
-                runs.track.extend(t + offset for t in part.track)
-                for name in ("state", "start", "end", "seconds", "labels", "valid", "prob_sum"):
-                    getattr(runs, name).extend(getattr(part, name))
-            return runs, sum(n for _, n in parts)
-    return _collect(source, options)
+    with SqliteLog(path) as log:
+        cams = sorted(set(options.cameras)) if options.cameras else camera_ids(path)
+        # Two pieces per thread and camera: threads that finish early take the next piece.
+        return plan_parts(log, options, cams, 2 * threads if threads > 1 else 1), threads
 
 
-def _collect(source, options: ReportOptions) -> tuple[Runs, int]:
-    runs = Runs()
-    pending: list[Chunk] = []
-    pending_rows = total = 0
-    for batch in read_batches(source, options):
+def collect_runs(source, options: ReportOptions, reduce: Callable = lambda keys, runs: (keys, runs)
+                 ) -> tuple[list, int]:
+    """Stream the selected labels into runs, chunk by chunk of whole tracks; returns
+    ([reduce(keys, runs) of each chunk, in report order], labels read).
+
+    A SQLite log is read in parts (a camera, or a range of its track ids) by
+    ``options.threads`` threads, each with its own connection; ``reduce`` runs in those
+    threads too. Reading and numpy release the GIL, and tracks never span parts. The parts'
+    results are joined in part order, which is the order of one sequential read.
+    """
+    if not isinstance(source, (str, Path)):
+        return _collect(read_batches(source, options), options, reduce)
+    parts, threads = sqlite_parts(source, options)
+    results: list[tuple[list, int]] = [([], 0)] * len(parts)
+    taken = itertools.count()
+
+    def work() -> None:
+        with SqliteLog(source) as log:
+            while (i := next(taken)) < len(parts):
+                results[i] = _collect(log.read(options, parts[i]), options, reduce)
+
+    workers = min(threads, len(parts))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(work) for _ in range(workers)]:
+                f.result()
+    else:
+        work()
+    return [piece for pieces, _ in results for piece in pieces], sum(n for _, n in results)
+
+
+def _collect(batches, options: ReportOptions, reduce: Callable) -> tuple[list, int]:
+    """Runs of each batch's whole tracks, reduced; a track that goes on in the next batch
+    waits for its end (only its rows are joined, never whole batches)."""
+    pieces: list = []
+    pending: list[Chunk] = []  # the batches' pieces of one unfinished track
+    total = 0
+    for batch in batches:
         total += len(batch)
-        pending.append(batch)
-        pending_rows += len(batch)
-        if pending_rows >= options.chunk_rows:
-            whole, rest = split_whole_tracks(merge_chunks(pending))
-            add_runs(runs, whole, options)
-            pending, pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
+        if pending:
+            i = continuing_rows(pending[-1], batch)
+            if i == len(batch):
+                pending.append(batch)
+                continue
+            pieces.append(reduce(*chunk_runs(merge_chunks([*pending, batch.part(0, i)]), options)))
+            batch = batch.part(i, len(batch))
+        whole, rest = split_whole_tracks(batch)
+        if len(whole):
+            pieces.append(reduce(*chunk_runs(whole, options)))
+        pending = [rest]
     if pending:
-        add_runs(runs, merge_chunks(pending), options)
-    return runs, total
+        pieces.append(reduce(*chunk_runs(merge_chunks(pending), options)))
+    return pieces, total

@@ -1,7 +1,10 @@
 """From runs of smoothed states to episodes, transitions and per-track / per-camera summaries.
 
-Everything here works on the run arrays of ``analytics.collect_runs`` (a few per second of
-video at most), vectorised with numpy; see ``analytics`` for how labels become runs.
+Everything here works on the run arrays of ``analytics.chunk_runs`` (a few per second of
+video at most), vectorised with numpy; see ``analytics`` for how labels become runs. Each
+chunk of whole tracks is reduced to a ``Piece`` (per-track tallies, timelines, episodes) in
+the thread that read it; ``summarise`` joins the pieces into the report's tables. All of it
+is per track, so reducing chunk by chunk gives the numbers of one pass over every run.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fer_pipeline.consumers.analytics import STATES, UNKNOWN, ReportOptions, Runs, collect_runs
+from fer_pipeline.consumers.analytics import STATES, UNKNOWN, ReportOptions, collect_runs
 from fer_pipeline.labels import EMOTIONS
 
 S = len(STATES)
@@ -35,19 +38,16 @@ class Report:
 MAX_ROUNDS = 64
 
 
-def _merge_same(r: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Adjacent runs of one track in one state become one run."""
-    n = len(r["state"])
+def _merge_same(track: np.ndarray, state: np.ndarray, seconds: np.ndarray, first: np.ndarray) -> tuple:
+    """Adjacent runs of one track in one state become one run (seconds summed; ``first``:
+    the index of each run's first original run)."""
+    n = len(state)
     new = np.ones(n, dtype=bool)
-    new[1:] = (r["track"][1:] != r["track"][:-1]) | (r["state"][1:] != r["state"][:-1])
+    new[1:] = (track[1:] != track[:-1]) | (state[1:] != state[:-1])
     if new.all():
-        return r
+        return track, state, seconds, first
     at = np.flatnonzero(new)
-    out = {"track": r["track"][at], "state": r["state"][at], "start": r["start"][at],
-           "end": np.maximum.reduceat(r["end"], at)}
-    for name in ("seconds", "labels", "valid", "prob_sum"):
-        out[name] = np.add.reduceat(r[name], at, axis=0)
-    return out
+    return track[at], state[at], np.add.reduceat(seconds, at), first[at]
 
 
 def absorb_short(r: dict[str, np.ndarray], shorter_than: float) -> dict[str, np.ndarray]:
@@ -58,10 +58,11 @@ def absorb_short(r: dict[str, np.ndarray], shorter_than: float) -> dict[str, np.
     inside an episode thus disappears into it, whatever its state (``unknown`` included).
     Runs alone in their track stay as they are.
     """
-    r = _merge_same(r)
+    # Only track, state and seconds decide; the other columns are summed once at the end over
+    # the original runs that each merged run covers (runs only ever merge with neighbours).
+    track, state, sec, first = _merge_same(r["track"], r["state"], r["seconds"], np.arange(len(r["state"])))
     for round_no in range(MAX_ROUNDS + 1):
-        n = len(r["state"])
-        sec, track = r["seconds"], r["track"]
+        n = len(state)
         has_left = np.zeros(n, dtype=bool)
         has_right = np.zeros(n, dtype=bool)
         has_left[1:] = track[1:] == track[:-1]
@@ -73,17 +74,21 @@ def absorb_short(r: dict[str, np.ndarray], shorter_than: float) -> dict[str, np.
             # Ties go to the left-most run, so two equal flickers side by side are not both relabelled at once.
             short &= (sec <= left) & (sec < right)
         if not short.any():
-            return r
+            break
         take_left = has_left & (~has_right | (left >= right))
-        state = r["state"].copy()
+        new_state = state.copy()
         idx = np.flatnonzero(short)
-        state[idx] = np.where(take_left[idx], r["state"][idx - 1], r["state"][np.minimum(idx + 1, n - 1)])
+        new_state[idx] = np.where(take_left[idx], state[idx - 1], state[np.minimum(idx + 1, n - 1)])
         if round_no == MAX_ROUNDS:
             # Pathological staircase of durations: settle the rest at once, left to right.
             for i in idx.tolist():
-                state[i] = state[i - 1] if has_left[i] else state[i + 1]
-        r = _merge_same({**r, "state": state})
-    return r
+                new_state[i] = new_state[i - 1] if has_left[i] else new_state[i + 1]
+        track, state, sec, first = _merge_same(track, new_state, sec, first)
+    if len(first) == 0:
+        return {**r}
+    return {"track": track, "state": state, "seconds": sec, "start": r["start"][first],
+            "end": np.maximum.reduceat(r["end"], first), "labels": np.add.reduceat(r["labels"], first),
+            "valid": np.add.reduceat(r["valid"], first), "prob_sum": np.add.reduceat(r["prob_sum"], first, axis=1)}
 
 
 def find_episodes(r: dict[str, np.ndarray], options: ReportOptions) -> dict[str, np.ndarray]:
@@ -101,36 +106,68 @@ def find_episodes(r: dict[str, np.ndarray], options: ReportOptions) -> dict[str,
     m = absorb_short(r, options.release)
     keep = np.flatnonzero((m["state"] != UNKNOWN) & (m["seconds"] >= options.min_dwell_s))
     state = m["state"][keep]
-    conf = m["prob_sum"][keep, state] / np.maximum(m["valid"][keep], 1)
+    conf = m["prob_sum"][state, keep] / np.maximum(m["valid"][keep], 1)
     return {"track": m["track"][keep], "state": state, "onset": m["start"][keep], "offset": m["end"][keep],
             "labels": m["labels"][keep], "confidence": conf}
 
 
-def _dominant(seconds: np.ndarray, counts: np.ndarray) -> tuple[str, float]:
-    """The emotion with most time (unknown excluded; ties: more labels); its share of known time."""
-    known = seconds[:UNKNOWN]
-    total = known.sum()
-    if counts[:UNKNOWN].sum() == 0:
-        return "unknown", 0.0
-    best = int(np.lexsort((counts[:UNKNOWN], known))[-1])
-    return EMOTIONS[best], float(known[best] / total) if total > 0 else float(counts[best] / counts[:UNKNOWN].sum())
+@dataclass
+class Piece:
+    """A chunk of whole tracks reduced: what the report needs of them."""
+
+    keys: list[tuple[str, str, int]]  # (camera, run, track) per track index
+    counts: np.ndarray  # (tracks, S) labels per state
+    secs: np.ndarray  # (tracks, S) seconds per state
+    first_at: np.ndarray
+    last_at: np.ndarray
+    episodes: dict[str, np.ndarray]  # see find_episodes; track is an index into keys
+    timelines: list[np.ndarray]  # per track: its runs as (start, end, state) rows
 
 
-def summarise(runs: Runs, options: ReportOptions, labels_read: int) -> Report:
-    """Per-track and per-camera tables, episodes and transitions."""
-    r = runs.concat()
-    keys = runs.track_keys
+def reduce_runs(keys: list[tuple[str, str, int]], r: dict[str, np.ndarray], options: ReportOptions) -> Piece:
+    """One chunk's runs (``analytics.chunk_runs``: sorted by track) reduced to a ``Piece``."""
     nt = len(keys)
-    report = Report(options=options, labels_read=labels_read)
     idx = r["track"] * S + r["state"]
     counts = np.bincount(idx, weights=r["labels"], minlength=nt * S).reshape(nt, S).astype(np.int64)
     secs = np.bincount(idx, weights=r["seconds"], minlength=nt * S).reshape(nt, S)
-    first_at = np.full(nt, np.inf)
-    last_at = np.full(nt, -np.inf)
-    np.minimum.at(first_at, r["track"], r["start"])
-    np.maximum.at(last_at, r["track"], r["end"])
+    bounds = np.flatnonzero(np.r_[True, r["track"][1:] != r["track"][:-1]])
+    timelines = np.split(np.column_stack((r["start"], r["end"], r["state"].astype(float))), bounds[1:])
+    return Piece(keys=keys, counts=counts, secs=secs, first_at=np.minimum.reduceat(r["start"], bounds),
+                 last_at=np.maximum.reduceat(r["end"], bounds), episodes=find_episodes(r, options),
+                 timelines=timelines)
 
-    ep = find_episodes(r, options)
+
+def _dominant(seconds: np.ndarray, counts: np.ndarray) -> tuple[list[str], list[float]]:
+    """Per row: the emotion with most time (unknown excluded; ties: more labels, then the
+    later emotion) and its share of known time; ``unknown``, 0.0 for a row without any."""
+    known, n_known = seconds[:, :UNKNOWN], counts[:, :UNKNOWN]
+    best = np.zeros(len(known), dtype=np.int64)
+    for k in range(1, UNKNOWN):
+        b_sec, b_n = known[np.arange(len(best)), best], n_known[np.arange(len(best)), best]
+        best = np.where((known[:, k] > b_sec) | ((known[:, k] == b_sec) & (n_known[:, k] >= b_n)), k, best)
+    rows = np.arange(len(best))
+    total, n_total = known.sum(axis=1), n_known.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, known[rows, best] / total, n_known[rows, best] / n_total)
+    none = n_total == 0
+    names = [("unknown" if z else EMOTIONS[b]) for b, z in zip(best.tolist(), none.tolist())]
+    return names, np.where(none, 0.0, share).tolist()
+
+
+def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> Report:
+    """Per-track and per-camera tables, episodes and transitions from the chunks' pieces."""
+    report = Report(options=options, labels_read=labels_read)
+    keys = [k for p in pieces for k in p.keys]
+    nt = len(keys)
+    if nt == 0:
+        return report
+    counts = np.concatenate([p.counts for p in pieces])
+    secs = np.concatenate([p.secs for p in pieces])
+    first_at = np.concatenate([p.first_at for p in pieces])
+    last_at = np.concatenate([p.last_at for p in pieces])
+    offsets = np.cumsum([0] + [len(p.keys) for p in pieces[:-1]])
+    ep = {name: np.concatenate([p.episodes[name] + (off if name == "track" else 0)
+                                for p, off in zip(pieces, offsets.tolist())]) for name in pieces[0].episodes}
     ne = len(ep["state"])
     ep_per_track = np.bincount(ep["track"], minlength=nt)
     # Transitions: consecutive episodes of the same track.
@@ -138,22 +175,26 @@ def summarise(runs: Runs, options: ReportOptions, labels_read: int) -> Report:
     tr_from, tr_to, tr_track = ep["state"][:-1][same], ep["state"][1:][same], ep["track"][1:][same]
     tr_per_track = np.bincount(tr_track, minlength=nt)
 
-    for i, (camera, run, track) in enumerate(keys):
-        dominant, share = _dominant(secs[i], counts[i])
-        row = {"camera_id": camera, "run_id": run, "track_id": track, "labels": int(counts[i].sum()),
-               "first_at": float(first_at[i]), "last_at": float(last_at[i]), "seconds": float(secs[i].sum()),
-               "dominant": dominant, "dominant_share": round(share, 4), "episodes": int(ep_per_track[i]),
-               "transitions": int(tr_per_track[i])}
-        row.update({f"n_{s}": int(counts[i, k]) for k, s in enumerate(STATES)})
-        row.update({f"s_{s}": round(float(secs[i, k]), 3) for k, s in enumerate(STATES)})
+    n_names = [f"n_{s}" for s in STATES]
+    s_names = [f"s_{s}" for s in STATES]
+    dominant, share = _dominant(secs, counts)
+    for (camera, run, track), labels, first, last, seconds, dom, sh, n_ep, n_tr, cs, ss in zip(
+            keys, counts.sum(axis=1).tolist(), first_at.tolist(), last_at.tolist(), secs.sum(axis=1).tolist(),
+            dominant, share, ep_per_track.tolist(), tr_per_track.tolist(), counts.tolist(), secs.tolist()):
+        row = {"camera_id": camera, "run_id": run, "track_id": track, "labels": labels, "first_at": first,
+               "last_at": last, "seconds": seconds, "dominant": dom, "dominant_share": round(sh, 4),
+               "episodes": n_ep, "transitions": n_tr}
+        row.update(zip(n_names, cs))
+        row.update(zip(s_names, [round(x, 3) for x in ss]))
         report.tracks.append(row)
 
     cam_names = sorted({k[0] for k in keys})
-    cam_of_track = np.array([cam_names.index(k[0]) for k in keys], dtype=np.int64)
+    cam_index = {c: i for i, c in enumerate(cam_names)}
+    cam_of_track = np.array([cam_index[k[0]] for k in keys], dtype=np.int64)
     for c, camera in enumerate(cam_names):
         mask = cam_of_track == c
         cc, cs = counts[mask].sum(axis=0), secs[mask].sum(axis=0)
-        dominant, share = _dominant(cs, cc)
+        (dominant,), (share,) = _dominant(cs[None, :], cc[None, :])
         row = {"camera_id": camera, "tracks": int(mask.sum()), "labels": int(cc.sum()), "seconds": float(cs.sum()),
                "dominant": dominant, "dominant_share": round(share, 4),
                "episodes": int(ep_per_track[mask].sum()), "transitions": int(tr_per_track[mask].sum())}
@@ -161,13 +202,13 @@ def summarise(runs: Runs, options: ReportOptions, labels_read: int) -> Report:
         row.update({f"s_{s}": round(float(cs[k]), 3) for k, s in enumerate(STATES)})
         report.cameras.append(row)
 
-    for j in range(ne):
-        camera, run, track = keys[int(ep["track"][j])]
-        onset, offset = float(ep["onset"][j]), float(ep["offset"][j])
-        report.episodes.append({"camera_id": camera, "run_id": run, "track_id": track,
-                                "emotion": STATES[int(ep["state"][j])], "onset": onset, "offset": offset,
-                                "duration_s": round(offset - onset, 3), "labels": int(ep["labels"][j]),
-                                "mean_confidence": round(float(ep["confidence"][j]), 4)})
+    for j, state, onset, offset, labels, conf in zip(ep["track"].tolist(), ep["state"].tolist(),
+                                                     ep["onset"].tolist(), ep["offset"].tolist(),
+                                                     ep["labels"].tolist(), ep["confidence"].tolist()):
+        camera, run, track = keys[j]
+        report.episodes.append({"camera_id": camera, "run_id": run, "track_id": track, "emotion": STATES[state],
+                                "onset": onset, "offset": offset, "duration_s": round(offset - onset, 3),
+                                "labels": labels, "mean_confidence": round(conf, 4)})
 
     if len(tr_from):
         tr_cam = cam_of_track[tr_track]
@@ -179,15 +220,11 @@ def summarise(runs: Runs, options: ReportOptions, labels_read: int) -> Report:
             report.transitions.append({"camera_id": cam_names[cam], "from": STATES[a], "to": STATES[b], "count": c})
         report.transitions.sort(key=lambda t: (t["camera_id"], -t["count"], t["from"], t["to"]))
 
-    bounds = np.flatnonzero(np.r_[True, r["track"][1:] != r["track"][:-1]]) if len(r["track"]) else np.zeros(0, int)
-    stops = np.append(bounds[1:], len(r["track"]))
-    for a, b in zip(bounds.tolist(), stops.tolist()):
-        report.timelines[keys[int(r["track"][a])]] = np.column_stack(
-            (r["start"][a:b], r["end"][a:b], r["state"][a:b].astype(float)))
+    report.timelines = dict(zip(keys, (t for p in pieces for t in p.timelines)))
     return report
 
 
 def build_report(source, options: ReportOptions) -> Report:
     """Read the selected labels from ``source`` (SQLite path or DB-API connection) and summarise them."""
-    runs, n = collect_runs(source, options)
-    return summarise(runs, options, n)
+    pieces, n = collect_runs(source, options, lambda keys, runs: reduce_runs(keys, runs, options))
+    return summarise(pieces, options, n)

@@ -23,3 +23,14 @@ def test_generated_log_has_the_schema_and_distinct_copies(tmp_path):
     assert rep.labels_read == 18_000 and len(rep.tracks) == info["tracks"]
     # Sustained emotions with flickers: episodes exist, and far fewer than labels.
     assert 0 < len(rep.episodes) < 18_000 / 30
+
+
+def test_read_only_reads_what_the_report_reads(tmp_path):
+    from benchmarks.report_bench import read_only
+
+    path = tmp_path / "log.sqlite"
+    generate(path, 4_000, cameras=3, seed=2)
+    for threads in (1, 2):
+        seconds, rows, used = read_only(path, ReportOptions(threads=threads))
+        assert rows == build_report(path, ReportOptions(threads=threads)).labels_read == 4_000
+        assert used == threads and seconds >= 0

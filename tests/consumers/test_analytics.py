@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
 
 from fer_pipeline.consumers.analytics import ReportOptions, parse_time
@@ -200,3 +201,83 @@ def test_cameras_read_in_parallel_give_the_sequential_report(db):
     assert parallel.tracks == sequential.tracks and parallel.episodes == sequential.episodes
     assert parallel.cameras == sequential.cameras and parallel.labels_read == 675
     assert report(path, threads=2, cameras=("c-cam", "a-cam")).labels_read == 450
+
+
+def random_log(path, seed: int = 0) -> None:
+    """Three cameras; two producer runs that reuse track ids, the second starting while the
+    first still runs (their labels interleave inside a track id); tracks of 1 to 150 labels,
+    gaps longer than max_gap, small faces, noisy probabilities."""
+    from fer_pipeline.consumers.store import PROB_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    EmotionStore(path).close()
+    rows = []
+    for camera in ("c1", "c0", "c2"):
+        for run, t0 in (("run-b", T0), ("run-a", T0 + 1.0)):
+            for track in range(9):
+                n = int(rng.choice([1, 2, 5, 40, 150]))
+                t = t0 + track * 3.0 + np.r_[0.0, np.cumsum(rng.choice([1 / 30, 1 / 30, 1 / 15, 2.5], n - 1))]
+                logits = rng.normal(0.0, 0.8, (n, len(PROB_COLUMNS)))
+                logits[np.arange(n), rng.integers(0, 2, n) + track % 4] += 2.0
+                p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+                size = np.where(rng.random(n) < 0.1, 20, 80)
+                for i in range(n):
+                    rows.append((f"{camera}-{run}-{track}-{i}", camera, run, track, i, 0, float(t[i]), float(t[i]),
+                                 1.0, "happy", float(p[i].max()), *map(float, p[i]), "m", "w", None, 0, 0,
+                                 int(size[i]), int(size[i])))
+    cols = ("crop_id, camera_id, run_id, track_id, frame_index, face_index, captured_at, labelled_at, latency_ms, "
+            f"emotion, confidence, {', '.join(PROB_COLUMNS)}, model_id, worker_id, truth, x, y, w, h")
+    with sqlite3.connect(path) as db:
+        db.executemany(f"INSERT INTO labels ({cols}) VALUES ({', '.join('?' * len(cols.split(',')))})", rows)
+
+
+def same_report(a, b) -> bool:
+    return (a.labels_read == b.labels_read and a.tracks == b.tracks and a.cameras == b.cameras
+            and a.episodes == b.episodes and a.transitions == b.transitions and list(a.timelines) == list(b.timelines)
+            and all((a.timelines[k] == b.timelines[k]).all() for k in a.timelines))
+
+
+def test_parts_threads_batches_and_readers_agree(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "log.sqlite"
+    random_log(path)
+    base = report(path, threads=1)
+    assert len(base.tracks) == 3 * 2 * 9 and base.episodes and base.transitions
+    # Several threads on track-id ranges; batches that end inside tracks (down to one row).
+    for kw in ({"threads": 3}, {"threads": 2, "chunk_rows": 1}, {"chunk_rows": 7}, {"threads": 4, "chunk_rows": 50},
+               {"threads": 1, "chunk_rows": 149}):
+        assert same_report(report(path, **kw), base), kw
+    conn = sqlite3.connect(path)
+    try:
+        assert same_report(build_report(conn, ReportOptions(chunk_rows=13)), base)
+    finally:
+        conn.close()
+    monkeypatch.setitem(sys.modules, "adbc_driver_sqlite.dbapi", None)  # the stdlib reader
+    assert same_report(report(path, threads=2, chunk_rows=64), base)
+
+
+def test_producer_runs_sharing_a_track_id_are_separate_tracks(tmp_path):
+    path = tmp_path / "log.sqlite"
+    random_log(path)
+    rep = report(path, cameras=("c0",), tracks=(3,))
+    # The run whose first label came first (run-b, a second earlier) is listed first, whatever the ids sort as.
+    assert [(t["run_id"], t["track_id"]) for t in rep.tracks] == [("run-b", 3), ("run-a", 3)]
+    for t in rep.tracks:
+        alone = report(path, cameras=("c0",), tracks=(3,), run=t["run_id"]).tracks
+        assert alone == [t]
+
+
+def test_plan_parts_cover_each_camera_in_track_ranges(tmp_path):
+    from fer_pipeline.consumers.logreader import SqliteLog, plan_parts
+
+    path = tmp_path / "log.sqlite"
+    random_log(path)
+    with SqliteLog(path) as log:
+        parts = plan_parts(log, ReportOptions(), ["c0", "c1"], 4)
+        assert [p.camera for p in parts] == ["c0"] * 4 + ["c1"] * 4
+        for cam in ("c0", "c1"):
+            mine = [p for p in parts if p.camera == cam]
+            assert mine[0].lo == 0 and mine[-1].hi == 9 and all(a.hi == b.lo for a, b in zip(mine, mine[1:]))
+        assert plan_parts(log, ReportOptions(), ["c0"], 1) == [type(parts[0])("c0")]
+        assert plan_parts(log, ReportOptions(tracks=(1, 2)), ["c0"], 4) == [type(parts[0])("c0")]
