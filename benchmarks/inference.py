@@ -235,7 +235,7 @@ def run(*, model: Path | None = None, seconds: float = 2.0, quick: bool = False,
     section("Tutorial's way: one model.predict per face (Keras, TensorFlow's own threading)")
     import keras
 
-    from fer_pipeline.model import read_info
+    from fer_pipeline.model import read_info, resolve_int8
 
     shipped = keras.saving.load_model(read_info(model).file("keras"), safe_mode=True, compile=False)
     seed = tutorial_cnn()
@@ -255,7 +255,8 @@ def run(*, model: Path | None = None, seconds: float = 2.0, quick: bool = False,
     variants = [("float_t1", False, 1), ("float_t2", False, 2)]
     if machine["model"].get("int8_available"):
         variants += [("int8_t1", True, 1), ("int8_t2", True, 2)]
-    worker_key = f"{'int8' if settings.worker.int8 else 'float'}_t{settings.worker.threads}"
+    worker_int8 = resolve_int8(settings.worker.int8, read_info(model))
+    worker_key = f"{'int8' if worker_int8 else 'float'}_t{settings.worker.threads}"
     worker_batch = settings.worker.max_batch
     batches = sorted({*BATCHES, worker_batch, OVERHEAD_SMALL_BATCH})
     matrix = litert_matrix(model, variants, _faces(max(batches)), seconds, batches)

@@ -8,6 +8,7 @@ returns calibrated probabilities (N, 7) in ``EMOTIONS`` order.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,32 @@ class KerasPredictor:
         return np.asarray(self._model(x, training=False), dtype=np.float32)
 
 
-def load_predictor(path: Path, runtime: str = "litert", *, threads: int = 1, int8: bool = False) -> Predictor:
+INT8_CPU_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}  # x86 VNNI/AMX, Arm dotprod
+
+
+@functools.cache
+def cpu_has_fast_int8(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has int8 dot-product instructions (Linux; elsewhere: assume not)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    return any(line.split(":", 1)[0].strip() in ("flags", "Features") and INT8_CPU_FLAGS & set(line.split())
+               for line in text.splitlines())
+
+
+def resolve_int8(choice: bool | str, info: ModelInfo) -> bool:
+    """``worker.int8`` to a decision: ``"auto"`` means int8 where it is shipped and fast here."""
+    if choice == "auto":
+        return "tflite_int8" in info.files and cpu_has_fast_int8()
+    return bool(choice)
+
+
+def load_predictor(path: Path, runtime: str = "litert", *, threads: int = 1, int8: bool | str = False) -> Predictor:
     """Load and self-check a model: its output must match the metadata's 7 classes."""
     info = read_info(path)
     if runtime == "litert":
-        pred: Predictor = LiteRTPredictor(info, int8=int8, threads=threads)
+        pred: Predictor = LiteRTPredictor(info, int8=resolve_int8(int8, info), threads=threads)
     elif runtime == "keras":
         pred = KerasPredictor(info)
     else:

@@ -91,7 +91,10 @@ class ProducerSettings(_Section):
 class WorkerSettings(_Section):
     runtime: Literal["litert", "keras"] = "litert"
     model: Path = DEFAULT_MODEL_DIR / "model.json"
-    int8: bool = False  # serve the dynamic-range int8 TFLite file when the metadata lists one
+    # Serve the dynamic-range int8 TFLite file (shipped only when within 0.5 point of float):
+    # "auto" does so where the CPU has int8 dot-product instructions (VNNI, Arm dotprod), which
+    # make it 4x faster than float; without them it gains next to nothing.
+    int8: Literal["auto"] | bool = "auto"
     max_batch: int = Field(64, ge=1, le=4096)
     max_wait_ms: float = Field(5.0, ge=0.0)
     threads: int = Field(1, ge=1)

@@ -30,7 +30,8 @@ def worker(
     model: Annotated[Optional[Path], typer.Option(help="model.json (or its folder) (default: models/).",
                                                   show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option(help="litert (default) or keras.", show_default=False)] = None,
-    int8: Annotated[Optional[bool], typer.Option("--int8/--float", help="Serve the int8 or float TFLite model.",
+    int8: Annotated[Optional[bool], typer.Option("--int8/--float", help="Serve the int8 or float TFLite model (default: int8 where "
+                                                             "the CPU has int8 dot-product instructions).",
                                                  show_default=False)] = None,
     max_batch: Annotated[Optional[int], typer.Option(help="Largest batch per model call.", show_default=False)] = None,
     max_wait_ms: Annotated[Optional[float], typer.Option(help="Longest wait to fill a batch.", show_default=False)] = None,
