@@ -46,6 +46,10 @@ def test_logger_and_display_killed_and_restarted_resume_from_their_group(cluster
                              "--camera-id", "replay")
 
     wait_until(lambda: len(log_rows(db)) >= 40, 60, "40 rows in the log")
+    # The display finds a camera's frames stream by polling: kill it only once it has joined
+    # and taken frames (a display killed before that would simply start the stream from 0).
+    wait_until(lambda: group_info(r, frames, DISPLAY_GROUP).get("last-delivered-id", b"0-0") != b"0-0", 30,
+               "the display reading frames")
     logger.signal(signal.SIGKILL)
     display.signal(signal.SIGKILL)
     logger.wait(10), display.wait(10)
