@@ -37,12 +37,18 @@ class Part:
     hi: int | None = None
 
 
+# The face's smaller side in one column; the SQL text is constant per dialect (values travel as
+# parameters), keyed by the dialect's placeholder.
+_COLS_SQLITE = f"run_id, track_id, captured_at, min(w, h) AS size, {_PROBS}"
+_COLS_PG = f"run_id, track_id, captured_at, LEAST(w, h) AS size, {_PROBS}"
+_SELECT_PART = {"?": f"SELECT {_COLS_SQLITE} FROM labels", "%s": f"SELECT {_COLS_PG} FROM labels"}
+_SELECT_ALL = {"?": f"SELECT camera_id, {_COLS_SQLITE} FROM labels", "%s": f"SELECT camera_id, {_COLS_PG} FROM labels"}
+
+
 def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
     """The label query for ``options`` (an ``analytics.ReportOptions``: cameras, tracks, run,
     since, until), restricted to ``part`` when given (its camera is then not selected);
     values travel as parameters only. ``placeholder`` ``%s`` means PostgreSQL."""
-    size = "LEAST(w, h)" if placeholder == "%s" else "min(w, h)"
-    cols = f"run_id, track_id, captured_at, {size} AS size, {_PROBS}"
     where, params = [], []
     if part is not None:
         where.append(f"camera_id = {placeholder}")
@@ -65,7 +71,7 @@ def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tup
     if options.until is not None:
         where.append(f"captured_at < {placeholder}")
         params.append(float(options.until))
-    select = f"SELECT {cols} FROM labels" if part is not None else f"SELECT camera_id, {cols} FROM labels"
+    select = (_SELECT_PART if part is not None else _SELECT_ALL)[placeholder]
     order = " ORDER BY track_id, captured_at" if part is not None else " ORDER BY camera_id, track_id, captured_at"
     return select + (" WHERE " + " AND ".join(where) if where else "") + order, params
 
