@@ -6,8 +6,8 @@ smoothing, runs, episodes, per-track and per-camera tables) and prints and saves
 It also times reading the report's columns alone, with the same parts and threads: the
 floor that everything after the read adds to.
 
-    python -m benchmarks.report_bench --rows 2000000            # results in benchmarks/results/
-    python -m benchmarks.report_bench --rows 2000000 --copies 10 --keep /tmp/day.sqlite   # 20M labels
+    fer-pipeline bench report                                   # 2M labels; results in benchmarks/results/
+    fer-pipeline bench report --copies 10 --keep /tmp/day.sqlite   # 20M labels (or python -m benchmarks.report_bench)
 """
 
 from __future__ import annotations
@@ -48,17 +48,14 @@ def read_only(path: Path, options: ReportOptions) -> tuple[float, int, int]:
     return round(time.perf_counter() - t, 3), n, threads
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--cameras", type=int, default=4)
-    ap.add_argument("--copies", type=int, default=1, help="Generate --rows, then copy them this many times over "
-                    "inside SQLite (fast large logs: --rows 2000000 --copies 10 is 20M labels).")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--keep", type=Path, help="Keep (or reuse, when it exists) the generated log here.")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    args = ap.parse_args()
+RESULTS = Path(__file__).resolve().parent / "results"
 
+
+def run(*, rows: int = 2_000_000, cameras: int = 4, copies: int = 1, repeats: int = 2, keep: Path | None = None,
+        out_dir: Path | None = None) -> dict:
+    """Generate (or reuse ``keep``) a log, time the report on it, print and write ``report_<labels>.json``."""
+    args = argparse.Namespace(rows=rows, cameras=cameras, copies=copies, repeats=repeats,
+                              keep=Path(keep) if keep is not None else None, out=Path(out_dir or RESULTS))
     tmp = None
     sidecar = args.keep.with_suffix(".gen.json") if args.keep is not None else None
     if args.keep is not None and args.keep.is_file():
@@ -108,6 +105,20 @@ def main() -> int:
     print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--copies", type=int, default=1, help="Generate --rows, then copy them this many times over "
+                    "inside SQLite (fast large logs: --rows 2000000 --copies 10 is 20M labels).")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--keep", type=Path, help="Keep (or reuse, when it exists) the generated log here.")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+    run(rows=a.rows, cameras=a.cameras, copies=a.copies, repeats=a.repeats, keep=a.keep, out_dir=a.out)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`fer-pipeline bench`: the benchmark suite (inference, end-to-end pipeline, face detection).
+"""`fer-pipeline bench`: the benchmark suite (inference, end-to-end pipeline, face detection,
+the emotion report over a large log).
 
 The benchmarks live in the source checkout's ``benchmarks/`` folder (they are not part of
 the installed package); each prints tables and writes JSON under ``benchmarks/results/``.
@@ -107,6 +108,21 @@ def detection(
 ) -> None:
     """Haar cost per frame at 640x480 and 1280x720, and the speed/recall of downscaling and detect-every-N."""
     _run("detection", quick=quick, limit=limit, videos=videos, out_dir=out_dir)
+
+
+@bench_app.command("report")
+def report(
+    rows: Annotated[int, typer.Option(help="Labels to generate (before --copies).", min=1000)] = 2_000_000,
+    copies: Annotated[int, typer.Option(help="Copy the generated labels this many times over inside SQLite "
+                                        "(--copies 10: a 20M-label day of 4 cameras).", min=1)] = 1,
+    cameras: Annotated[int, typer.Option(help="Cameras in the synthetic log.", min=1)] = 4,
+    repeats: Annotated[int, typer.Option(help="Timed full reports (the best counts).", min=1)] = 2,
+    keep: Annotated[Optional[Path], typer.Option(help="Keep (or reuse, when it exists) the generated log here.",
+                                                 show_default=False)] = None,
+    out_dir: OutDir = None,
+) -> None:
+    """`fer-pipeline report` over a large synthetic log: full report, one camera, reading alone."""
+    _run("report_bench", rows=rows, cameras=cameras, copies=copies, repeats=repeats, keep=keep, out_dir=out_dir)
 
 
 @bench_app.command("all")

@@ -34,3 +34,17 @@ def test_read_only_reads_what_the_report_reads(tmp_path):
         seconds, rows, used = read_only(path, ReportOptions(threads=threads))
         assert rows == build_report(path, ReportOptions(threads=threads)).labels_read == 4_000
         assert used == threads and seconds >= 0
+
+
+def test_bench_report_command_writes_its_json(tmp_path):
+    """`fer-pipeline bench report` end to end on a small generated log."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fer_pipeline.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "report", "--rows", "20000", "--repeats", "1", "--out-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "report_20000.json").read_text())
+    assert result["rows"] == 20000 == result["read_only_rows"] and result["tracks"] > 0 and result["best_s"] > 0
