@@ -15,23 +15,11 @@ import numpy as np
 
 from fer_pipeline.errors import DataError, ModelError
 from fer_pipeline.trainer import data as fdata
-from fer_pipeline.trainer.train import Recipe
+from fer_pipeline.trainer.train import Recipe, keras_backend
 
 log = logging.getLogger("fer.train")
 
 FERPLUS_FILE = "ferplus_train_publictest.csv"
-
-
-def keras_backend() -> str:
-    """The Keras backend this process will use, found the way Keras finds it (KERAS_BACKEND,
-    then ``$KERAS_HOME/keras.json``) without importing Keras, which would import TensorFlow."""
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    try:
-        return json.loads((home / "keras.json").read_text()).get("backend", "tensorflow")
-    except (OSError, ValueError, AttributeError):
-        return "tensorflow"
 
 
 def configure_tf(threads: int) -> None:
@@ -123,7 +111,7 @@ def calibrate_and_report(model, *, val: fdata.FaceSet, test_set: fdata.FaceSet, 
     """
     from fer_pipeline.trainer import metrics
 
-    stage = printer or (lambda rec, improved: log.info("%s", rec))
+    stage = _stage(printer)
     stage({"stage": "calibrate", "images": len(val)}, False)
     val_logits = logits_of(model, val.images)
     temperature = metrics.fit_temperature(val_logits, val.labels)
@@ -148,16 +136,11 @@ def calibrate_and_export(model, *, val: fdata.FaceSet, test_set: fdata.FaceSet, 
     from fer_pipeline.trainer.export import export
 
     scored = calibrate_and_report(model, val=val, test_set=test_set, printer=printer)
-    (printer or (lambda rec, improved: log.info("%s", rec)))({"stage": "export", "out": str(out_dir)}, False)
+    _stage(printer)({"stage": "export", "out": str(out_dir)}, False)
     meta = export(
         model, out_dir, temperature=scored["temperature"], arch=arch, macs=macs(model), training=training,
         check_images=test_set.images, check_labels=test_set.labels,
-        extra={"metrics": {
-            "val": _brief(scored["val"]),
-            "publictest": _brief(scored["test"]),
-            "publictest_flip_tta_accuracy": scored["tta_accuracy"],
-            "publictest_source": test_source,
-        }},
+        extra={"metrics": _metrics(scored, test_source)},
     )
     return {"meta": meta, **scored}
 
@@ -178,20 +161,19 @@ def run(*, train_data: str | None, test_data: str | None, ferplus: str | None, r
     test_set = load_report_set(test_data, data_dir, limit=report_limit)
     model, val, state = train(train_set, recipe, run_dir, resume=resume, printer=printer, deadline=deadline)
     training = training_info(state, train_data=train_data, ferplus=ferplus, data_dir=data_dir)
+    test_source = test_data or str(data_dir / "fer2013_publictest.npz")
     if keras_backend() != "tensorflow":
         from fer_pipeline.trainer.architectures import macs
 
         scored = calibrate_and_report(model, val=val, test_set=test_set, printer=printer)
         report = {"backend": keras_backend(), "architecture": recipe.arch, "macs_per_face": macs(model),
                   "parameters": int(model.count_params()), "training": training,
-                  "temperature": scored["temperature"], "val": _brief(scored["val"]),
-                  "publictest": _brief(scored["test"]), "publictest_flip_tta_accuracy": scored["tta_accuracy"],
-                  "publictest_source": test_data or str(data_dir / "fer2013_publictest.npz")}
+                  "temperature": scored["temperature"], **_metrics(scored, test_source)}
         Path(run_dir, "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return {"meta": None, **scored}
     return calibrate_and_export(
         model, val=val, test_set=test_set, arch=recipe.arch, training=training, out_dir=out_dir,
-        test_source=test_data or str(data_dir / "fer2013_publictest.npz"), printer=printer)
+        test_source=test_source, printer=printer)
 
 
 def reexport(checkpoint: Path, out_dir: Path, *, train_data: str | None = None, test_data: str | None = None,
@@ -238,6 +220,16 @@ def reexport(checkpoint: Path, out_dir: Path, *, train_data: str | None = None, 
         model, val=val, test_set=load_report_set(test_data, data_dir, limit=report_limit), arch=recipe.arch,
         training=training, out_dir=out_dir, test_source=test_data or str(data_dir / "fer2013_publictest.npz"),
         printer=printer)
+
+
+def _stage(printer):
+    return printer or (lambda rec, improved: log.info("%s", rec))
+
+
+def _metrics(scored: dict, test_source: str) -> dict:
+    """The metrics block of model.json (and of a non-TensorFlow run's report.json)."""
+    return {"val": _brief(scored["val"]), "publictest": _brief(scored["test"]),
+            "publictest_flip_tta_accuracy": scored["tta_accuracy"], "publictest_source": test_source}
 
 
 def _brief(r: dict) -> dict:

@@ -83,15 +83,22 @@ def prepare(fs: FaceSet, recipe: Recipe) -> tuple[FaceSet, FaceSet]:
     return fs.subset(tr), fs.subset(va)
 
 
-def backend() -> str:
-    import keras
-
-    return keras.backend.backend()
+def keras_backend() -> str:
+    """The Keras backend this process uses, found the way Keras finds it (KERAS_BACKEND, then
+    ``$KERAS_HOME/keras.json``) without importing Keras, which would import TensorFlow: the CLI
+    must pin TF's threads before that."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        return json.loads((home / "keras.json").read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 def device_name() -> str:
     """What the training ran on, for the run's record (epoch times mean little without it)."""
-    name = backend()
+    name = keras_backend()
     try:
         if name == "jax":
             import jax
@@ -114,7 +121,7 @@ def _dataset(fs: FaceSet, recipe: Recipe, *, training: bool, weights: np.ndarray
              start_epoch: int = 0):
     y = targets(fs, recipe) if training else np.eye(NUM_CLASSES, dtype=np.float32)[fs.labels]
     w = weights[fs.labels] if weights is not None else np.ones(len(fs), np.float32)
-    if backend() != "tensorflow":
+    if keras_backend() != "tensorflow":
         if not training:
             return fs.images[..., None].astype(np.float32), y
         from fer_pipeline.trainer.batches import make_batches
@@ -162,7 +169,7 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int, optimizer=None):
 def _jit(recipe: Recipe) -> bool:
     """XLA where it pays: TensorFlow per the recipe (a --quick run skips the compile); JAX
     always (unjitted JAX is op-by-op and far slower); never torch.compile on these small nets."""
-    name = backend()
+    name = keras_backend()
     return recipe.jit if name == "tensorflow" else name == "jax"
 
 
@@ -250,7 +257,7 @@ def train(train_set: FaceSet, recipe: Recipe, run_dir: Path, *, resume: bool = F
     else:
         state = {"recipe": asdict(recipe), "epoch": 0, "best_val_acc": 0.0, "best_epoch": 0, "history": [],
                  "train_images": len(tr), "val_images": len(va), "started": time.time(),
-                 "backend": backend(), "device": device_name()}
+                 "backend": keras_backend(), "device": device_name()}
         model = build(recipe.arch, dropout=recipe.dropout)
         _compile(model, recipe, steps)
         initial = 0
