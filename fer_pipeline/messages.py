@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Annotated, Literal, Union
 
 import msgpack
@@ -31,7 +32,7 @@ class _Message(BaseModel):
     v: Literal[1] = SCHEMA_VERSION
 
     def encode(self) -> bytes:
-        return msgpack.packb(self.model_dump(mode="python"), use_bin_type=True)
+        return _pack(self.model_dump(mode="python"))
 
 
 class BBox(BaseModel):
@@ -88,10 +89,36 @@ class FaceCrop(_Message):
 
     @classmethod
     def from_pixels(cls, pixels: np.ndarray, **fields) -> FaceCrop:
-        if pixels.shape != (CROP_SIZE, CROP_SIZE) or pixels.dtype != np.uint8:
-            msg = f"crop must be ({CROP_SIZE}, {CROP_SIZE}) uint8, got {pixels.shape} {pixels.dtype}"
-            raise ValueError(msg)
+        _check_pixels(pixels)
         return cls(crop=np.ascontiguousarray(pixels).tobytes(), **fields)
+
+    @staticmethod
+    def pack(pixels: np.ndarray, *, camera_id: str, run_id: str, frame_index: int, face_index: int,
+             faces_in_frame: int, track_id: int, bbox: tuple[int, int, int, int], captured_at: float,
+             published_at: float, truth: str | None = None) -> bytes:
+        """The wire bytes of ``from_pixels(...).encode()`` without building the model: the
+        producer's per-face hot path (1.4 us against 8.5 us). The pixels are checked here;
+        every other field is validated where it is received (``decode``, which dead-letters
+        a bad crop), and tests hold the two ways to the same bytes."""
+        _check_pixels(pixels)
+        x, y, w, h = bbox
+        return _pack({
+            "v": SCHEMA_VERSION, "kind": "crop", "camera_id": camera_id, "run_id": run_id,
+            "frame_index": int(frame_index), "face_index": int(face_index), "faces_in_frame": int(faces_in_frame),
+            "track_id": int(track_id), "bbox": {"x": int(x), "y": int(y), "w": int(w), "h": int(h)},
+            "captured_at": float(captured_at), "published_at": float(published_at),
+            "crop": np.ascontiguousarray(pixels).tobytes(), "truth": truth,
+        })
+
+
+def _check_pixels(pixels: np.ndarray) -> None:
+    if pixels.shape != (CROP_SIZE, CROP_SIZE) or pixels.dtype != np.uint8:
+        msg = f"crop must be ({CROP_SIZE}, {CROP_SIZE}) uint8, got {pixels.shape} {pixels.dtype}"
+        raise ValueError(msg)
+
+
+def _pack(fields: dict) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)
 
 
 class Label(_Message):
@@ -151,6 +178,45 @@ class Label(_Message):
             published_at=crop.published_at, inferred_at=inferred_at, labelled_at=time.time(),
             truth=crop.truth,
         )
+
+    @staticmethod
+    def pack_batch(crops: Sequence[FaceCrop], probabilities: np.ndarray, *, model_id: str, worker_id: str,
+                   inferred_at: float) -> list[bytes]:
+        """The wire bytes of ``for_crop(...).encode()`` for a batch, without building models:
+        the worker's per-face hot path (about 3 us a label against 14). Every row must pass
+        ``valid_probabilities`` (checked here for the whole batch at once, the rules of
+        ``_probs``); the worker dead-letters the crops whose rows do not before calling this."""
+        probabilities = np.asarray(probabilities)
+        if len(probabilities) != len(crops) or not valid_probabilities(probabilities).all():
+            msg = "every row of probabilities must pass valid_probabilities, one row per crop"
+            raise ValueError(msg)
+        rows = probabilities.astype(np.float64).tolist()
+        best = probabilities.argmax(axis=1).tolist()
+        labelled_at = time.time()
+        out = []
+        for crop, p, b in zip(crops, rows, best):
+            box = crop.bbox
+            out.append(_pack({
+                "v": SCHEMA_VERSION, "kind": "label", "crop_id": crop.crop_id, "camera_id": crop.camera_id,
+                "run_id": crop.run_id, "frame_index": crop.frame_index, "face_index": crop.face_index,
+                "faces_in_frame": crop.faces_in_frame, "track_id": crop.track_id,
+                "bbox": {"x": box.x, "y": box.y, "w": box.w, "h": box.h}, "emotion": EMOTIONS[b],
+                "confidence": p[b], "probabilities": p, "model_id": model_id, "worker_id": worker_id,
+                "captured_at": crop.captured_at, "published_at": crop.published_at, "inferred_at": inferred_at,
+                "labelled_at": labelled_at, "truth": crop.truth,
+            }))
+        return out
+
+
+def valid_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """Per row of a (n, 7) array: would ``Label`` accept it (finite, within [0, 1], summing
+    to 1 within 1e-3)? The validator's rules, for a whole batch in a few numpy calls."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != NUM_CLASSES:
+        return np.zeros(len(p), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(p) & (p >= 0.0) & (p <= 1.0)).all(axis=1)
+        return inside & (np.abs(p.sum(axis=1) - 1.0) <= 1e-3)
 
 
 class Frame(_Message):

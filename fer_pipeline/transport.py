@@ -26,12 +26,16 @@ FIELD = b"d"
 # Atomically: count the entries the trim is about to drop that some group has not yet
 # been delivered (id > that group's last-delivered-id; every entry when there is no group
 # or when ARGV[2] == "all", used for streams whose acked entries are deleted), then XADD,
-# and count what was published per stream (the run summary compares these).
+# and count what was published per stream (the run summary compares these). Then, when
+# given, XACK + XDEL the entries these payloads answer (KEYS[3], group ARGV[4]): the worker's
+# labels and the ack of their crops land together, in one round trip, and a crash can no
+# longer leave labels published with their crops still pending (a duplicate on redelivery).
+# ARGV: maxlen, 'all'|'groups', n payloads, ack group, payload x n, ack id...
 _PUBLISH_LUA = """
 local stream, stats = KEYS[1], KEYS[2]
 local maxlen = tonumber(ARGV[1])
 local count_all = ARGV[2] == 'all'
-local n = #ARGV - 2
+local n = tonumber(ARGV[3])
 local len = redis.call('XLEN', stream)
 local excess = len + n - maxlen
 local lost = 0
@@ -66,11 +70,17 @@ if excess > 0 then
   if excess > len then lost = lost + excess - len end
 end
 local ids = {}
-for i = 3, #ARGV do
+for i = 5, 4 + n do
   ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'd', ARGV[i])
 end
 if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
 redis.call('HINCRBY', stats, 'published:' .. stream, n)
+-- unpack() in slices: Lua's C stack takes a few thousand values at most.
+for i = 5 + n, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  redis.call('XACK', KEYS[3], ARGV[4], unpack(ARGV, i, last))
+  redis.call('XDEL', KEYS[3], unpack(ARGV, i, last))
+end
 return ids
 """
 
@@ -95,6 +105,15 @@ def redact_url(url: str | None) -> str:
         return url
     rest = parts.path + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
     return f"{parts.scheme}://{netloc}{rest}"
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Entries of ``stream`` to XACK (for ``group``) and XDEL along with a publish."""
+
+    stream: str
+    group: str
+    ids: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -137,15 +156,52 @@ class Transport:
         self.client.close()
 
     # -- writing -----------------------------------------------------------------------
-    def publish(self, stream: str, payloads: Sequence[bytes], maxlen: int, *, count_all_trimmed: bool = False) -> list[str]:
-        """XADD each payload (one round trip), bounded at ``maxlen``; returns the new ids."""
-        if not payloads:
+    def publish(self, stream: str, payloads: Sequence[bytes], maxlen: int, *, count_all_trimmed: bool = False,
+                ack: Ack | None = None) -> list[str]:
+        """XADD each payload (one round trip), bounded at ``maxlen``; returns the new ids.
+
+        With ``ack``, the entries it names are acknowledged and deleted in the same script,
+        atomically with the publish (the worker's labels and its crops' ack)."""
+        if not payloads and not (ack and ack.ids):
             return []
-        ids = self._publish(
-            keys=[stream, self.keys.stats],
-            args=[maxlen, "all" if count_all_trimmed else "groups", *payloads],
-        )
-        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+        keys, args = self._publish_call(stream, payloads, maxlen, count_all_trimmed, ack)
+        ids = self._publish(keys=keys, args=args)
+        return [_s(i) for i in ids]
+
+    def publish_many(self, calls: Sequence[tuple[str, Sequence[bytes], int, bool]]) -> None:
+        """Several ``publish(stream, payloads, maxlen, count_all_trimmed)`` calls in one
+        pipelined round trip, in order (the producer's group commit: ``producers/publisher.py``)."""
+        calls = [c for c in calls if c[1]]
+        if len(calls) <= 1:
+            for stream, payloads, maxlen, count_all in calls:
+                self.publish(stream, payloads, maxlen, count_all_trimmed=count_all)
+            return
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                keys, args = self._publish_call(*calls[i], None)
+                pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+            results = pipe.execute(raise_on_error=False)
+            # The script cache is empty after a Redis restart: load it, resend only what
+            # was refused (a refused EVALSHA ran nothing, so nothing is published twice).
+            todo = [i for i, r in zip(todo, results) if isinstance(r, redis.exceptions.NoScriptError)]
+            errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError)]
+            if errors:
+                raise errors[0]
+            if not todo:
+                return
+            self.client.script_load(_PUBLISH_LUA)
+        raise redis.exceptions.NoScriptError("the publish script was flushed again while being resent")
+
+    def _publish_call(self, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool,
+                      ack: Ack | None) -> tuple[list[str], list]:
+        keys = [stream, self.keys.stats]
+        args: list = [maxlen, "all" if count_all else "groups", len(payloads), ack.group if ack else "", *payloads]
+        if ack and ack.ids:
+            keys.append(ack.stream)
+            args += ack.ids
+        return keys, args
 
     def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
         """Park a bad message with why it was rejected; the original payload is kept as is."""

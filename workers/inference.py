@@ -14,15 +14,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import FaceCrop, Label, decode
+from fer_pipeline.messages import FaceCrop, Label, decode, valid_probabilities
 from fer_pipeline.model import Predictor
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import WORKERS_GROUP
-from fer_pipeline.transport import Entry, Transport
+from fer_pipeline.transport import Ack, Entry, Transport
 from fer_pipeline.workers.batcher import Batcher
 
 
@@ -140,29 +141,37 @@ class InferenceWorker(Service):
         t0 = time.perf_counter()
         probs = self.predictor.predict(batch)
         self.infer_s += time.perf_counter() - t0
-        inferred_at = time.time()
-        keep: list[Item] = []
-        payloads: list[bytes] = []
-        for it, p in zip(items, probs):
-            try:
-                label = Label.for_crop(it.crop, p, model_id=self.predictor.model_id, worker_id=self.ident,
-                                       inferred_at=inferred_at)
-            except ValueError as err:  # NaN/inf or non-normalised output from a broken model
-                self.transport.dead_letter(source=self.stream, entry_id=it.entry_id, payload=it.crop.encode(),
-                                           reason=f"model output rejected: {str(err).splitlines()[-1][:200]}",
-                                           role=self.role)
-                self.counters["dead_letters"] += 1
-                self.transport.ack(self.stream, WORKERS_GROUP, [it.entry_id], delete=True)
-                continue
-            self.emotions[label.emotion] += 1
-            keep.append(it)
-            payloads.append(label.encode())
+        ok = valid_probabilities(probs)
+        if not ok.all():  # NaN/inf or non-normalised output from a broken model
+            keep = [it for it, good in zip(items, ok) if good]
+            for it, p, good in zip(items, probs, ok):
+                if not good:
+                    self._reject(it, p)
+            items, probs = keep, probs[ok]
+        payloads = Label.pack_batch([it.crop for it in items], probs, model_id=self.predictor.model_id,
+                                    worker_id=self.ident, inferred_at=time.time())
+        for k, n in enumerate(np.bincount(np.argmax(probs, axis=1), minlength=len(EMOTIONS)).tolist()):
+            self.emotions[EMOTIONS[k]] += n
         self.counters["batches"] += 1
-        self.counters["crops_labelled"] += len(keep)
-        self._inflight = (keep, payloads)
+        self.counters["crops_labelled"] += len(items)
+        self._inflight = (items, payloads)
+
+    def _reject(self, item: Item, probabilities: np.ndarray) -> None:
+        """Dead-letter a crop whose model output ``Label`` refuses, with the validator's reason."""
+        try:
+            Label.for_crop(item.crop, probabilities, model_id=self.predictor.model_id, worker_id=self.ident,
+                           inferred_at=time.time())
+            reason = "model output rejected"
+        except ValidationError as err:  # the validator's own words, not pydantic's trailing help link
+            reason = f"model output rejected: {err.errors()[0]['msg'][:200]}"
+        self.transport.dead_letter(source=self.stream, entry_id=item.entry_id, payload=item.crop.encode(),
+                                   reason=reason, role=self.role)
+        self.counters["dead_letters"] += 1
+        self.transport.ack(self.stream, WORKERS_GROUP, [item.entry_id], delete=True)
 
     def _deliver(self) -> None:
         items, payloads = self._inflight  # type: ignore[misc]
-        self.transport.publish(self.transport.keys.labels, payloads, self.settings.streams.labels_maxlen)
-        self.transport.ack(self.stream, WORKERS_GROUP, [it.entry_id for it in items], delete=True)
+        # Labels out and crops acked+deleted in one atomic round trip.
+        self.transport.publish(self.transport.keys.labels, payloads, self.settings.streams.labels_maxlen,
+                               ack=Ack(self.stream, WORKERS_GROUP, [it.entry_id for it in items]))
         self._inflight = None

@@ -8,7 +8,7 @@ import pytest
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import BBox, FaceCrop, Frame, Label, decode
+from fer_pipeline.messages import BBox, FaceCrop, Frame, Label, decode, valid_probabilities
 from tests.conftest import make_crop_pixels
 
 
@@ -77,6 +77,43 @@ def test_label_rejects_broken_probabilities(bad):
     with pytest.raises(ValueError):
         Label.for_crop(make_crop(), np.array(bad + [0.0] * (7 - len(bad)) if len(bad) < 7 else bad),
                        model_id="m", worker_id="w", inferred_at=0.0)
+
+
+def test_fast_crop_packing_gives_the_models_bytes():
+    """The producer's hot path (no model built) and the validated model encode identically."""
+    crop = make_crop(truth="fear", face_index=2, faces_in_frame=3)
+    packed = FaceCrop.pack(make_crop_pixels(), camera_id="cam0", run_id="r1", frame_index=3, face_index=2,
+                           faces_in_frame=3, track_id=7, bbox=(1, 2, 30, 30), captured_at=1.0, published_at=1.5,
+                           truth="fear")
+    assert packed == crop.encode()
+    assert decode(packed, expect=FaceCrop) == crop
+    with pytest.raises(ValueError, match="48, 48"):
+        FaceCrop.pack(np.zeros((40, 48), np.uint8), camera_id="c", run_id="r", frame_index=0, face_index=0,
+                      faces_in_frame=1, track_id=0, bbox=(0, 0, 1, 1), captured_at=0.0, published_at=0.0)
+
+
+def test_fast_label_packing_matches_for_crop():
+    crops = [make_crop(frame_index=i, truth="sad" if i else None) for i in range(3)]
+    probs = np.random.default_rng(0).dirichlet(np.ones(7), 3).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    packed = Label.pack_batch(crops, probs, model_id="m", worker_id="w", inferred_at=2.0)
+    for crop, p, payload in zip(crops, probs, packed):
+        label = decode(payload, expect=Label)
+        slow = Label.for_crop(crop, p, model_id="m", worker_id="w", inferred_at=2.0)
+        assert label == slow.model_copy(update={"labelled_at": label.labelled_at})
+    with pytest.raises(ValueError, match="valid_probabilities"):
+        Label.pack_batch(crops, np.full((3, 7), 0.5), model_id="m", worker_id="w", inferred_at=2.0)
+
+
+@pytest.mark.parametrize("row", [[math.nan] + [0.0] * 6, [0.5] * 7, [1.0] + [0.0] * 6, [1.0005] + [0.0] * 6,
+                                 [-1e-9, 1.0] + [0.0] * 5, [math.inf] + [0.0] * 6, [0.3, 0.7] + [0.0] * 5])
+def test_valid_probabilities_agrees_with_the_label_validator(row):
+    try:
+        Label.for_crop(make_crop(), np.array(row), model_id="m", worker_id="w", inferred_at=0.0)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert bool(valid_probabilities(np.array([row]))[0]) == accepted
 
 
 def test_emotions_are_alphabetical():

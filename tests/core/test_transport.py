@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fer_pipeline.errors import BrokerUnavailable
-from fer_pipeline.transport import Transport, redact_url
+from fer_pipeline.transport import Ack, Transport, redact_url
 
 
 @pytest.mark.redis
@@ -54,3 +54,34 @@ def test_autoclaim_recreates_a_group_lost_with_a_redis_restart(fake_transport):
     t.publish(t.keys.crops, [b"x"], 100)  # a stream without the group, as after a restart
     assert t.autoclaim(t.keys.crops, "workers", "w", min_idle_ms=0, count=10) == ([], [])
     assert [g["name"] for g in t.client.xinfo_groups(t.keys.crops)] == [b"workers"]
+
+
+@pytest.mark.redis
+def test_publish_with_ack_acknowledges_and_deletes_what_it_answers(real_transport):
+    """The worker's labels and the ack of their crops in one script: 2,500 ids cross the
+    1,000-value slices the script unpacks in."""
+    t = real_transport
+    src, out = f"{t.keys.prefix}:in", f"{t.keys.prefix}:out"
+    t.ensure_group(src, "g")
+    t.publish(src, [b"%d" % i for i in range(2600)], maxlen=10_000)
+    got = []
+    while batch := t.read_group([src], "g", "c", count=1000, block_ms=None):
+        got += batch
+    assert len(got) == 2600
+    ids = t.publish(out, [b"label"] * 3, maxlen=100, ack=Ack(src, "g", [e.id for e in got[:2500]]))
+    assert len(ids) == 3 and t.client.xlen(out) == 3
+    assert t.client.xlen(src) == 100  # the 2,500 answered entries are deleted ...
+    assert t.client.xpending(src, "g")["pending"] == 100  # ... and acknowledged; the rest still pending
+    assert t.stats()[f"published:{out}"] == 3
+
+
+def test_publish_many_is_one_pipeline_and_survives_a_flushed_script_cache(fake_transport):
+    t = fake_transport
+    calls = [(t.keys.crops, [b"c1", b"c2"], 100, True), (t.keys.frames("a"), [b"f1"], 100, False),
+             (t.keys.frames("b"), [], 100, False)]
+    t.publish_many(calls)
+    t.client.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+    t.publish_many(calls)
+    assert [f[b"d"] for _, f in t.client.xrange(t.keys.crops)] == [b"c1", b"c2"] * 2
+    assert t.client.xlen(t.keys.frames("a")) == 2 and not t.client.exists(t.keys.frames("b"))
+    assert t.stats()[f"published:{t.keys.crops}"] == 4

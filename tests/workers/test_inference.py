@@ -84,6 +84,28 @@ def test_non_finite_model_output_goes_to_dead_letters(fake_transport, settings):
     assert t.client.xlen(t.keys.crops) == 0
 
 
+class SecondRowBrokenPredictor(MeanPredictor):
+    def predict(self, crops):
+        out = np.full((len(crops), 7), 1 / 7, np.float32)
+        out[1] = 0.5  # sums to 3.5
+        return out
+
+
+def test_one_broken_row_is_dead_lettered_and_the_rest_of_the_batch_labelled(fake_transport, settings):
+    t = fake_transport
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(4)], 1000)
+    w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0, "max_batch": 4}), t,
+                        SecondRowBrokenPredictor(), ident="w1")
+    w.setup()
+    w.step()
+    w.finish()
+    assert sorted(lab.frame_index for lab in labels_in(t)) == [0, 2, 3]
+    (_, fields), = t.client.xrange(t.keys.dead)
+    assert b"must sum to 1" in fields[b"reason"]
+    assert t.client.xlen(t.keys.crops) == 0 and t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert w.counters["crops_labelled"] == 3 and w.counters["dead_letters"] == 1
+
+
 @pytest.mark.redis
 def test_pending_crops_of_a_dead_worker_are_reclaimed(real_transport, redis_settings):
     t = real_transport
