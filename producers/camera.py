@@ -2,8 +2,9 @@
 
 Each camera runs in its own thread (OpenCV releases the GIL while decoding and
 detecting), so one slow or failing camera never holds up another. Capture never blocks
-on the pipeline: when the crops backlog is too deep, or Redis is down, the frame's crops
-are dropped and counted instead of queued.
+on the pipeline: cameras hand their messages to the producer's one publisher thread
+(``publisher.py``, which shares round trips among them), and when the crops backlog is too
+deep, or Redis is down, the frame's crops are dropped and counted instead of queued.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fer_pipeline.errors import ConfigError, SourceError
-from fer_pipeline.messages import BBox, EndOfStream, FaceCrop, Frame
+from fer_pipeline.messages import EndOfStream, FaceCrop, Frame
 from fer_pipeline.producers.faces import FaceDetector, FaceFinder, crop_face
+from fer_pipeline.producers.publisher import SENT_NAMES, Outgoing, Publisher
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
 from fer_pipeline.service import REDIS_DOWN, Service
 from fer_pipeline.settings import Settings
@@ -31,17 +33,20 @@ REGISTER_EVERY_S = 1.0  # re-announce the cameras set this often (one SADD)
 JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
 CAMERA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Per-camera counters, summed into the service's counters for heartbeats and progress.
-STAT_NAMES = ("frames", "faces", "crops_published", "crops_dropped", "frames_published", "publish_errors")
+STAT_NAMES = ("frames", "faces", *SENT_NAMES)  # crops_dropped: by the camera (backlog) and the publisher
 
 Item = tuple[np.ndarray, tuple[int, int, int, int], int, str | None]  # pixels, box, track id, truth
 
 
 class BacklogGauge:
-    """XLEN of the crops stream (the workers XACK+XDEL, so it is the backlog), cached for
-    ``interval_s`` so many cameras at 30 fps cost a few Redis calls per second."""
+    """The workers' backlog: XLEN of the crops stream (the workers XACK+XDEL, so it is the
+    backlog), cached for ``interval_s`` so many cameras at 30 fps cost a few Redis calls per
+    second, plus the crops still queued in the publisher."""
 
-    def __init__(self, transport: Transport, interval_s: float = BACKLOG_CHECK_S) -> None:
+    def __init__(self, transport: Transport, publisher: Publisher | None = None,
+                 interval_s: float = BACKLOG_CHECK_S) -> None:
         self._transport = transport
+        self._publisher = publisher
         self._interval = interval_s
         self._lock = threading.Lock()
         self._checked = -float("inf")
@@ -50,10 +55,22 @@ class BacklogGauge:
     def depth(self) -> int:
         with self._lock:
             now = time.monotonic()
+            if self._publisher is None:
+                if now - self._checked >= self._interval:
+                    self._refresh(now)
+                return self._depth
             if now - self._checked >= self._interval:
-                self._checked = now  # set first: a Redis error must not trigger a retry per frame
-                self._depth = int(self._transport.client.xlen(self._transport.keys.crops))
-            return self._depth
+                with self._publisher.sending:  # no batch in flight: none of its crops counted twice
+                    self._refresh(now)
+                    return self._depth + self._publisher.queued_crops
+            return self._depth + self._publisher.queued_crops
+
+    def _refresh(self, now: float) -> None:
+        self._checked = now  # set first: a Redis error must not trigger a retry per frame
+        try:
+            self._depth = int(self._transport.client.xlen(self._transport.keys.crops))
+        except REDIS_DOWN:
+            pass  # keep the last reading; the publisher sees the outage and backs off
 
 
 class CameraProducer:
@@ -61,7 +78,7 @@ class CameraProducer:
     camera only (``state`` becomes "failed", ``error`` says why)."""
 
     def __init__(self, camera_id: str, source: Source, settings: Settings, transport: Transport, *,
-                 run_id: str, stop: threading.Event, backlog: BacklogGauge,
+                 run_id: str, stop: threading.Event, backlog: BacklogGauge, publisher: Publisher,
                  detector_factory: Callable[[], FaceDetector] | None = None) -> None:
         import logging
 
@@ -72,13 +89,12 @@ class CameraProducer:
         self.run_id = run_id
         self.stop = stop
         self.backlog = backlog
+        self.publisher = publisher
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
         self.state = "idle"
         self.error: str | None = None
         self.log = logging.getLogger(f"fer.producer.{camera_id}")
         self._finder = FaceFinder(settings.producer, detector_factory)
-        self._retry_at = 0.0
-        self._backoff = settings.redis.backoff_initial_s
 
     @property
     def detect_ms(self) -> float:
@@ -105,27 +121,18 @@ class CameraProducer:
 
     # -- one frame -----------------------------------------------------------------------
     def process(self, frame: CapturedFrame) -> None:
-        """Detect (or take the source's crops), publish crops and the display frame."""
+        """Detect (or take the source's crops), then hand the crops and the display frame to
+        the publisher; never waits on Redis."""
         self.stats["frames"] += 1
         items = self._faces(frame)[:MAX_FACES]
         self.stats["faces"] += len(items)
-        if time.monotonic() < self._retry_at:  # Redis was down moments ago: don't wait on it
+        if not self.publisher.accepting():  # Redis was down moments ago: skip the encoding too
             self.stats["crops_dropped"] += len(items)
             return
-        published: int | None = None
-        try:
-            published = self._publish_crops(frame, items)
-            if self.settings.producer.publish_frames:
-                self._publish_frame(frame, published)
-            self._backoff = self.settings.redis.backoff_initial_s
-        except REDIS_DOWN as e:
-            if published is None:  # the crops themselves did not go out
-                self.stats["crops_dropped"] += len(items)
-            self.stats["publish_errors"] += 1
-            self._retry_at = time.monotonic() + self._backoff
-            self.log.warning("camera %s: Redis unreachable (%s); dropping frames for %.1fs",
-                             self.camera_id, type(e).__name__, self._backoff)
-            self._backoff = min(self._backoff * 2, self.settings.redis.backoff_max_s)
+        crops = self._crop_payloads(frame, items)
+        display = self._frame_payload(frame, len(crops)) if self.settings.producer.publish_frames else None
+        if crops or display is not None:
+            self.publisher.submit(Outgoing(self.camera_id, crops, display))
 
     def _faces(self, frame: CapturedFrame) -> list[Item]:
         if frame.crops is not None:  # a labelled replay: the faces are given
@@ -136,28 +143,21 @@ class CameraProducer:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         return [(crop_face(gray, b), b, tid, None) for b, tid in self._finder.find(gray)]
 
-    def _publish_crops(self, frame: CapturedFrame, items: Sequence[Item]) -> int:
+    def _crop_payloads(self, frame: CapturedFrame, items: Sequence[Item]) -> list[bytes]:
         if not items:
-            return 0
-        s = self.settings.streams
-        if self.backlog.depth() > s.max_crop_backlog:
+            return []
+        if self.backlog.depth() > self.settings.streams.max_crop_backlog:
             self.stats["crops_dropped"] += len(items)
-            return 0
+            return []
         now = time.time()
-        payloads = [
-            FaceCrop.from_pixels(
-                pixels, camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index, face_index=i,
-                faces_in_frame=len(items), track_id=tid, bbox=BBox(x=box[0], y=box[1], w=box[2], h=box[3]),
-                captured_at=frame.captured_at, published_at=now, truth=truth,
-            ).encode()
+        return [
+            FaceCrop.pack(pixels, camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index,
+                          face_index=i, faces_in_frame=len(items), track_id=tid, bbox=box,
+                          captured_at=frame.captured_at, published_at=now, truth=truth)
             for i, (pixels, box, tid, truth) in enumerate(items)
         ]
-        # One round trip per frame; count_all: acked crops are deleted, so anything trimmed was unread.
-        self.transport.publish(self.transport.keys.crops, payloads, s.crops_maxlen, count_all_trimmed=True)
-        self.stats["crops_published"] += len(payloads)
-        return len(payloads)
 
-    def _publish_frame(self, frame: CapturedFrame, faces: int) -> None:
+    def _frame_payload(self, frame: CapturedFrame, faces: int) -> bytes:
         import cv2
 
         p = self.settings.producer
@@ -169,25 +169,22 @@ class CameraProducer:
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, p.frame_jpeg_quality])
         if not ok:
             raise SourceError(f"camera {self.camera_id}: JPEG encoding failed for frame {frame.index}")
-        msg = Frame(camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index,
-                    captured_at=frame.captured_at, faces=faces, scale=scale, fps=self.source.fps,
-                    jpeg=jpeg.tobytes())
-        self.transport.publish(self.transport.keys.frames(self.camera_id), [msg.encode()],
-                               self.settings.streams.frames_maxlen)
-        self.stats["frames_published"] += 1
+        return Frame(camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index,
+                     captured_at=frame.captured_at, faces=faces, scale=scale, fps=self.source.fps,
+                     jpeg=jpeg.tobytes()).encode()
 
     def _end_of_stream(self) -> None:
         # Sent however the camera ended (source over, stop requested, error) so the display
-        # can close this camera's video cleanly.
+        # can close this camera's video cleanly; after this camera's last frame has gone out,
+        # so that it carries the final count of crops published.
         if not self.settings.producer.publish_frames:
             return
+        if not self.publisher.drain(self.camera_id, JOIN_TIMEOUT_S / 2):
+            self.log.warning("camera %s: frames still unsent after %.0fs", self.camera_id, JOIN_TIMEOUT_S / 2)
         msg = EndOfStream(camera_id=self.camera_id, run_id=self.run_id, frames=self.stats["frames"],
-                          crops=self.stats["crops_published"], ended_at=time.time())
-        try:
-            self.transport.publish(self.transport.keys.frames(self.camera_id), [msg.encode()],
-                                   self.settings.streams.frames_maxlen)
-        except REDIS_DOWN as e:
-            self.log.warning("camera %s: end of stream not published (%s)", self.camera_id, type(e).__name__)
+                          crops=self.publisher.counts(self.camera_id)["crops_published"], ended_at=time.time())
+        if not self.publisher.submit(Outgoing(self.camera_id, display=msg.encode())):
+            self.log.warning("camera %s: end of stream not published (Redis unreachable)", self.camera_id)
 
 
 class ProducerService(Service):
@@ -201,10 +198,11 @@ class ProducerService(Service):
         if not sources:
             raise ConfigError("no sources given to the producer")
         self.run_id = uuid.uuid4().hex[:8]
-        backlog = BacklogGauge(transport)
+        self.publisher = Publisher(transport, settings, [cid for cid, _ in sources])
+        backlog = BacklogGauge(transport, self.publisher)
         self.cameras = [
             CameraProducer(cid, src, settings, transport, run_id=self.run_id, stop=self.stop_event,
-                           backlog=backlog, detector_factory=detector_factory)
+                           backlog=backlog, publisher=self.publisher, detector_factory=detector_factory)
             for cid, src in sources
         ]
         self._threads: list[threading.Thread] = []
@@ -225,6 +223,7 @@ class ProducerService(Service):
     def setup(self) -> None:
         self._register()
         if not self._threads:
+            self.publisher.start()
             self.log.info("producer run %s: %d camera(s): %s", self.run_id, len(self.cameras),
                           ", ".join(c.camera_id for c in self.cameras))
             for cam in self.cameras:
@@ -247,6 +246,7 @@ class ProducerService(Service):
                 self.log.warning("%s did not stop within %.0fs; abandoning it", t.name, JOIN_TIMEOUT_S)
         for cam in self.cameras:
             cam.source.close()
+        self.publisher.close(JOIN_TIMEOUT_S)
         self._collect()
         self.log.info("producer run %s finished: %s", self.run_id, dict(self.counters))
 
@@ -268,6 +268,7 @@ class ProducerService(Service):
         totals: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
         for cam in self.cameras:
             totals.update(dict(cam.stats))
+            totals.update(self.publisher.counts(cam.camera_id))
             totals["source_reconnects"] += cam.source.stats["reconnects"]
             totals["images_skipped"] += cam.source.stats["skipped"]
             totals["stale_frames_skipped"] += cam.source.stats["stale_skipped"]
