@@ -151,11 +151,14 @@ class _Timed:
 def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> dict:
     """Per-face cost of the message path around the model, against the real Redis.
 
-    Producer side: FaceCrop encode + one publish per frame (``faces_per_frame`` crops).
-    Worker side: the real ``InferenceWorker`` loop (read, decode, stack, label, encode,
-    publish, ack+delete) with a model that takes no time.
+    Producer side: the camera's crop encoding (``FaceCrop.pack``) and its publisher, handed
+    ``n / faces_per_frame`` frames back to back, as a camera with frames ready does; frames
+    that queue while a round trip is in flight share the next one. A lone frame's round trip
+    is timed too. Worker side: the real ``InferenceWorker`` loop (read, decode, stack, label,
+    publish+ack) with a model that takes no time.
     """
-    from fer_pipeline.messages import BBox, FaceCrop
+    from fer_pipeline.messages import FaceCrop, Label
+    from fer_pipeline.producers.publisher import Outgoing, Publisher
     from fer_pipeline.transport import Transport
     from fer_pipeline.workers.inference import InferenceWorker
 
@@ -164,19 +167,33 @@ def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> di
         pixels = _faces(64, seed=1)
         t0 = time.perf_counter()
         payloads = [
-            FaceCrop.from_pixels(pixels[i % 64], camera_id="bench", run_id="r", frame_index=i // faces_per_frame,
-                                 face_index=i % faces_per_frame, faces_in_frame=faces_per_frame, track_id=i,
-                                 bbox=BBox(x=0, y=0, w=48, h=48), captured_at=time.time(),
-                                 published_at=time.time(), truth="happy").encode()
+            FaceCrop.pack(pixels[i % 64], camera_id="bench", run_id="r", frame_index=i // faces_per_frame,
+                          face_index=i % faces_per_frame, faces_in_frame=faces_per_frame, track_id=i,
+                          bbox=(0, 0, 48, 48), captured_at=time.time(), published_at=time.time(), truth="happy")
             for i in range(n)
         ]
         encode_s = time.perf_counter() - t0
-        keys = transport.keys
+        frames = [payloads[i:i + faces_per_frame] for i in range(0, n, faces_per_frame)]
+        publisher = Publisher(transport, settings, ["bench"])
+        publisher.start()
+        # One frame alone: the latency a quiet camera sees (a full round trip, nothing to share it).
         t0 = time.perf_counter()
-        for i in range(0, n, faces_per_frame):
-            transport.publish(keys.crops, payloads[i:i + faces_per_frame], settings.streams.crops_maxlen,
-                              count_all_trimmed=True)
+        lone = 0
+        for frame in frames[:50]:
+            publisher.submit(Outgoing("bench", frame))
+            publisher.drain("bench", timeout=10)
+            lone += 1
+        lone_s = (time.perf_counter() - t0) / lone
+        trips_before = publisher.round_trips
+        t0 = time.perf_counter()
+        for frame in frames[50:]:
+            while not publisher.submit(Outgoing("bench", frame)):  # queue full: let it drain (never here)
+                publisher.drain("bench", timeout=10)
+        publisher.drain("bench", timeout=60)
         publish_s = time.perf_counter() - t0
+        publish_trips = publisher.round_trips - trips_before
+        published_faces = n - sum(len(f) for f in frames[:50])
+        publisher.close(timeout=10)
 
         worker = InferenceWorker(settings, transport, InstantPredictor(), ident="bench-overhead")
         worker.setup()
@@ -184,10 +201,8 @@ def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> di
         redis_s: dict[str, float] = {}
         for name in ("read_group", "publish", "ack", "autoclaim"):
             setattr(transport, name, _Timed(getattr(transport, name), redis_s, name))
-        from fer_pipeline.messages import Label
-
-        label_encode = _Timed(Label.encode, redis_s, "label_encode")
-        Label.encode = lambda self: label_encode(self)  # type: ignore[method-assign]
+        original = Label.__dict__["pack_batch"]  # the staticmethod itself, to put back as it was
+        Label.pack_batch = _Timed(Label.pack_batch, redis_s, "label_encode")  # type: ignore[method-assign]
         try:
             t0 = time.perf_counter()
             deadline = t0 + 60
@@ -196,7 +211,7 @@ def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> di
             worker.finish()
             worker_s = time.perf_counter() - t0 - worker.infer_s
         finally:
-            del Label.encode  # back to the inherited method
+            Label.pack_batch = original  # type: ignore[method-assign]
         labelled = worker.counters["crops_labelled"]
         rtt = measure(transport.client.ping, items_per_call=1, min_seconds=0.3, min_calls=100)
     finally:
@@ -206,10 +221,14 @@ def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> di
         "faces": n, "faces_per_frame": faces_per_frame, "worker_batch": settings.worker.max_batch,
         "labelled": labelled, "batches": worker.counters["batches"],
         "producer_encode_us_per_face": 1e6 * encode_s / n,
-        "producer_publish_us_per_face": 1e6 * publish_s / n,
+        "producer_publish_us_per_face": 1e6 * publish_s / published_faces,
+        "producer_frames_per_round_trip": len(frames[50:]) / max(1, publish_trips),
+        "producer_lone_frame_publish_us": 1e6 * lone_s,
         "worker_us_per_face": 1e6 * worker_s / max(1, labelled),
         "worker_redis_us_per_face": 1e6 * sum(v for k, v in redis_s.items() if k != "label_encode") / max(1, labelled),
         "worker_label_encode_us_per_face": 1e6 * redis_s.get("label_encode", 0.0) / max(1, labelled),
+        "worker_redis_split_us_per_face": {k: 1e6 * v / max(1, labelled) for k, v in redis_s.items()
+                                           if k != "label_encode"},
         "redis_ping_rtt_us": 1e6 * rtt.seconds / rtt.calls,
     }
 
@@ -312,10 +331,12 @@ def run(*, model: Path | None = None, seconds: float = 2.0, quick: bool = False,
         o["encode_and_redis_share"] = o["encode_and_redis_us_per_face"] / o["inference_us_per_face"]
         overheads[str(batch)] = o
     if overheads:
-        parts = [("producer: FaceCrop encode", "producer_encode_us_per_face"),
-                 ("producer: publish (Lua XADD, 1 round trip per frame)", "producer_publish_us_per_face"),
-                 ("worker: Redis calls (read, publish labels, ack+delete)", "worker_redis_us_per_face"),
-                 ("worker: Label encode", "worker_label_encode_us_per_face"),
+        parts = [("producer: FaceCrop encode (FaceCrop.pack)", "producer_encode_us_per_face"),
+                 ("producer: publisher, frames back to back (round trips shared)", "producer_publish_us_per_face"),
+                 ("producer: frames per round trip, back to back", "producer_frames_per_round_trip"),
+                 ("producer: one frame alone, its round trip (us per frame)", "producer_lone_frame_publish_us"),
+                 ("worker: Redis calls (read; publish labels + ack/delete crops)", "worker_redis_us_per_face"),
+                 ("worker: labels built and encoded (Label.pack_batch)", "worker_label_encode_us_per_face"),
                  ("worker: whole loop around the model (the two above included)", "worker_us_per_face"),
                  ("encoding + Redis round trips", "encode_and_redis_us_per_face"),
                  ("everything around the model (+ decode, validation, batching)", "total_us_per_face"),
