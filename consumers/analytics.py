@@ -16,10 +16,11 @@ How a label becomes a state (one pass per track, in capture order):
    ``release_s``; anything shorter is absorbed into the episode around it. Transitions are
    counted between consecutive episodes of a track, so flickers never count as transitions.
 
-Reading is the slow part of large logs (``logreader``): rows arrive in column batches ordered
-by camera and track, and each batch's whole tracks are processed as it arrives (a track that
-goes on waits for the next batch), so memory stays bounded whatever the log's size; a SQLite
-log is read in parts (a camera, or a range of its track ids) by several threads.
+Reading (``logreader``: the label blocks, or the rows of a log without them) gives labels in
+column batches ordered by camera and track, and each batch's whole tracks are processed as it
+arrives (a track that goes on waits for the next batch), so memory stays bounded whatever the
+log's size; a SQLite log is read in parts (a camera, or a range of its track ids) by several
+threads.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class ReportOptions:
     # batch waits for it): it bounds memory, and 64k labels keep a batch's arrays in the CPU cache.
     chunk_rows: int = 65_536
     threads: int = 0  # parts of a SQLite log read in parallel; 0 = up to 4, by CPU count
+    # Read the label blocks when they cover the log (``blocks.py``); False reads the rows
+    # even then: the same report, slower (the benchmark's and the tests' reference).
+    blocks: bool = True
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.chunk_rows < 1 or self.threads < 0:

@@ -1,5 +1,11 @@
 """Reading the emotion log in column batches for the analytics (``analytics.py``).
 
+A log whose label blocks cover every row (``blocks.py``) is read from them: a few thousand
+BLOBs per day of labels instead of one value at a time, decoded with numpy into the same
+batches the rows would give (same labels, same order, same batch boundaries). Otherwise
+(a log written before the blocks, until its backfill; or ``ReportOptions.blocks`` False)
+the rows are read, as follows.
+
 Rows come ordered by the logger's ``(camera_id, track_id, captured_at)`` index so that each
 (camera, track) is contiguous: Arrow record batches through ADBC when ``adbc-driver-sqlite``
 is installed (the SQLite engine fills the columns, no Python object per value), else the
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline.consumers import blocks
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
 
@@ -45,10 +52,8 @@ _SELECT_PART = {"?": f"SELECT {_COLS_SQLITE} FROM labels", "%s": f"SELECT {_COLS
 _SELECT_ALL = {"?": f"SELECT camera_id, {_COLS_SQLITE} FROM labels", "%s": f"SELECT camera_id, {_COLS_PG} FROM labels"}
 
 
-def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
-    """The label query for ``options`` (an ``analytics.ReportOptions``: cameras, tracks, run,
-    since, until), restricted to ``part`` when given (its camera is then not selected);
-    values travel as parameters only. ``placeholder`` ``%s`` means PostgreSQL."""
+def _filters(options, placeholder: str, part: Part | None, since_column: str, until_column: str
+             ) -> tuple[list[str], list]:
     where, params = [], []
     if part is not None:
         where.append(f"camera_id = {placeholder}")
@@ -66,13 +71,31 @@ def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tup
         where.append(f"run_id = {placeholder}")
         params.append(options.run)
     if options.since is not None:
-        where.append(f"captured_at >= {placeholder}")
+        where.append(f"{since_column} >= {placeholder}")
         params.append(float(options.since))
     if options.until is not None:
-        where.append(f"captured_at < {placeholder}")
+        where.append(f"{until_column} < {placeholder}")
         params.append(float(options.until))
+    return where, params
+
+
+def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
+    """The label query for ``options`` (an ``analytics.ReportOptions``: cameras, tracks, run,
+    since, until), restricted to ``part`` when given (its camera is then not selected);
+    values travel as parameters only. ``placeholder`` ``%s`` means PostgreSQL."""
+    where, params = _filters(options, placeholder, part, "captured_at", "captured_at")
     select = (_SELECT_PART if part is not None else _SELECT_ALL)[placeholder]
     order = " ORDER BY track_id, captured_at" if part is not None else " ORDER BY camera_id, track_id, captured_at"
+    return select + (" WHERE " + " AND ".join(where) if where else "") + order, params
+
+
+def select_blocks_sql(options, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
+    """The label-block query for the same selection: blocks with a label in [since, until)
+    (the labels outside are cut off when decoding), ordered by (camera,) track, first time."""
+    where, params = _filters(options, placeholder, part, "last_at", "first_at")
+    sql = blocks.SQLITE if placeholder == "?" else blocks.POSTGRES
+    select = sql.select_part if part is not None else sql.select_all
+    order = blocks.BLOCK_ORDER_PART if part is not None else blocks.BLOCK_ORDER_ALL
     return select + (" WHERE " + " AND ".join(where) if where else "") + order, params
 
 
@@ -148,36 +171,138 @@ def _chunk_from_rows(rows: list[tuple], camera: str | None) -> Chunk:
                  size=np.asarray(size), probs=np.asarray(probs, dtype=np.float32))
 
 
+class _BlockDecoder:
+    """Label blocks, ordered by (camera,) track and first time, into the batches a read of the
+    rows would give: ``chunk_rows`` labels each (the last one shorter), ordered by (camera,)
+    track then capture time.
+
+    Blocks are decoded a few batches' worth at a time, whole tracks only (a track's blocks
+    may overlap in time: two workers, a redelivery): one vectorised check finds the tracks
+    whose labels are not in time order, and only those are sorted (stably: equal times keep
+    the blocks' order). A block that reaches outside [since, until) is cut to it (its labels
+    are in time order, so that is a slice). The one thing that may differ from the rows:
+    labels of one track id with the very same capture time (two faces of one frame given one
+    track id, or two producer runs' labels at the same instant) may come in another order,
+    an order the rows' query leaves undefined too.
+    """
+
+    def __init__(self, options, camera: str | None) -> None:
+        self.size = options.chunk_rows
+        self.group = max(4 * options.chunk_rows, 1 << 16)  # labels decoded at a time, at least
+        self.since, self.until = options.since, options.until
+        self.camera = camera
+        self.cams: dict[str, int] = {}
+        self.runs: dict[str, int] = {}
+        self.rest: dict[str, np.ndarray] | None = None  # decoded labels not yet in a batch
+
+    def chunks(self, fetch) -> Iterator[Chunk]:
+        """Batches from ``fetch()``, which returns the next block rows ([] at the end)."""
+        held: list[tuple] = []
+        held_n = 0
+        one_camera = self.camera is not None  # rows: ([camera_id,] run_id, track_id, n, ...)
+        while rows := fetch():
+            for row in rows:
+                # Cut only between tracks: a track's blocks are sorted together.
+                if held_n >= self.group and (row[-7] != held[-1][-7] or not one_camera and row[0] != held[-1][0]):
+                    yield from self._emit(self._decode(held), final=False)
+                    held, held_n = [], 0
+                held.append(row)
+                held_n += row[-6]
+        yield from self._emit(self._decode(held), final=True)
+
+    def _decode(self, held: list[tuple]) -> dict[str, np.ndarray]:
+        rest = self.rest
+        r = 0 if rest is None else len(rest["t"])
+        cap = r + sum(row[-6] for row in held)
+        out = {"t": np.empty(cap), "size": np.empty(cap, dtype=np.int32), "probs": np.empty((K, cap), np.float32),
+               "track": np.empty(cap, dtype=np.int64), "run": np.empty(cap, dtype=np.int64),
+               "camera": np.zeros(cap, dtype=np.int64)}
+        if rest is not None:
+            for name, values in rest.items():
+                out[name][..., :r] = values
+        since, until = self.since, self.until
+        counts, tracks, runs, cams = [], [], [], []
+        at = r
+        for row in held:
+            run, track, n, first_at, last_at, t, size, probs = row[-8:]
+            bt = np.frombuffer(t, "<f8")
+            a, b = 0, n
+            if since is not None and first_at < since:
+                a = int(np.searchsorted(bt, since, side="left"))
+            if until is not None and last_at >= until:
+                b = int(np.searchsorted(bt, until, side="left"))
+            m = b - a
+            if m <= 0:
+                continue
+            out["t"][at:at + m] = bt[a:b]
+            out["size"][at:at + m] = np.frombuffer(size, "<i4")[a:b]
+            out["probs"][:, at:at + m] = np.frombuffer(probs, "<f4").reshape(K, n)[:, a:b]
+            at += m
+            counts.append(m)
+            tracks.append(track)
+            runs.append(self.runs.setdefault(run, len(self.runs)))
+            if self.camera is None:
+                cams.append(self.cams.setdefault(row[0], len(self.cams)))
+        out = {name: values[..., :at] for name, values in out.items()}
+        out["track"][r:] = np.repeat(np.asarray(tracks, dtype=np.int64), counts)
+        out["run"][r:] = np.repeat(np.asarray(runs, dtype=np.int64), counts)
+        if self.camera is None:
+            out["camera"][r:] = np.repeat(np.asarray(cams, dtype=np.int64), counts)
+        _sort_tracks(out, r)
+        return out
+
+    def _emit(self, cols: dict[str, np.ndarray], final: bool) -> Iterator[Chunk]:
+        n, a = len(cols["t"]), 0
+        cameras = [self.camera] if self.camera is not None else list(self.cams)
+        runs = list(self.runs)
+        while n - a >= self.size or (final and a < n):
+            b = min(n, a + self.size)
+            yield Chunk(camera=cols["camera"][a:b], cameras=cameras, run=cols["run"][a:b], runs=runs,
+                        track=cols["track"][a:b], t=cols["t"][a:b], size=cols["size"][a:b],
+                        probs=cols["probs"][:, a:b])
+            a = b
+        self.rest = {name: values[..., a:] for name, values in cols.items()} if a < n else None
+
+
+def _sort_tracks(cols: dict[str, np.ndarray], start: int) -> None:
+    """Put the labels from ``start`` on in time order within each (camera, track), in place,
+    sorting only the tracks that are not (stably: equal times keep their order)."""
+    t, track, camera = cols["t"][start:], cols["track"][start:], cols["camera"][start:]
+    same = (track[1:] == track[:-1]) & (camera[1:] == camera[:-1])
+    bad = np.flatnonzero(same & (t[1:] < t[:-1]))
+    if not len(bad):
+        return
+    bounds = np.concatenate(([0], np.flatnonzero(~same) + 1, [len(t)]))
+    for g in np.unique(np.searchsorted(bounds, bad, side="right") - 1).tolist():
+        a, b = start + int(bounds[g]), start + int(bounds[g + 1])
+        order = np.argsort(cols["t"][a:b], kind="stable") + a
+        for name in ("t", "size", "run"):
+            cols[name][a:b] = cols[name][order]
+        cols["probs"][:, a:b] = cols["probs"][:, order]
+
+
 class SqliteLog:
-    """A connection to a SQLite log for reading: ADBC (Arrow batches) when installed, else sqlite3."""
+    """A connection to a SQLite log for reading: its label blocks when they cover the log,
+    else the rows, through ADBC (Arrow batches) when installed, else sqlite3."""
 
     def __init__(self, path) -> None:
+        import sqlite3
+
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"no emotion log at {self.path}")
+        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
         try:
-            import adbc_driver_sqlite.dbapi as adbc
-        except ImportError:
-            adbc = None
-        if adbc is not None:
-            self._conn = adbc.connect(str(self.path))
-            self.arrow = True
-            try:
-                with self._conn.cursor() as cur:
-                    # Wait for a writer's lock (the logger, a concurrent open) instead of failing at once.
-                    cur.execute("PRAGMA busy_timeout = 10000")
-                    cur.fetchall()
-            except Exception:
-                self._conn.close()
-                raise
-        else:
-            import sqlite3
-
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
-            self.arrow = False
+            self.blocks = blocks.covered(self._db, blocks.SQLITE)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ConfigError(f"cannot read the emotion log {self.path}: {e}") from e
+        self._adbc = None  # opened at the first read of rows
 
     def close(self) -> None:
-        self._conn.close()
+        if self._adbc:
+            self._adbc.close()
+        self._db.close()
 
     def __enter__(self) -> SqliteLog:
         return self
@@ -185,15 +310,44 @@ class SqliteLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _arrow(self):
+        """The ADBC connection for reading rows, or None when ADBC is not installed."""
+        if self._adbc is None:
+            try:
+                import adbc_driver_sqlite.dbapi as adbc
+            except ImportError:
+                self._adbc = False
+                return None
+            conn = adbc.connect(str(self.path))
+            try:
+                with conn.cursor() as cur:
+                    # Wait for a writer's lock (the logger, a concurrent open) instead of failing at once.
+                    cur.execute("PRAGMA busy_timeout = 10000")
+                    cur.fetchall()
+            except Exception:
+                conn.close()
+                raise
+            self._adbc = conn
+        return self._adbc or None
+
     def read(self, options, part: Part) -> Iterator[Chunk]:
         """The labels of ``part`` that match ``options``, in column batches."""
+        if options.blocks and self.blocks:
+            sql, params = select_blocks_sql(options, part=part)
+            cur = self._db.execute(sql, params)
+            try:
+                yield from _BlockDecoder(options, part.camera).chunks(lambda: cur.fetchmany(256))
+            finally:
+                cur.close()
+            return
         sql, params = select_sql(options, part=part)
-        if not self.arrow:
-            yield from _rows_in_batches(self._conn, sql, params, part.camera, options.chunk_rows)
+        conn = self._arrow()
+        if conn is None:
+            yield from _rows_in_batches(self._db, sql, params, part.camera, options.chunk_rows)
             return
         from adbc_driver_sqlite import StatementOptions
 
-        with self._conn.cursor() as cur:
+        with conn.cursor() as cur:
             # Batches of chunk_rows (64k by default): far fewer Python round trips than ADBC's 1,024.
             cur.adbc_statement.set_options(**{StatementOptions.BATCH_ROWS.value: str(options.chunk_rows)})
             cur.execute(sql, params)
@@ -204,15 +358,8 @@ class SqliteLog:
     def track_span(self, camera: str) -> tuple[int, int] | None:
         """(lowest, highest) track id of ``camera``: two index seeks."""
         q = "SELECT {}(track_id) FROM labels WHERE camera_id = ?"
-        lo, hi = (self._one(q.format(f), (camera,)) for f in ("MIN", "MAX"))
+        lo, hi = (self._db.execute(q.format(f), (camera,)).fetchone()[0] for f in ("MIN", "MAX"))
         return None if lo is None else (int(lo), int(hi))
-
-    def _one(self, sql: str, params: tuple):
-        if not self.arrow:
-            return self._conn.execute(sql, params).fetchone()[0]
-        with self._conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchone()[0]
 
 
 def _rows_in_batches(conn, sql: str, params: list, camera: str | None, rows_per_batch: int) -> Iterator[Chunk]:
@@ -242,16 +389,30 @@ def plan_parts(log: SqliteLog, options, cameras: list[str], pieces: int) -> list
 
 def read_batches(conn, options) -> Iterator[Chunk]:
     """Label batches from an open connection: sqlite3, or psycopg (PostgreSQL, read through a
-    server-side cursor)."""
+    server-side cursor); from the label blocks when they cover the log."""
     if type(conn).__module__.startswith("psycopg"):
-        sql, params = select_sql(options, "%s")
+        use_blocks = options.blocks and blocks.covered(conn, blocks.POSTGRES)
+        sql, params = (select_blocks_sql if use_blocks else select_sql)(options, "%s")
         # psycopg loads a whole result client-side unless the cursor is named (server-side),
         # and a server-side cursor lives in a transaction.
         with conn.transaction(), conn.cursor(name="fer_report") as cur:
+            if use_blocks:
+                cur.itersize = 256
+                cur.execute(sql, params)
+                yield from _BlockDecoder(options, None).chunks(lambda: cur.fetchmany(256))
+                return
             cur.itersize = options.chunk_rows
             cur.execute(sql, params)
             while rows := cur.fetchmany(options.chunk_rows):
                 yield _chunk_from_rows(rows, None)
+        return
+    if options.blocks and blocks.covered(conn, blocks.SQLITE):
+        sql, params = select_blocks_sql(options)
+        cur = conn.execute(sql, params)
+        try:
+            yield from _BlockDecoder(options, None).chunks(lambda: cur.fetchmany(256))
+        finally:
+            cur.close()
         return
     sql, params = select_sql(options)
     yield from _rows_in_batches(conn, sql, params, None, options.chunk_rows)

@@ -1,19 +1,23 @@
 """The emotion log in PostgreSQL, for deployments where loggers and analysts sit on different
-machines: the same table and the same guarantees as the SQLite store (``store.py``).
+machines: the same tables and the same guarantees as the SQLite store (``store.py``).
 
 Selected by a ``postgresql://`` URL in ``FER_CONSUMER__DB`` / ``--db`` (see
 ``store.open_store``). ``INSERT ... ON CONFLICT (crop_id) DO NOTHING`` keeps redelivered
-labels to one row; every value travels as a parameter. A schema other than ``public`` is
-chosen the libpq way, in the URL: ``?options=-csearch_path%3Dmyschema``. Needs psycopg 3
-(``pip install 'fer-pipeline[postgres]'``).
+labels to one row, and its ``RETURNING`` tells which rows were new, so that only those go
+into the label blocks (``blocks.py``), in the same transaction; writers take turns at their
+block work under a transaction-scoped advisory lock. Every value travels as a parameter. A
+schema other than ``public`` is chosen the libpq way, in the URL:
+``?options=-csearch_path%3Dmyschema``. Needs psycopg 3 (``pip install 'fer-pipeline[postgres]'``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from fer_pipeline.consumers.store import _COLUMNS, PROB_COLUMNS, TimelineRow, _row, erase_filter
+from fer_pipeline.consumers import blocks
+from fer_pipeline.consumers.store import _COLUMNS, PROB_COLUMNS, TimelineRow, _entry, _row, erase_filter
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
 from fer_pipeline.transport import redact_url
@@ -41,7 +45,11 @@ CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captu
 """
 
 _INSERT = (f"INSERT INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
-           "ON CONFLICT (crop_id) DO NOTHING")
+           "ON CONFLICT (crop_id) DO NOTHING RETURNING crop_id")
+_ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
+_CLEAR_BLOCKS = "DELETE FROM label_blocks"
+
+log = logging.getLogger("fer.store")
 
 
 def connect(url: str):
@@ -58,8 +66,9 @@ def connect(url: str):
 
 
 class PgEmotionStore:
-    """A PostgreSQL table of labels with the SQLite store's interface (add, count, timeline,
-    prune, erase); safe to share between threads (one lock, one connection).
+    """A PostgreSQL table of labels (and its label blocks) with the SQLite store's interface
+    (add, count, timeline, prune, erase, backfill); safe to share between threads (one lock,
+    one connection).
 
     Args:
         url: ``postgresql://user[:password]@host[:port]/database[?options=-csearch_path%3Dschema]``.
@@ -73,22 +82,48 @@ class PgEmotionStore:
 
         self.url = url
         self._lock = threading.Lock()
+        self._seal_checks: dict[str, float] = {}  # see blocks.add
         self._db = connect(url)
         try:
             self._db.execute(_SCHEMA)
+            self._db.execute(blocks.POSTGRES.schema)
+            with self._db.transaction(), self._db.cursor() as cur:
+                cur.execute(blocks.POSTGRES.lock)
+                # A new (empty) log is covered by its (no) blocks from the start.
+                if blocks.get_meta(cur, blocks.POSTGRES, blocks.META_BLOCKS) is None and \
+                        cur.execute(_ANY_ROW).fetchone() is None:
+                    blocks.mark_covered(cur, blocks.POSTGRES)
         except psycopg.Error as e:
             self._db.close()
             raise ConfigError(f"cannot create the labels table in {redact_url(url)}: {e}") from e
 
     def add(self, labels: Sequence[Label]) -> int:
-        """Insert labels in one transaction; returns how many rows were new (duplicates are ignored)."""
+        """Insert labels in one transaction; returns how many rows were new (duplicates are ignored).
+
+        ``RETURNING`` names the rows this transaction inserted: a crop id already stored, or
+        being stored by a concurrent logger (which then waits for the first to commit), or
+        seen twice in the batch, is not among them, so each label goes into one block.
+        """
         if not labels:
             return 0
-        # Sorted by key so that two loggers inserting overlapping batches lock rows in one order.
+        # Sorted by key (stable: a crop id's first label first) so that two loggers inserting
+        # overlapping batches lock rows in one order.
         rows = sorted((_row(label) for label in labels), key=lambda r: r[0])
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
-            cur.executemany(_INSERT, rows)
-            return max(cur.rowcount, 0)
+            cur.executemany(_INSERT, rows, returning=True)
+            inserted = set()
+            while True:
+                inserted.update(r[0] for r in cur.fetchall())
+                if not cur.nextset():
+                    break
+            new = []
+            for r in rows:
+                if r[0] in inserted:
+                    inserted.discard(r[0])
+                    new.append(r)
+            if new:
+                blocks.add(cur, blocks.POSTGRES, map(_entry, new), self._seal_checks)
+            return len(new)
 
     def count(self, camera_id: str | None = None) -> int:
         with self._lock:
@@ -112,20 +147,74 @@ class PgEmotionStore:
         return [TimelineRow(*r[:8], probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
 
     def prune(self, before: float, *, dry_run: bool = False) -> int:
-        """Delete rows captured before ``before`` (epoch seconds). PostgreSQL frees the space
-        at the next (auto)vacuum."""
-        return self._delete("captured_at < %s", [float(before)], dry_run)
+        """Delete rows captured before ``before`` (epoch seconds), and drop them from the label
+        blocks. PostgreSQL frees the space at the next (auto)vacuum."""
+        before = float(before)
+        return self._delete("captured_at < %s", [before], dry_run,
+                            lambda cur: blocks.prune(cur, blocks.POSTGRES, before))
 
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
-        return self._delete(*erase_filter(camera_id, track_id, run_id, "%s"), dry_run)
+        where, params = erase_filter(camera_id, track_id, run_id, "%s")
+        return self._delete(where, params, dry_run, lambda cur: blocks.erase(cur, blocks.POSTGRES, where, params))
 
-    def _delete(self, where: str, params: list, dry_run: bool) -> int:
+    def _delete(self, where: str, params: list, dry_run: bool, on_blocks: Callable) -> int:
         with self._lock:
             if dry_run:
                 (n,) = self._db.execute(f"SELECT COUNT(*) FROM labels WHERE {where}", params).fetchone()
                 return int(n)
-            return int(self._db.execute(f"DELETE FROM labels WHERE {where}", params).rowcount)
+            with self._db.transaction(), self._db.cursor() as cur:
+                # The block lock first: a logger's rows committed after this delete get their
+                # blocks after it too, and those committed before are deleted with theirs.
+                cur.execute(blocks.POSTGRES.lock)
+                n = cur.execute(f"DELETE FROM labels WHERE {where}", params).rowcount
+                on_blocks(cur)
+                return int(n)
+
+    def has_blocks(self) -> bool:
+        """Whether every row is in a block (the report then reads the blocks)."""
+        with self._lock:
+            return blocks.get_meta(self._db, blocks.POSTGRES, blocks.META_BLOCKS) == blocks.FORMAT
+
+    def backfill(self, *, force: bool = False, on_start: Callable[[int], None] | None = None) -> int:
+        """Build the label blocks of a log written before they existed, in one transaction
+        that holds the block lock (loggers wait for it before storing their blocks); rows are
+        streamed through a server-side cursor. Returns the rows covered (0: nothing to do)."""
+        from fer_pipeline.consumers.analytics import ReportOptions
+        from fer_pipeline.consumers.logreader import merge_chunks, read_batches, split_whole_tracks
+
+        with self._lock:
+            if not force and blocks.get_meta(self._db, blocks.POSTGRES, blocks.META_BLOCKS) == blocks.FORMAT:
+                return 0
+            (rows,) = self._db.execute(blocks.POSTGRES.count_rows).fetchone()
+        if on_start is not None:
+            on_start(int(rows))
+        with self._lock, self._db.transaction(), self._db.cursor() as cur:
+            cur.execute(blocks.POSTGRES.lock)
+            cur.execute(blocks.POSTGRES.del_meta, (blocks.META_BLOCKS,))
+            cur.execute(_CLEAR_BLOCKS)
+
+            def store(c) -> None:
+                if len(c):
+                    cur.executemany(blocks.POSTGRES.insert, list(blocks.bulk_from_columns(
+                        c.cameras, c.camera, c.runs, c.run, c.track, c.t, c.size, c.probs)))
+
+            pending = []
+            for batch in read_batches(self._db, ReportOptions(blocks=False)):
+                whole, rest = split_whole_tracks(merge_chunks([*pending, batch]))
+                store(whole)
+                pending = [rest]
+            if pending:
+                store(pending[0])
+            (rows,) = cur.execute(blocks.POSTGRES.count_rows).fetchone()
+            (covered,) = cur.execute(blocks.POSTGRES.count_labels).fetchone()
+            if rows != covered:
+                log.warning("label blocks hold %d labels for %d rows: a writer that does not keep blocks (an older "
+                            "logger?) changed the log; the report reads rows until `fer-pipeline reindex` runs again",
+                            covered, rows)
+                return int(covered)
+            blocks.mark_covered(cur, blocks.POSTGRES)
+        return int(rows)
 
     def close(self) -> None:
         with self._lock:

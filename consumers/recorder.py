@@ -2,7 +2,9 @@
 
 Reads the labels stream through the logger consumer group in batches, inserts a batch
 in one transaction and only then acks it. A crash between the two redelivers the batch,
-and the store's ``INSERT OR IGNORE`` on ``crop_id`` keeps each label to one row.
+and the store's ``INSERT OR IGNORE`` on ``crop_id`` keeps each label to one row (and one
+label block: the store packs only new rows, ``blocks.py``). A log written before label
+blocks existed gets them once, when the logger starts (``backfill``).
 """
 
 from __future__ import annotations
@@ -50,10 +52,26 @@ class LoggerService(Service):
         self.stream = transport.keys.labels
         self._own_pending = True  # re-read our own PEL before reading new entries
         self._next_reclaim = 0.0
+        self._backfilled = False
 
     def setup(self) -> None:
+        if not self._backfilled:  # once per process, before the first label (no Redis involved)
+            self._backfill()
+            self._backfilled = True
         self.transport.ensure_group(self.stream, LOGGER_GROUP, start="0")
         self._own_pending = True
+
+    def _backfill(self) -> None:
+        """Label blocks for the rows of a log written before they existed (a no-op otherwise)."""
+        started = time.monotonic()
+
+        def announce(rows: int) -> None:
+            self.log.info("the emotion log has no label blocks yet: building them for %s rows (once; the report "
+                          "reads the rows until then)", f"{rows:,}")
+
+        rows = self.store.backfill(on_start=announce)
+        if rows:
+            self.log.info("label blocks built for %s rows in %.1fs", f"{rows:,}", time.monotonic() - started)
 
     def step(self) -> None:
         if self._own_pending:

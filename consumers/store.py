@@ -1,22 +1,29 @@
 """Per-person emotion timelines in SQLite (stdlib sqlite3, WAL).
 
-One row per label, keyed by ``crop_id``: ``INSERT OR IGNORE`` makes writes idempotent, so
-a label redelivered after a crash (inserted, not yet acked) is never stored twice. All
-values go through SQL parameters; the only text spliced into SQL is fixed: the column list
-built from ``EMOTIONS`` below and the delete conditions written in ``prune``/``erase``.
+One row per label, keyed by ``crop_id``: a label redelivered after a crash (inserted, not
+yet acked) is never stored twice. Next to the rows, the ``label_blocks`` table holds the
+same labels packed per track for the report (``blocks.py``), kept in the same transaction
+by every write. All values go through SQL parameters; the only text spliced into SQL is
+fixed: the column list built from ``EMOTIONS`` below and the delete conditions written in
+``prune``/``erase``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fer_pipeline.consumers import blocks
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import Label
+
+log = logging.getLogger("fer.store")
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
 
@@ -48,6 +55,19 @@ CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captu
 """
 
 _INSERT = f"INSERT OR IGNORE INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# Which of a batch's crop ids are stored already: one parameter, a JSON array of the ids.
+_EXISTING = "SELECT crop_id FROM labels WHERE crop_id IN (SELECT value FROM json_each(?))"
+_EXISTS_ONE = "SELECT 1 FROM labels WHERE crop_id = ?"
+_ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
+_META = "SELECT key, value FROM log_meta"
+# Backfill: the track id that ends a batch of about BACKFILL_ROWS rows of one camera.
+_BATCH_END = "SELECT track_id FROM labels WHERE camera_id = ? AND track_id >= ? ORDER BY track_id LIMIT 1 OFFSET ?"
+_NEXT_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = ? AND track_id > ?"
+_CLEAR_RANGE = "DELETE FROM label_blocks WHERE camera_id = ? AND track_id >= ? AND track_id < ?"
+_FIRST_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = ? AND track_id >= ?"
+_BLOCK_CAMERAS = "SELECT DISTINCT camera_id FROM label_blocks"
+_CLEAR_CAMERA = "DELETE FROM label_blocks WHERE camera_id = ?"
+BACKFILL_ROWS = 262_144
 
 
 def erase_filter(camera_id: str, track_id: int | None, run_id: str | None,
@@ -99,7 +119,8 @@ class TrackSummary:
 
 
 class EmotionStore:
-    """A SQLite table of labels; safe to share between threads (one lock, one connection).
+    """A SQLite table of labels (and its label blocks); safe to share between threads (one
+    lock, one connection).
 
     Args:
         path: database file (parent folders are created) or ``":memory:"``.
@@ -111,6 +132,7 @@ class EmotionStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
         self._lock = threading.Lock()
+        self._seal_checks: dict[str, float] = {}  # see blocks.add
         try:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,25 +144,54 @@ class EmotionStore:
             # may lose the last transactions, which redelivery does not cover anyway.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # Every delete on this connection zeroes what it frees: blocks merged away by
+            # compaction as well as erased rows, so no stale copy of an erased label's
+            # values is left in free pages for a later erase to miss.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(blocks.SQLITE.schema)
+            try:
+                self._db.execute("SELECT value FROM json_each('[]')").fetchall()
+                self._json = True
+            except sqlite3.OperationalError:
+                self._json = False
+            with self._transaction():
+                # A new (empty) log is covered by its (no) blocks from the start.
+                if blocks.get_meta(self._db, blocks.SQLITE, blocks.META_BLOCKS) is None and \
+                        self._db.execute(_ANY_ROW).fetchone() is None:
+                    self._mark_covered()
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"cannot open the emotion database {path}: {e}") from e
 
+    def _transaction(self):
+        return _Transaction(self._db)
+
     def add(self, labels: Sequence[Label]) -> int:
-        """Insert labels in one transaction; returns how many rows were new (duplicates are ignored)."""
+        """Insert labels in one transaction; returns how many rows were new (duplicates are ignored).
+
+        Only the new rows go into label blocks: the ids already stored are looked up in the
+        transaction (``BEGIN IMMEDIATE``: no other writer in between), and a crop id seen twice
+        in the batch counts once, as ``INSERT OR IGNORE`` keeps its first label.
+        """
         if not labels:
             return 0
         rows = [_row(label) for label in labels]
-        with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(_INSERT, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before
+        with self._lock, self._transaction():
+            if self._json:
+                seen = {r[0] for r in self._db.execute(_EXISTING, (json.dumps([r[0] for r in rows]),))}
+            else:  # a SQLite built without JSON functions: one lookup per id
+                seen = {r[0] for r in rows if self._db.execute(_EXISTS_ONE, (r[0],)).fetchone()}
+            new = []
+            for r in rows:
+                if r[0] not in seen:
+                    seen.add(r[0])
+                    new.append(r)
+            if new:
+                self._check_coverage()
+                self._db.executemany(_INSERT, new)
+                blocks.add(self._db, blocks.SQLITE, map(_entry, new), self._seal_checks)
+                self._set_rowid()
+            return len(new)
 
     def count(self, camera_id: str | None = None) -> int:
         """Rows stored, for one camera or all."""
@@ -191,29 +242,133 @@ class EmotionStore:
         return out
 
     def prune(self, before: float, *, dry_run: bool = False) -> int:
-        """Retention: delete rows captured before ``before`` (epoch seconds); returns how many."""
-        return self._delete("captured_at < ?", [float(before)], dry_run)
+        """Retention: delete rows captured before ``before`` (epoch seconds); returns how many.
+        Blocks wholly before it are deleted, and those that straddle it rewritten."""
+        before = float(before)
+        return self._delete("captured_at < ?", [before], dry_run,
+                            lambda: blocks.prune(self._db, blocks.SQLITE, before))
 
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
         """Erase a person's rows (one camera's track; every run unless ``run_id``), or a whole
-        camera's when ``track_id`` is None; returns how many."""
-        return self._delete(*erase_filter(camera_id, track_id, run_id), dry_run)
+        camera's when ``track_id`` is None, and their blocks; returns how many rows."""
+        where, params = erase_filter(camera_id, track_id, run_id)
+        return self._delete(where, params, dry_run, lambda: blocks.erase(self._db, blocks.SQLITE, where, params))
 
-    def _delete(self, where: str, params: list, dry_run: bool) -> int:
+    def _delete(self, where: str, params: list, dry_run: bool, on_blocks: Callable[[], None]) -> int:
         with self._lock:
             if dry_run:
                 (n,) = self._db.execute(f"SELECT COUNT(*) FROM labels WHERE {where}", params).fetchone()
                 return int(n)
-            # secure_delete overwrites the freed pages, and the checkpoint empties the WAL, so
-            # erased rows do not linger in the files.
-            self._db.execute("PRAGMA secure_delete=ON")
-            try:
+            # secure_delete (on for this connection) overwrites the freed pages, and the
+            # checkpoint empties the WAL, so erased rows and blocks do not linger in the files.
+            with self._transaction():
+                self._check_coverage()
                 n = self._db.execute(f"DELETE FROM labels WHERE {where}", params).rowcount
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                self._db.execute("PRAGMA secure_delete=OFF")
+                on_blocks()
+                self._set_rowid()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return int(n)
+
+    # -- label blocks -----------------------------------------------------------------------
+    def has_blocks(self) -> bool:
+        """Whether every row is in a block (the report then reads the blocks)."""
+        with self._lock:
+            return blocks.get_meta(self._db, blocks.SQLITE, blocks.META_BLOCKS) == blocks.FORMAT
+
+    def backfill(self, *, force: bool = False, on_start: Callable[[int], None] | None = None) -> int:
+        """Build the label blocks of a log written before they existed; returns the rows
+        covered (0: the log has its blocks already).
+
+        Works one camera's range of about ``BACKFILL_ROWS`` rows (whole tracks) per
+        transaction: its blocks are rebuilt from its rows, so other writers (loggers of this
+        version keep blocks for what they add) wait at most one batch, memory stays bounded,
+        and an interrupted backfill is simply run again. The marker is set at the end, after
+        checking that the blocks hold as many labels as there are rows.
+
+        Args:
+            force: rebuild even when the log is marked as covered.
+            on_start: called with the row count before the work starts (for a log line).
+        """
+        from fer_pipeline.consumers.analytics import ReportOptions
+        from fer_pipeline.consumers.logreader import Part, SqliteLog, camera_ids, merge_chunks
+
+        with self._lock:
+            if self.path is None:
+                return 0
+            if force:
+                with self._transaction():
+                    self._db.execute(blocks.SQLITE.del_meta, (blocks.META_BLOCKS,))
+            elif blocks.get_meta(self._db, blocks.SQLITE, blocks.META_BLOCKS) == blocks.FORMAT:
+                return 0
+            (rows,) = self._db.execute(blocks.SQLITE.count_rows).fetchone()
+        if on_start is not None:
+            on_start(int(rows))
+        end = 2 ** 62
+        options = ReportOptions(blocks=False, threads=1)
+        with SqliteLog(self.path) as reader:
+            with self._lock, self._transaction():
+                # Under the write lock: a camera that appears later is this version's (it keeps blocks).
+                cameras = camera_ids(self.path)
+                for (camera,) in self._db.execute(_BLOCK_CAMERAS).fetchall():
+                    if camera not in cameras:
+                        self._db.execute(_CLEAR_CAMERA, (camera,))
+            for camera in cameras:
+                lo = -end
+                while lo < end:
+                    # The reader's connection sees what this transaction sees: no one else can
+                    # commit while it holds the write lock, and it changes no rows.
+                    with self._lock, self._transaction():
+                        hi = self._backfill_end(camera, lo, end)
+                        self._db.execute(_CLEAR_RANGE, (camera, lo, hi))
+                        chunks = list(reader.read(options, Part(camera, lo, hi)))
+                        if chunks:
+                            c = merge_chunks(chunks)
+                            self._db.executemany(blocks.SQLITE.insert, blocks.bulk_from_columns(
+                                c.cameras, c.camera, c.runs, c.run, c.track, c.t, c.size, c.probs))
+                    lo = hi
+        with self._lock, self._transaction():
+            (rows,) = self._db.execute(blocks.SQLITE.count_rows).fetchone()
+            (covered,) = self._db.execute(blocks.SQLITE.count_labels).fetchone()
+            if rows != covered:
+                log.warning("label blocks hold %d labels for %d rows: a writer that does not keep blocks (an older "
+                            "logger?) changed the log; the report reads rows until `fer-pipeline reindex` runs again",
+                            covered, rows)
+                return int(covered)
+            self._mark_covered()
+        return int(rows)
+
+    def _backfill_end(self, camera: str, lo: int, end: int) -> int:
+        """The end (exclusive) of the track-id range from ``lo`` holding about BACKFILL_ROWS rows."""
+        (first,) = self._db.execute(_FIRST_TRACK, (camera, lo)).fetchone()
+        if first is None:
+            return end
+        row = self._db.execute(_BATCH_END, (camera, lo, BACKFILL_ROWS)).fetchone()
+        if row is None:
+            return end
+        if row[0] == first:  # one track of more than BACKFILL_ROWS rows: that track alone
+            (nxt,) = self._db.execute(_NEXT_TRACK, (camera, first)).fetchone()
+            return end if nxt is None else int(nxt)
+        return int(row[0])
+
+    def _mark_covered(self) -> None:
+        blocks.mark_covered(self._db, blocks.SQLITE)
+
+    def _set_rowid(self) -> None:
+        (top,) = self._db.execute(blocks.SQLITE.max_rowid).fetchone()
+        self._db.execute(blocks.SQLITE.set_meta, (blocks.META_ROWID, str(top)))
+
+    def _check_coverage(self) -> None:
+        """Drop the marker when rows were added by a writer that does not keep blocks (the
+        highest rowid is not the one this code last wrote): the report then reads rows."""
+        meta = dict(self._db.execute(_META).fetchall())
+        if blocks.META_BLOCKS not in meta:
+            return
+        (top,) = self._db.execute(blocks.SQLITE.max_rowid).fetchone()
+        if meta.get(blocks.META_ROWID) != str(top):
+            self._db.execute(blocks.SQLITE.del_meta, (blocks.META_BLOCKS,))
+            log.warning("rows were added to %s without label blocks (an older logger?): the report reads rows "
+                        "until `fer-pipeline reindex` rebuilds the blocks", self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -226,6 +381,19 @@ class EmotionStore:
         self.close()
 
 
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
 def open_store(target: Path | str):
     """The emotion log named by a setting: a ``postgresql://`` URL opens the PostgreSQL store,
     anything else is a SQLite file."""
@@ -235,6 +403,16 @@ def open_store(target: Path | str):
 
         return PgEmotionStore(text)
     return EmotionStore(target)
+
+
+_I_CAMERA, _I_RUN, _I_TRACK, _I_T = (_COLUMNS.index(c) for c in ("camera_id", "run_id", "track_id", "captured_at"))
+_I_PROBS = _COLUMNS.index(PROB_COLUMNS[0])
+
+
+def _entry(row: tuple) -> tuple:
+    """A stored row as a label-block entry: (camera, run, track, captured_at, min(w, h), probabilities)."""
+    return (row[_I_CAMERA], row[_I_RUN], row[_I_TRACK], row[_I_T], min(row[-2], row[-1]),
+            row[_I_PROBS:_I_PROBS + len(PROB_COLUMNS)])
 
 
 def _row(label: Label) -> tuple:

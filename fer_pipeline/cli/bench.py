@@ -121,7 +121,8 @@ def report(
                                                  show_default=False)] = None,
     out_dir: OutDir = None,
 ) -> None:
-    """`fer-pipeline report` over a large synthetic log: full report, one camera, reading alone."""
+    """`fer-pipeline report` over a large synthetic log: full report, one camera, reading alone;
+    from the label blocks and from the rows, side by side."""
     _run("report_bench", rows=rows, cameras=cameras, copies=copies, repeats=repeats, keep=keep, out_dir=out_dir)
 
 

@@ -1,5 +1,5 @@
 """Operations commands: `status` of a running deployment, `report` (analytics of the emotion
-log), and the log's privacy controls (`prune`, `erase`)."""
+log), the log's privacy controls (`prune`, `erase`), and `reindex` (its label blocks)."""
 
 from __future__ import annotations
 
@@ -123,6 +123,28 @@ def erase(
 
 
 @app.command()
+def reindex(
+    db: Db = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild the blocks even when the log has them.")] = False,
+) -> None:
+    """Build the label blocks the report reads, for a log written before they existed.
+
+    The logger does this once when it starts; until then the report reads the rows (slower).
+    """
+    with _store(db) as store:
+        started = time.perf_counter()
+        rows = store.backfill(force=force, on_start=lambda n: typer.echo(f"building label blocks for {n:,} rows"))
+        covered = store.has_blocks()
+    if not rows and covered:
+        typer.echo("the log already has its label blocks (--force rebuilds them)")
+    elif covered:
+        typer.echo(f"label blocks built for {rows:,} rows in {time.perf_counter() - started:.1f}s")
+    else:
+        raise ConfigError("the label blocks do not match the rows: a writer that does not keep them (an older "
+                          "logger?) changed the log meanwhile; run `fer-pipeline reindex` again once it has stopped")
+
+
+@app.command()
 def retention(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
@@ -200,17 +222,28 @@ def report(
     started = time.perf_counter()
     with _source(db) as source:
         rep = build_report(source, options)
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        hint = isinstance(source, Path) and not _has_blocks(source)
     # Piped output gets a wide console: the per-emotion columns do not fit in 80.
     console = Console(width=None if sys.stdout.isatty() else 180)
     for part in render(rep, limit=limit, episodes=episodes):
         console.print(part)
     console.print(f"[dim]summarised in {seconds:.2f}s[/dim]")
+    if hint:
+        console.print("[dim]read from the label rows: `fer-pipeline reindex` (or a logger of this version, at "
+                      "start) builds the label blocks that the report reads much faster[/dim]")
     if export:
         for path in export_tables(rep, export, out):
             typer.echo(f"wrote {path}")
     if plot is not None:
         typer.echo(f"wrote {plot_report(rep, plot)}")
+
+
+def _has_blocks(path: Path) -> bool:
+    from fer_pipeline.consumers.logreader import SqliteLog
+
+    with SqliteLog(path) as log:
+        return log.blocks
 
 
 @app.command()

@@ -1,0 +1,381 @@
+"""Label blocks (consumers/blocks.py): every row in exactly one block through add, prune,
+erase and the backfill of an old log; the report read from them equals the report read from
+the rows, float for float, under every option; erased values leave the file."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import struct
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fer_pipeline.cli import app
+from fer_pipeline.consumers import blocks
+from fer_pipeline.consumers.analytics import ReportOptions
+from fer_pipeline.consumers.episodes import build_report
+from fer_pipeline.consumers.logreader import SqliteLog
+from fer_pipeline.consumers.store import _INSERT, _SCHEMA, PROB_COLUMNS, EmotionStore, _row
+from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.messages import BBox, Label
+from tests.consumers.test_analytics import same_report
+
+K = len(EMOTIONS)
+T0 = 1_700_000_000.0
+FPS = 10.0
+
+
+def label(camera: str, run: str, track: int, frame: int, t: float, probs, size: int = 80) -> Label:
+    p = tuple(float(x) for x in probs)
+    return Label.model_construct(
+        crop_id=f"{camera}/{run}/{frame}/{track}", camera_id=camera, run_id=run, track_id=track, frame_index=frame,
+        face_index=track, faces_in_frame=1, bbox=BBox(x=0, y=0, w=size, h=size + 3), emotion=EMOTIONS[int(np.argmax(p))],
+        confidence=max(p), probabilities=p, model_id="m", worker_id="w", captured_at=t, published_at=t,
+        inferred_at=t, labelled_at=t + 0.05, truth=None)
+
+
+def day(seed: int = 0, cameras=("door", "hall")) -> list[Label]:
+    """Labels in capture order: per camera, two producer runs that reuse track ids (the second
+    starting while the first still runs, so one track id interleaves two runs), tracks of 1
+    to 400 labels with gaps, sustained emotions with flickers, some small faces, and tracks
+    that end long before the log does (they get sealed)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for camera in cameras:
+        for run, t0 in (("r1", T0), ("r2", T0 + 45.0)):
+            start = t0
+            for track in range(6):
+                n = int(rng.choice([1, 3, 40, 150, 400]))
+                steps = rng.choice([1 / FPS, 1 / FPS, 2 / FPS, 3.0], n)
+                t = start + np.cumsum(steps)
+                seg = np.cumsum(rng.random(n) < 0.03)
+                logits = rng.normal(0.0, 0.7, (n, K))
+                logits[np.arange(n), (seg + track) % K] += 2.2
+                flick = rng.random(n) < 0.05
+                logits[flick, rng.integers(0, K, flick.sum())] += 3.0
+                p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+                size = np.where(rng.random(n) < 0.08, 25, 80)
+                out += [label(camera, run, track, int(1000 * track + i), float(t[i]), p[i], int(size[i]))
+                        for i in range(n)]
+                start = float(t[-1]) + rng.choice([0.5, 20.0])
+    return sorted(out, key=lambda x: x.captured_at)
+
+
+def deliver(store, labels: list[Label], seed: int = 0, *, max_batch: int = 24) -> int:
+    """The logger's way, with trouble: batches of 1..max_batch, labels arriving out of order
+    across batches, redelivered batches and crop ids repeated within a batch."""
+    rng = np.random.default_rng(seed)
+    labels = list(labels)
+    for i in range(0, len(labels) - 8, 17):  # out of order: swap labels a few batches apart
+        j = i + int(rng.integers(1, 8))
+        labels[i], labels[j] = labels[j], labels[i]
+    stored, at, batches = 0, 0, []
+    while at < len(labels):
+        b = int(rng.integers(1, max_batch + 1))
+        batch = labels[at:at + b]
+        if rng.random() < 0.1:
+            batch = batch + batch[: max(1, len(batch) // 3)]  # the same crop twice in one batch
+        if batches and rng.random() < 0.1:
+            batch = batches[int(rng.integers(0, len(batches)))] + batch  # a redelivery
+        stored += store.add(batch)
+        batches.append(batch)
+        at += b
+    return stored
+
+
+def sqlite_rows_and_blocks(path) -> tuple[list, list]:
+    """(rows, block labels) as comparable tuples: (camera, run, track, t, min(w, h), float32 probs)."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(f"SELECT camera_id, run_id, track_id, captured_at, min(w, h), {', '.join(PROB_COLUMNS)} "
+                          "FROM labels").fetchall()
+        stored = db.execute("SELECT camera_id, run_id, track_id, first_at, last_at, n, sealed, t, size, probs "
+                            "FROM label_blocks").fetchall()
+    finally:
+        db.close()
+    return rows, stored
+
+
+def block_tuples(stored) -> list[tuple]:
+    out = []
+    for camera, run, track, first_at, last_at, n, sealed, t, size, probs in stored:
+        lab = blocks.unpack(n, bytes(t), bytes(size), bytes(probs))
+        assert len(lab.t) == n > 0 and lab.t[0] == first_at and lab.t[-1] == last_at
+        assert (np.diff(lab.t) >= 0).all(), "a block is in capture order"
+        out += [(camera, run, int(track), float(lab.t[i]), int(lab.size[i]), tuple(lab.probs[:, i].tolist()))
+                for i in range(n)]
+    return out
+
+
+def row_tuples(rows) -> list[tuple]:
+    return [(r[0], r[1], int(r[2]), float(r[3]), int(r[4]),
+             tuple(np.asarray(r[5:], dtype=np.float32).tolist())) for r in rows]
+
+
+def assert_invariant(path) -> None:
+    """Every row in exactly one block, and the log marked as covered."""
+    rows, stored = sqlite_rows_and_blocks(path)
+    assert sorted(row_tuples(rows)) == sorted(block_tuples(stored))
+    with SqliteLog(path) as log:
+        assert log.blocks
+
+
+OPTIONS = [
+    {}, {"threads": 1}, {"threads": 3, "chunk_rows": 7}, {"chunk_rows": 1, "threads": 2}, {"chunk_rows": 50},
+    {"window": 1}, {"window": 9, "min_confidence": 0.5, "min_face": 30}, {"window": 40, "chunk_rows": 333},
+    {"min_dwell_s": 0.3, "release_s": 2.0, "max_gap_s": 0.25}, {"cameras": ("hall",)}, {"tracks": (2, 4)},
+    {"run": "r2"}, {"cameras": ("door",), "tracks": (3,), "run": "r1"},
+    {"since": T0 + 20.3, "until": T0 + 95.55}, {"since": T0 + 47.0, "threads": 1, "chunk_rows": 64},
+    {"until": T0 + 30.0, "window": 12}, {"cameras": ("door", "hall"), "since": T0 + 10, "until": T0 + 200},
+]
+
+
+def assert_same_reports(source, options=OPTIONS) -> None:
+    for kw in options:
+        from_blocks = build_report(source, ReportOptions(**kw))
+        from_rows = build_report(source, ReportOptions(blocks=False, **kw))
+        assert from_rows.labels_read, kw
+        assert same_report(from_blocks, from_rows), kw
+
+
+@pytest.fixture
+def messy(tmp_path):
+    path = tmp_path / "log.sqlite"
+    labels = day()
+    with EmotionStore(path) as store:
+        stored = deliver(store, labels)
+    assert stored == len(labels)
+    return path, labels
+
+
+def test_pack_unpack_and_merge_keep_values_and_order():
+    rng = np.random.default_rng(1)
+    lab = blocks.Labels(np.array([3.0, 1.0, 2.0, 2.0]), np.array([10, 20, 30, 40], dtype=np.int32),
+                        rng.random((K, 4)).astype(np.float32))
+    first, last, n, t, size, probs = blocks.pack(lab)
+    assert (first, last, n, len(t), len(size), len(probs)) == (3.0, 2.0, 4, 32, 16, 4 * K * 4)
+    back = blocks.unpack(n, t, size, probs)
+    assert (back.t == lab.t).all() and (back.size == lab.size).all() and (back.probs == lab.probs).all()
+    assert struct.unpack("<d", t[:8])[0] == 3.0  # little-endian float64, probs emotion by emotion
+    assert struct.unpack("<f", probs[4:8])[0] == lab.probs[0, 1]
+    merged = blocks.merge([lab.part(2, 4), lab.part(0, 2)])
+    assert merged.t.tolist() == [1.0, 2.0, 2.0, 3.0] and merged.size.tolist() == [20, 30, 40, 10]
+
+
+def test_group_sorts_each_track_and_keeps_equal_times_in_order():
+    entries = [("c", "r", 1, 5.0, 50, [0.1] * K), ("c", "r", 2, 1.0, 60, [0.2] * K),
+               ("c", "r", 1, 2.0, 70, [0.3] * K), ("c", "r", 1, 2.0, 80, [0.4] * K)]
+    g = blocks.group(entries)
+    assert list(g) == [("c", "r", 1), ("c", "r", 2)]
+    assert g[("c", "r", 1)].t.tolist() == [2.0, 2.0, 5.0] and g[("c", "r", 1)].size.tolist() == [70, 80, 50]
+
+
+def test_plan_merge_is_size_tiered():
+    assert blocks.tier(1) == blocks.tier(7) == 0 and blocks.tier(8) == 1 and blocks.tier(4095) == 3
+    assert blocks.plan_merge([3]) == 0 and blocks.plan_merge([1] * 7) == 0
+    assert blocks.plan_merge([1] * 8) == 8                 # eight of one tier merge
+    assert blocks.plan_merge([600, 70, 9, 1, 1, 1, 1, 1, 1, 1, 1]) == 8  # the trailing tier only
+    assert blocks.plan_merge([600, 9, 2, 1, 30]) == 3      # a new block above the ones before it takes them in
+    assert blocks.plan_merge([70, 9, 9, 9]) == 0
+
+
+def test_compaction_bounds_blocks_and_seals_ended_tracks(tmp_path):
+    """One label per transaction, as a logger that keeps up with live traffic writes."""
+    path = tmp_path / "log.sqlite"
+    rng = np.random.default_rng(2)
+    with EmotionStore(path) as store:
+        for i in range(700):  # track 1: 70 s of labels; track 2 starts when track 1 ends
+            store.add([label("c", "r", 1, i, T0 + i / FPS, rng.dirichlet(np.ones(K)))])
+        db = sqlite3.connect(path)
+        n_open = db.execute("SELECT COUNT(*) FROM label_blocks WHERE sealed = 0").fetchone()[0]
+        # 700 = 1274 in base 8: 1 + 2 + 7 + 4 open blocks of tiers 3, 2, 1 and 0.
+        assert n_open == 14 and db.execute("SELECT MAX(n) FROM label_blocks").fetchone()[0] == 512
+        for i in range(400):
+            store.add([label("c", "r", 2, 10_000 + i, T0 + 70 + i / FPS, rng.dirichlet(np.ones(K)))])
+        sealed = db.execute("SELECT track_id, n FROM label_blocks WHERE sealed = 1").fetchall()
+        db.close()
+    assert sealed == [(1, 700)]  # track 1 went quiet for 30 s: one block
+    assert_invariant(path)
+    assert_same_reports(path, [{}, {"window": 40}, {"since": T0 + 33.3, "until": T0 + 80}])
+
+
+def test_block_report_equals_row_report_on_a_messy_log(messy):
+    path, labels = messy
+    assert_invariant(path)
+    db = sqlite3.connect(path)
+    n_blocks, n_sealed, biggest = db.execute("SELECT COUNT(*), SUM(sealed), MAX(n) FROM label_blocks").fetchone()
+    db.close()
+    assert n_sealed > 0 and biggest > 24  # merges and seals happened
+    assert n_blocks < len(labels) / 8
+    assert_same_reports(path)
+    # The DB-API readers (sqlite3 connection) and the stdlib row reader agree too.
+    conn = sqlite3.connect(path)
+    try:
+        assert same_report(build_report(conn, ReportOptions(chunk_rows=13)), build_report(path, ReportOptions()))
+        assert same_report(build_report(conn, ReportOptions(since=T0 + 50, chunk_rows=100)),
+                           build_report(conn, ReportOptions(since=T0 + 50, chunk_rows=100, blocks=False)))
+    finally:
+        conn.close()
+
+
+def test_a_sqlite_without_json_functions_keeps_the_same_blocks(tmp_path):
+    path = tmp_path / "log.sqlite"
+    labels = day(seed=8)[:800]
+    with EmotionStore(path) as store:
+        store._json = False  # as on a SQLite built without json_each: ids looked up one by one
+        assert deliver(store, labels, seed=9) == len(labels)
+    assert_invariant(path)
+
+
+def test_without_arrow_the_row_reader_agrees(messy, monkeypatch):
+    import sys
+
+    path, _ = messy
+    blocks_report = build_report(path, ReportOptions(threads=2, chunk_rows=64))
+    monkeypatch.setitem(sys.modules, "adbc_driver_sqlite.dbapi", None)  # import now fails
+    assert same_report(build_report(path, ReportOptions(threads=2, chunk_rows=64, blocks=False)), blocks_report)
+
+
+def test_prune_rewrites_blocks_that_straddle_the_cutoff(messy):
+    path, labels = messy
+    cutoff = T0 + 61.37
+    with EmotionStore(path) as store:
+        straddling = sqlite3.connect(path).execute(
+            "SELECT COUNT(*) FROM label_blocks WHERE first_at < ? AND last_at >= ?", (cutoff, cutoff)).fetchone()[0]
+        assert straddling > 0
+        assert store.prune(cutoff) == sum(x.captured_at < cutoff for x in labels)
+        assert store.prune(cutoff) == 0
+    assert_invariant(path)
+    assert_same_reports(path, OPTIONS[:6] + [OPTIONS[-4], OPTIONS[-3], OPTIONS[-1]])
+
+
+@pytest.mark.parametrize("what", [("door", 3, None), ("door", 3, "r2"), ("hall", None, None), ("door", None, "r1")])
+def test_erase_keeps_the_blocks_of_everything_else(messy, what):
+    path, labels = messy
+    camera, track, run = what
+    gone = [x for x in labels if x.camera_id == camera and track in (None, x.track_id) and run in (None, x.run_id)]
+    with EmotionStore(path) as store:
+        assert store.erase(camera, track, run_id=run) == len(gone) > 0
+    assert_invariant(path)
+    assert_same_reports(path, OPTIONS[:3] + [{"since": T0 + 20.3, "until": T0 + 95.55}])
+
+
+def test_erased_values_leave_the_file_blocks_included(tmp_path):
+    """Probabilities only the erased track has: after the erase they are in no file, neither
+    as the rows' float64 nor as the blocks' float32, not in a block merged away earlier."""
+    path = tmp_path / "log.sqlite"
+    secret = (0.6172839, 0.0100003, 0.0200007, 0.0300011, 0.0400013, 0.0500017, 0.2286110)
+    rng = np.random.default_rng(3)
+    with EmotionStore(path) as store:
+        for i in range(300):  # small transactions: blocks get merged (and freed) many times
+            store.add([label("door", "r1", 7, i, T0 + i / FPS, secret),
+                       label("door", "r1", 8, i, T0 + i / FPS, rng.dirichlet(np.ones(K)))])
+        store.add([label("door", "r1", 7, 5000 + i, T0 + 100 + i / FPS, secret) for i in range(50)])
+        data = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite*"))
+        assert struct.pack("<f", secret[0]) in data and struct.pack(">d", secret[0]) in data
+        assert store.erase("door", 7) == 350
+    assert_invariant(path)
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite*"))
+    for value in secret:
+        assert struct.pack("<f", value) not in data and struct.pack(">d", value) not in data
+
+
+def test_pruned_values_leave_a_rewritten_block(tmp_path):
+    path = tmp_path / "log.sqlite"
+    old = (0.5172839, 0.0100003, 0.0200007, 0.0300011, 0.0400013, 0.0500017, 0.3286110)
+    with EmotionStore(path) as store:
+        store.add([label("door", "r1", 1, i, T0 + i, old if i < 10 else (1 / K,) * K) for i in range(20)])
+        assert store.prune(T0 + 10) == 10
+    assert_invariant(path)
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite*"))
+    assert struct.pack("<f", old[0]) not in data and struct.pack(">d", old[0]) not in data
+
+
+def old_log(path, labels) -> None:
+    """A log as written before label blocks: the labels table only."""
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA)
+    db.executemany(_INSERT, [_row(x) for x in labels])
+    db.commit()
+    db.close()
+
+
+def test_backfill_of_an_old_log(tmp_path, monkeypatch):
+    import fer_pipeline.consumers.store as store_module
+
+    path = tmp_path / "old.sqlite"
+    labels = day(seed=4)
+    old_log(path, labels[:1500])
+    with SqliteLog(path) as log:
+        assert not log.blocks  # no blocks: the report reads the rows
+    rows_report = build_report(path, ReportOptions())
+    with EmotionStore(path) as store:
+        assert not store.has_blocks()
+        # This version's writes keep blocks for their own rows already, before the backfill.
+        assert deliver(store, labels[1500:], seed=5) == len(labels) - 1500
+        with SqliteLog(path) as log:
+            assert not log.blocks
+        # Small batches: several ranges per camera, and a track bigger than a batch on its own.
+        monkeypatch.setattr(store_module, "BACKFILL_ROWS", 120)
+        seen = []
+        assert store.backfill(on_start=seen.append) == len(labels) == seen[0]
+        assert store.has_blocks() and store.backfill() == 0
+    assert_invariant(path)
+    assert_same_reports(path)
+    assert same_report(build_report(path, ReportOptions(blocks=False)), build_report(path, ReportOptions()))
+    assert rows_report.labels_read == 1500
+
+
+def test_reindex_command(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old_log(path, day(seed=6)[:400])
+    runner = CliRunner()
+    r = runner.invoke(app, ["report", "--db", str(path)])
+    assert r.exit_code == 0 and "fer-pipeline reindex" in r.output  # read from the rows, and says so
+    r = runner.invoke(app, ["reindex", "--db", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "building label blocks for 400 rows" in r.output and "label blocks built for 400 rows" in r.output
+    assert_invariant(path)
+    r = runner.invoke(app, ["reindex", "--db", str(path)])
+    assert r.exit_code == 0 and "already has its label blocks" in r.output
+    r = runner.invoke(app, ["reindex", "--db", str(path), "--force"])
+    assert r.exit_code == 0 and "built for 400 rows" in r.output
+    assert_invariant(path)
+    r = runner.invoke(app, ["report", "--db", str(path)])
+    assert r.exit_code == 0 and "400 labels" in r.output and "reindex" not in r.output
+
+
+def test_rows_written_without_blocks_send_the_report_back_to_the_rows(messy, caplog):
+    """A writer that does not keep blocks (an older logger during an upgrade, a script): the
+    report notices at once and reads the rows; the next add drops the marker until reindex."""
+    path, labels = messy
+    extra = label("door", "r1", 3, 99_999, T0 + 70.01, (1 / K,) * K)
+    db = sqlite3.connect(path)
+    db.execute(_INSERT, _row(extra))
+    db.commit()
+    db.close()
+    with SqliteLog(path) as log:
+        assert not log.blocks
+    assert build_report(path, ReportOptions()).labels_read == len(labels) + 1
+    with EmotionStore(path) as store, caplog.at_level(logging.WARNING):
+        assert store.add([label("door", "r1", 3, 99_998, T0 + 70.02, (1 / K,) * K)]) == 1
+        assert not store.has_blocks() and "without label blocks" in caplog.text
+        assert store.backfill() == len(labels) + 2
+    assert_invariant(path)
+
+
+def test_logger_builds_the_blocks_of_an_old_log_when_it_starts(settings, fake_transport, caplog):
+    from fer_pipeline.consumers.recorder import LoggerService
+    from tests.consumers.test_recorder import drive, publish_labels
+
+    old_log(settings.consumer.db, day(seed=7)[:300])
+    service = LoggerService(settings, fake_transport, ident="log-a")
+    with caplog.at_level(logging.INFO):
+        publish_labels(fake_transport, 20, bad=False)
+        drive(service)
+    assert "building them for 300 rows" in caplog.text and "label blocks built for 300 rows" in caplog.text
+    assert service.store.has_blocks() and service.store.count() == 320
+    service.finish()
+    assert_invariant(settings.consumer.db)
