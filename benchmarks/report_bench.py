@@ -1,10 +1,13 @@
 """How fast `fer-pipeline report` summarises a large emotion log.
 
-Generates a synthetic log with the logger's schema (4 cameras, people coming and going,
-sustained emotions with flickers: see synth_log.py), then times the full report (reading,
-smoothing, runs, episodes, per-track and per-camera tables) and prints and saves the numbers.
-It also times reading the report's columns alone, with the same parts and threads: the
-floor that everything after the read adds to.
+Generates a synthetic log with the logger's schema and its label blocks (4 cameras, people
+coming and going, sustained emotions with flickers: see synth_log.py), then times the full
+report (reading, smoothing, runs, episodes, per-track and per-camera tables), one camera,
+and reading the report's columns alone with the same parts and threads (the floor that
+everything after the read adds to). Each is timed twice in the same run: from the label
+blocks (what the report does) and from the rows (``ReportOptions(blocks=False)``, as before
+the blocks existed), and the two reports are compared (float equality). A kept log without
+blocks (generated before they existed) gets them first, by the store's backfill, timed.
 
     fer-pipeline bench report                                   # 2M labels; results in benchmarks/results/
     fer-pipeline bench report --copies 10 --keep /tmp/day.sqlite   # 20M labels (or python -m benchmarks.report_bench)
@@ -28,8 +31,9 @@ except ImportError:  # run as a script: python benchmarks/report_bench.py
     from benchmarks.synth_log import generate
 
 from fer_pipeline.consumers.analytics import ReportOptions, sqlite_parts  # noqa: E402
-from fer_pipeline.consumers.episodes import build_report  # noqa: E402
+from fer_pipeline.consumers.episodes import Report, build_report  # noqa: E402
 from fer_pipeline.consumers.logreader import SqliteLog  # noqa: E402
+from fer_pipeline.consumers.store import EmotionStore  # noqa: E402
 
 
 def read_only(path: Path, options: ReportOptions) -> tuple[float, int, int]:
@@ -46,6 +50,24 @@ def read_only(path: Path, options: ReportOptions) -> tuple[float, int, int]:
     with ThreadPoolExecutor(threads) as pool:
         n = sum(pool.map(read, parts))
     return round(time.perf_counter() - t, 3), n, threads
+
+
+def same_report(a: Report, b: Report) -> bool:
+    """Every table and timeline equal, floats exactly."""
+    return (a.labels_read == b.labels_read and a.tracks == b.tracks and a.cameras == b.cameras
+            and a.episodes == b.episodes and a.transitions == b.transitions and list(a.timelines) == list(b.timelines)
+            and all((a.timelines[k] == b.timelines[k]).all() for k in a.timelines))
+
+
+def _blocks_info(path: Path) -> dict:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        n, labels = db.execute("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM label_blocks").fetchone()
+    finally:
+        db.close()
+    return {"blocks": n, "labels_per_block": round(labels / max(n, 1), 1)}
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,33 +94,66 @@ def run(*, rows: int = 2_000_000, cameras: int = 4, copies: int = 1, repeats: in
             sidecar.write_text(json.dumps(generated))
         print(f"generated {generated['rows']:,} labels, {generated['tracks']:,} tracks in {generated['seconds']}s "
               f"({generated['bytes'] / 1e6:,.0f} MB)")
+    backfill = None
+    with SqliteLog(path) as log:
+        has_blocks = log.blocks
+    if not has_blocks:  # a log from before label blocks: what the logger does once when it starts
+        before = path.stat().st_size
+        t = time.perf_counter()
+        with EmotionStore(path) as store:
+            covered = store.backfill()
+        backfill = {"seconds": round(time.perf_counter() - t, 1), "rows": covered, "bytes_before": before,
+                    "bytes_after": path.stat().st_size}
+        print(f"backfilled label blocks for {covered:,} rows in {backfill['seconds']}s "
+              f"({before / 1e6:,.0f} -> {backfill['bytes_after'] / 1e6:,.0f} MB)")
     try:
         import adbc_driver_sqlite  # noqa: F401
         reader = "adbc (arrow)"
     except ImportError:
         reader = "sqlite3 (DB-API)"
     load_at_start = os.getloadavg()
-    timings = []
+
+    def timed(options: ReportOptions, repeats: int) -> tuple[list[float], Report]:
+        seconds = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            rep = build_report(path, options)
+            seconds.append(round(time.perf_counter() - t, 3))
+        return seconds, rep
+
+    # Blocks and rows alternate so that drifting machine speed hits both alike.
+    timings, rows_timings = [], []
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        rep = build_report(path, ReportOptions())
-        timings.append(round(time.perf_counter() - t, 3))
-    one_camera_t = time.perf_counter()
-    cam = build_report(path, ReportOptions(cameras=("cam1",)))
-    one_camera = round(time.perf_counter() - one_camera_t, 3)
+        s, rep = timed(ReportOptions(), 1)
+        timings += s
+        s, rows_rep = timed(ReportOptions(blocks=False), 1)
+        rows_timings += s
+    equal = same_report(rep, rows_rep)
+    (one_camera,), cam = timed(ReportOptions(cameras=("cam1",)), 1)
+    (rows_one_camera,), rows_cam = timed(ReportOptions(cameras=("cam1",), blocks=False), 1)
+    equal = equal and same_report(cam, rows_cam)
     read_s, read_rows, threads = read_only(path, ReportOptions())
-    best = min(timings)
+    rows_read_s, _, _ = read_only(path, ReportOptions(blocks=False))
+    best, rows_best = min(timings), min(rows_timings)
     result = {
         "benchmark": "report", "rows": rep.labels_read, "tracks": len(rep.tracks), "episodes": len(rep.episodes),
         "transitions": sum(t["count"] for t in rep.transitions), "seconds": timings, "best_s": best,
         "labels_per_s": round(rep.labels_read / best), "one_camera_s": one_camera, "one_camera_rows": cam.labels_read,
         "read_only_s": read_s, "read_only_rows": read_rows, "threads": threads,
-        "reader": reader, "generated": generated, "cpus": os.cpu_count(), "python": platform.python_version(),
+        "reader": "label blocks (sqlite3)",
+        "rows_path": {"reader": reader, "seconds": rows_timings, "best_s": rows_best, "one_camera_s": rows_one_camera,
+                      "read_only_s": rows_read_s},
+        "speedup": {"report": round(rows_best / best, 2), "one_camera": round(rows_one_camera / one_camera, 2),
+                    "read_only": round(rows_read_s / max(read_s, 1e-9), 1)},
+        "same_report": equal, **_blocks_info(path), "bytes": path.stat().st_size, "backfill": backfill,
+        "generated": generated, "cpus": os.cpu_count(), "python": platform.python_version(),
         "load_avg_start": load_at_start, "load_avg": os.getloadavg(), "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    print(f"report over {rep.labels_read:,} labels: best {best:.2f}s of {timings} "
-          f"({result['labels_per_s']:,} labels/s; one camera {one_camera:.2f}s; reading alone {read_s:.2f}s), "
-          f"reader {reader}")
+    print(f"report over {rep.labels_read:,} labels from {result['blocks']:,} label blocks: best {best:.2f}s of "
+          f"{timings} ({result['labels_per_s']:,} labels/s; one camera {one_camera:.2f}s; reading alone "
+          f"{read_s:.2f}s)")
+    print(f"  from the rows ({reader}): best {rows_best:.2f}s of {rows_timings} (one camera {rows_one_camera:.2f}s; "
+          f"reading alone {rows_read_s:.2f}s); same report: {equal}")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"report_{rep.labels_read}.json"
     out.write_text(json.dumps(result, indent=1))

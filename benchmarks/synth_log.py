@@ -3,6 +3,11 @@
 Cameras see people one after another on a few concurrent lanes (faces per frame); each
 person (track) holds an emotion for a while, then changes, and the model output is noisy
 around it with occasional one-frame flickers: what the report's smoothing must see through.
+
+Rows are written with SQL (no Python object per label through the store), and the label
+blocks the store would keep are packed straight from the same numpy arrays: one sealed
+block per track, as the logger's compaction leaves a finished track (``consumers/blocks.py``).
+``blocks=False`` leaves them out: a log as written before label blocks existed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline.consumers import blocks as label_blocks
 from fer_pipeline.consumers.store import EmotionStore
 from fer_pipeline.labels import EMOTIONS
 
@@ -21,9 +27,10 @@ K = len(EMOTIONS)
 
 def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: float = 30.0, start: float = 1.7e9,
              mean_track: int = 900, mean_segment: int = 240, flicker: float = 0.05, seed: int = 0,
-             chunk: int = 500_000, copies: int = 1) -> dict:
+             chunk: int = 500_000, copies: int = 1, blocks: bool = True) -> dict:
     """Write ``rows`` labels to a fresh SQLite log at ``path`` (``copies`` times over, each
-    copy later in the day); returns what was generated."""
+    copy later in the day), with their label blocks unless ``blocks`` is False; returns what
+    was generated."""
     rng = np.random.default_rng(seed)
     path = Path(path)
     if path.exists():
@@ -39,6 +46,7 @@ def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: fl
     names = np.array(EMOTIONS, dtype=object)
     t0 = time.perf_counter()
     written = tracks_total = 0
+    lanes_data = []  # (camera, track ids, capture times, sizes, probabilities (K, n) float32) per lane
     db.execute("BEGIN")
     for cam in range(cameras):
         camera_id = f"cam{cam}"
@@ -74,6 +82,8 @@ def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: fl
                            ["m1"] * (b - a), ["w1"] * (b - a), [None] * (b - a), [10] * (b - a), [10] * (b - a),
                            size[a:b].tolist(), size[a:b].tolist())
                 db.executemany(insert, data)
+            if blocks:
+                lanes_data.append((camera_id, track_id, captured, size.astype(np.int32), p.T.astype(np.float32)))
             written += n
     db.execute("COMMIT")
     base_seconds = time.perf_counter() - t0
@@ -90,7 +100,32 @@ def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: fl
         db.execute("BEGIN")
         db.execute(f"INSERT INTO labels ({cols}) SELECT {select} FROM labels WHERE rowid <= ?", (written,))
         db.execute("COMMIT")
+    rows_seconds = time.perf_counter() - t0
+    n_blocks = 0
+    db.execute("BEGIN")
+    if blocks:
+        for k in range(copies):
+            for camera_id, track_id, captured, size, probs in lanes_data:
+                # The same arithmetic as the SQL copy above, so times match the rows bit for bit.
+                n_blocks += _insert_blocks(db, camera_id, track_id + k * track_span, captured + k * span, size, probs)
+        label_blocks.mark_covered(db, label_blocks.SQLITE)
+    else:  # as written before label blocks: no block table, no marker
+        db.execute("DROP TABLE label_blocks")
+        db.execute("DROP TABLE log_meta")
+    db.execute("COMMIT")
     db.close()
     return {"rows": written * copies, "cameras": cameras, "tracks": tracks_total * copies, "copies": copies,
-            "base_seconds": round(base_seconds, 1), "seconds": round(time.perf_counter() - t0, 1),
-            "bytes": path.stat().st_size}
+            "blocks": n_blocks, "base_seconds": round(base_seconds, 1), "rows_seconds": round(rows_seconds, 1),
+            "seconds": round(time.perf_counter() - t0, 1), "bytes": path.stat().st_size}
+
+
+def _insert_blocks(db, camera_id: str, track_id: np.ndarray, t: np.ndarray, size: np.ndarray,
+                   probs: np.ndarray) -> int:
+    """One lane's label blocks (its tracks follow one another, each in time order)."""
+    starts = np.flatnonzero(np.r_[True, track_id[1:] != track_id[:-1]]).tolist() + [len(t)]
+    params = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        lab = label_blocks.Labels(t[a:b], size[a:b], probs[:, a:b])
+        params += label_blocks.bulk(camera_id, "run1", int(track_id[a]), lab)
+    db.executemany(label_blocks.SQLITE.insert, params)
+    return len(params)
