@@ -80,10 +80,15 @@ def _source(db: str | None):
 
 
 def _store(db: str | None):
+    """The log to change (prune, erase, reindex): an existing one only. Opening a mistyped
+    path would create an empty log there and report "0 rows" as if it were done."""
     from fer_pipeline.consumers.store import open_store
 
     s = build_settings(consumer={"db": db})
-    return open_store(s.consumer.db)
+    target = s.consumer.db
+    if not str(target).startswith(("postgresql://", "postgres://")) and not Path(target).is_file():
+        raise ConfigError(f"no emotion log at {target}")
+    return open_store(target)
 
 
 @app.command()

@@ -59,6 +59,15 @@ def test_open_store_picks_sqlite_for_paths(log):
         assert isinstance(s, EmotionStore) and s.count() == 14
 
 
+@pytest.mark.parametrize("command", [["prune", "--older-than", "1"], ["erase", "--camera", "door"], ["reindex"]])
+def test_commands_that_change_the_log_refuse_a_missing_one(command, tmp_path):
+    """A mistyped --db is an error, not a new empty log (and directories) reported as done."""
+    missing = tmp_path / "no" / "such.sqlite"
+    r = CliRunner().invoke(app, [*command, "--db", str(missing)])
+    assert r.exit_code != 0 and "no emotion log at" in str(r.exception)
+    assert not missing.parent.exists()
+
+
 def test_prune_and_erase_commands(log, monkeypatch):
     runner = CliRunner()
     r = runner.invoke(app, ["prune", "--older-than", "1", "--db", str(log), "--dry-run"])
