@@ -28,6 +28,7 @@ from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
 
 BACKLOG_CHECK_S = 0.1  # XLEN(crops) is polled at most this often, shared by all cameras
+GAUGE_WAIT_S = 0.05  # longest a camera waits for an in-flight publish before reading XLEN
 MAX_FACES = 1024  # FaceCrop.face_index bound
 REGISTER_EVERY_S = 1.0  # re-announce the cameras set this often (one SADD)
 JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
@@ -59,10 +60,14 @@ class BacklogGauge:
                 if now - self._checked >= self._interval:
                     self._refresh(now)
                 return self._depth
-            if now - self._checked >= self._interval:
-                with self._publisher.sending:  # no batch in flight: none of its crops counted twice
+            # Read XLEN when no batch is in flight, so none of its crops is counted both in Redis
+            # and in the queue; a round trip takes well under a millisecond, but a hung Redis
+            # must not stall every camera's capture: then the last reading serves.
+            if now - self._checked >= self._interval and self._publisher.sending.acquire(timeout=GAUGE_WAIT_S):
+                try:
                     self._refresh(now)
-                    return self._depth + self._publisher.queued_crops
+                finally:
+                    self._publisher.sending.release()
             return self._depth + self._publisher.queued_crops
 
     def _refresh(self, now: float) -> None:
@@ -128,6 +133,7 @@ class CameraProducer:
         self.stats["faces"] += len(items)
         if not self.publisher.accepting():  # Redis was down moments ago: skip the encoding too
             self.stats["crops_dropped"] += len(items)
+            self.stats["frames_dropped"] += self.settings.producer.publish_frames
             return
         crops = self._crop_payloads(frame, items)
         display = self._frame_payload(frame, len(crops)) if self.settings.producer.publish_frames else None

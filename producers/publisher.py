@@ -141,7 +141,10 @@ class Publisher:
                     self._count_dropped(batch)
                     self._forget(batch)
                 continue
-            self._send(batch)
+            try:
+                self._send(batch)
+            except Exception:  # noqa: BLE001 - this thread must outlive any one batch
+                log.exception("publisher: unexpected error; dropping a batch of %d frames", len(batch))
 
     def _send(self, batch: list[Outgoing]) -> None:
         keys, streams = self.transport.keys, self.settings.streams
@@ -152,29 +155,33 @@ class Publisher:
             if out.display is not None:
                 displays.setdefault(out.camera_id, []).append(out.display)
         calls += [(keys.frames(cid), payloads, streams.frames_maxlen, False) for cid, payloads in displays.items()]
+        error: Exception | None = None
         with self.sending:
             try:
                 self.transport.publish_many(calls)
-                error = None
-            except REDIS_DOWN as e:
+            except Exception as e:  # noqa: BLE001 - down, or refusing (OOM, READONLY, WRONGTYPE...)
                 error = e
-            with self._cv:
-                self.round_trips += 1
-                if error is None:
-                    for out in batch:
-                        sent = self._sent[out.camera_id]
-                        sent["crops_published"] += len(out.crops)
-                        sent["frames_published"] += out.display is not None
-                    self._backoff = self.settings.redis.backoff_initial_s
-                else:
-                    self._count_dropped(batch)
-                    for cid in {out.camera_id for out in batch}:
-                        self._sent[cid]["publish_errors"] += 1
-                    self._retry_at = time.monotonic() + self._backoff
-                    log.warning("Redis unreachable (%s); dropping the cameras' messages for %.1fs",
-                                type(error).__name__, self._backoff)
-                    self._backoff = min(self._backoff * 2, self.settings.redis.backoff_max_s)
-                self._forget(batch)
+            finally:
+                with self._cv:
+                    self.round_trips += 1
+                    if error is None:
+                        for out in batch:
+                            sent = self._sent[out.camera_id]
+                            sent["crops_published"] += len(out.crops)
+                            sent["frames_published"] += out.display is not None
+                        self._backoff = self.settings.redis.backoff_initial_s
+                    else:
+                        # The whole batch counts as dropped: after an error mid-pipeline some of
+                        # it may have landed, so "published" can undercount, never overcount.
+                        self._count_dropped(batch)
+                        for cid in {out.camera_id for out in batch}:
+                            self._sent[cid]["publish_errors"] += 1
+                        self._retry_at = time.monotonic() + self._backoff
+                        what = "unreachable" if isinstance(error, REDIS_DOWN) else "refused the publish"
+                        log.warning("Redis %s (%s: %s); dropping the cameras' messages for %.1fs", what,
+                                    type(error).__name__, str(error)[:200], self._backoff)
+                        self._backoff = min(self._backoff * 2, self.settings.redis.backoff_max_s)
+                    self._forget(batch)
 
     # -- bookkeeping (under self._cv) -----------------------------------------------------------
     def _count_dropped(self, outs: list[Outgoing]) -> None:

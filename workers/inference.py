@@ -1,11 +1,13 @@
 """The inference worker: read crops through the workers' consumer group, batch across all
-cameras, run the model once per batch, publish labels, then XACK (+XDEL) the crops.
+cameras, run the model once per batch, then publish the labels and XACK (+XDEL) their crops
+in one script call.
 
 Bad messages go to the dead-letter stream with a reason and are acknowledged, so one
 poison message never blocks the group. Crops left pending by a dead worker are reclaimed
-with XAUTOCLAIM once idle for ``reclaim_idle_ms``. Publishing before acking means a crash
-in between re-delivers a crop (never loses it); the logger's idempotent insert by crop id
-keeps the log exactly-once.
+with XAUTOCLAIM once idle for ``reclaim_idle_ms``. Labels and acks land together, so a crash
+never leaves a crop both labelled and pending; a lost reply (the script ran, the worker did
+not hear it) makes the worker publish that batch again, and a reclaimed crop may be labelled
+twice: the logger's idempotent insert by crop id keeps the log exactly-once.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from fer_pipeline.errors import ConfigError, SourceError
 from fer_pipeline.labels import FER2013_CODE_NAMES
 from fer_pipeline.messages import EndOfStream, FaceCrop, Frame, decode
 from fer_pipeline.producers.camera import BacklogGauge, CameraProducer, ProducerService, build_producer_service
-from fer_pipeline.producers.publisher import Publisher
+from fer_pipeline.producers.publisher import Outgoing, Publisher
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
 from fer_pipeline.transport import FIELD
 
@@ -108,6 +108,19 @@ def test_backlog_gauge_polls_redis_at_most_once_per_interval(fake_transport):
     gauge = BacklogGauge(fake_transport, interval_s=60.0)
     assert [gauge.depth() for _ in range(50)] == [0] * 50
     assert len(calls) == 1
+
+
+def test_backlog_gauge_never_waits_long_on_a_hung_publish(settings, fake_transport):
+    """While a publish hangs (Redis stalled), cameras get the last reading plus the queue at
+    once instead of waiting with the round trip."""
+    publisher = Publisher(fake_transport, settings, ["a"])
+    gauge = BacklogGauge(fake_transport, publisher, interval_s=0.0)
+    assert gauge.depth() == 0
+    publisher.submit(Outgoing("a", [b"x", b"y"], None))  # not started: stays queued
+    with publisher.sending:  # a round trip in flight that does not come back
+        t0 = time.monotonic()
+        assert gauge.depth() == 2
+        assert time.monotonic() - t0 < 0.5
 
 
 def test_one_failing_camera_does_not_stop_the_others(replay_npz, settings, fake_transport):

@@ -106,3 +106,29 @@ def test_queue_is_bounded_and_close_sends_what_is_queued(settings, fake_transpor
     assert fake_transport.client.xlen(fake_transport.keys.crops) == MAX_QUEUED
     assert pub.counts("a")["crops_published"] == MAX_QUEUED and pub.queued_crops == 0
     assert not pub.submit(Outgoing("a", [b"after close"], None))
+
+
+def test_a_refusing_redis_drops_and_counts_and_the_publisher_lives_on(settings, fake_transport, monkeypatch):
+    """Not down but refusing (OOM, READONLY, WRONGTYPE): the batch is dropped and counted, the
+    publisher backs off and keeps sending afterwards instead of dying silently."""
+    s = settings.with_updates(redis={"backoff_initial_s": 0.0})
+    real = fake_transport.publish_many
+    fails = iter([True])
+
+    def refusing(calls):
+        if next(fails, False):
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+        return real(calls)
+
+    monkeypatch.setattr(fake_transport, "publish_many", refusing)
+    pub = Publisher(fake_transport, s, ["a"])
+    pub.start()
+    assert pub.submit(Outgoing("a", [b"first"], None))
+    assert pub.drain("a", timeout=5)
+    assert pub.submit(Outgoing("a", [b"second"], None))
+    assert pub.drain("a", timeout=5)
+    pub.close(timeout=5)
+    c = pub.counts("a")
+    assert c["publish_errors"] == 1 and c["crops_dropped"] == 1 and c["crops_published"] == 1
+    assert _payloads(fake_transport, fake_transport.keys.crops) == [b"second"]
+    assert pub.queued_crops == 0
