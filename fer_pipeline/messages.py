@@ -25,6 +25,9 @@ CROP_SIZE = 48
 CROP_BYTES = CROP_SIZE * CROP_SIZE
 # Pixel payloads must arrive as msgpack bin: lax validation would turn a str into bytes.
 RawBytes = Annotated[bytes, Strict()]
+# Times must be real numbers: a NaN capture time would sort nowhere in a timeline and break
+# the log's per-track blocks, so it is refused (dead-lettered) where the message is received.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Message(BaseModel):
@@ -57,8 +60,8 @@ class FaceCrop(_Message):
     faces_in_frame: int = Field(ge=1, le=1024)
     track_id: int = Field(ge=0)
     bbox: BBox
-    captured_at: float
-    published_at: float
+    captured_at: Finite
+    published_at: Finite
     crop: RawBytes
     truth: str | None = None  # known label, from labelled replay sources only
 
@@ -138,10 +141,10 @@ class Label(_Message):
     probabilities: tuple[float, ...]
     model_id: str
     worker_id: str
-    captured_at: float
-    published_at: float
-    inferred_at: float
-    labelled_at: float
+    captured_at: Finite
+    published_at: Finite
+    inferred_at: Finite
+    labelled_at: Finite
     truth: str | None = None
 
     @field_validator("probabilities")
@@ -227,11 +230,11 @@ class Frame(_Message):
     camera_id: str = Field(min_length=1, max_length=128)
     run_id: str = Field(min_length=1, max_length=64)
     frame_index: int = Field(ge=0)
-    captured_at: float
+    captured_at: Finite
     faces: int = Field(ge=0)
     # Factor from source pixels to this JPEG's pixels (boxes are in source pixels).
     scale: float = Field(gt=0.0, le=1.0)
-    fps: float = Field(ge=0.0)
+    fps: float = Field(ge=0.0, allow_inf_nan=False)
     jpeg: RawBytes
 
 
@@ -243,7 +246,7 @@ class EndOfStream(_Message):
     run_id: str = Field(min_length=1, max_length=64)
     frames: int = Field(ge=0)
     crops: int = Field(ge=0)
-    ended_at: float
+    ended_at: Finite
 
 
 AnyMessage = Annotated[Union[FaceCrop, Label, Frame, EndOfStream], Field(discriminator="kind")]

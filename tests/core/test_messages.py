@@ -118,3 +118,17 @@ def test_valid_probabilities_agrees_with_the_label_validator(row):
 
 def test_emotions_are_alphabetical():
     assert list(EMOTIONS) == sorted(EMOTIONS)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_times_are_refused_where_received(value):
+    """A NaN capture time would sort nowhere in a timeline (and break the log's blocks)."""
+    packed = FaceCrop.pack(make_crop_pixels(), camera_id="c", run_id="r", frame_index=0, face_index=0,
+                           faces_in_frame=1, track_id=0, bbox=(0, 0, 1, 1), captured_at=value, published_at=0.0)
+    with pytest.raises(MessageError, match="captured_at"):
+        decode(packed)
+    label = Label.for_crop(make_crop(), np.full(7, 1 / 7), model_id="m", worker_id="w", inferred_at=0.0)
+    raw = msgpack.unpackb(label.encode())
+    raw["labelled_at"] = value
+    with pytest.raises(MessageError, match="labelled_at"):
+        decode(msgpack.packb(raw))
