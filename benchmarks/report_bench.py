@@ -41,10 +41,10 @@ def read_only(path: Path, options: ReportOptions) -> tuple[float, int, int]:
     from concurrent.futures import ThreadPoolExecutor
 
     t = time.perf_counter()
-    parts, threads = sqlite_parts(path, options)
+    parts, threads, has_blocks = sqlite_parts(path, options)
 
     def read(part) -> int:
-        with SqliteLog(path) as log:
+        with SqliteLog(path, has_blocks=has_blocks) as log:
             return sum(len(chunk) for chunk in log.read(options, part))
 
     with ThreadPoolExecutor(threads) as pool:

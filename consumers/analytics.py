@@ -166,13 +166,14 @@ def chunk_runs(chunk: Chunk, options: ReportOptions) -> tuple[list[tuple[str, st
                   "prob_sum": np.add.reduceat(smoothed, starts, axis=1)}
 
 
-def sqlite_parts(path, options: ReportOptions) -> tuple[list[Part], int]:
-    """The parts of a SQLite log to read, in report order, and how many threads read them."""
+def sqlite_parts(path, options: ReportOptions) -> tuple[list[Part], int, bool]:
+    """The parts of a SQLite log to read, in report order, how many threads read them, and
+    whether label blocks cover the log (checked once, so every thread reads the same way)."""
     threads = options.threads or min(4, os.cpu_count() or 1)
     with SqliteLog(path) as log:
         cams = sorted(set(options.cameras)) if options.cameras else camera_ids(path)
         # Two pieces per thread and camera: threads that finish early take the next piece.
-        return plan_parts(log, options, cams, 2 * threads if threads > 1 else 1), threads
+        return plan_parts(log, options, cams, 2 * threads if threads > 1 else 1), threads, log.blocks
 
 
 def collect_runs(source, options: ReportOptions, reduce: Callable = lambda keys, runs: (keys, runs)
@@ -187,12 +188,12 @@ def collect_runs(source, options: ReportOptions, reduce: Callable = lambda keys,
     """
     if not isinstance(source, (str, Path)):
         return _collect(read_batches(source, options), options, reduce)
-    parts, threads = sqlite_parts(source, options)
+    parts, threads, has_blocks = sqlite_parts(source, options)
     results: list[tuple[list, int]] = [([], 0)] * len(parts)
     taken = itertools.count()
 
     def work() -> None:
-        with SqliteLog(source) as log:
+        with SqliteLog(source, has_blocks=has_blocks) as log:
             while (i := next(taken)) < len(parts):
                 results[i] = _collect(log.read(options, parts[i]), options, reduce)
 

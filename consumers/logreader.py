@@ -283,26 +283,46 @@ def _sort_tracks(cols: dict[str, np.ndarray], start: int) -> None:
 
 class SqliteLog:
     """A connection to a SQLite log for reading: its label blocks when they cover the log,
-    else the rows, through ADBC (Arrow batches) when installed, else sqlite3."""
+    else the rows, through ADBC (Arrow batches) when installed, else sqlite3.
 
-    def __init__(self, path) -> None:
-        import sqlite3
+    ``has_blocks``: whether the blocks cover the log, when the caller has checked already
+    (the report checks once, then opens one log per thread). Without it, opening checks.
 
+    One SQLite library per file and process: ADBC bundles its own SQLite, and two libraries
+    with the same file open release each other's POSIX locks (sqlite.org/howtocorrupt.html,
+    2.2.1), so a log reading rows through ADBC closes its sqlite3 connection first, and the
+    report's threads, told ``has_blocks``, never open one.
+    """
+
+    def __init__(self, path, *, has_blocks: bool | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"no emotion log at {self.path}")
-        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            self.blocks = blocks.covered(self._db, blocks.SQLITE)
-        except sqlite3.DatabaseError as e:
-            self._db.close()
-            raise ConfigError(f"cannot read the emotion log {self.path}: {e}") from e
-        self._adbc = None  # opened at the first read of rows
+        self._db = None
+        self._adbc = None  # opened at the first read of rows; False: not installed
+        if has_blocks is None:
+            import sqlite3
+
+            try:
+                has_blocks = blocks.covered(self._sqlite(), blocks.SQLITE)
+            except sqlite3.DatabaseError as e:
+                self.close()
+                raise ConfigError(f"cannot read the emotion log {self.path}: {e}") from e
+        self.blocks = has_blocks
+
+    def _sqlite(self):
+        if self._db is None:
+            import sqlite3
+
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
+        return self._db
 
     def close(self) -> None:
         if self._adbc:
             self._adbc.close()
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> SqliteLog:
         return self
@@ -318,6 +338,9 @@ class SqliteLog:
             except ImportError:
                 self._adbc = False
                 return None
+            if self._db is not None:  # never both libraries on the file at once (class docstring)
+                self._db.close()
+                self._db = None
             conn = adbc.connect(str(self.path))
             try:
                 with conn.cursor() as cur:
@@ -334,7 +357,7 @@ class SqliteLog:
         """The labels of ``part`` that match ``options``, in column batches."""
         if options.blocks and self.blocks:
             sql, params = select_blocks_sql(options, part=part)
-            cur = self._db.execute(sql, params)
+            cur = self._sqlite().execute(sql, params)
             try:
                 yield from _BlockDecoder(options, part.camera).chunks(lambda: cur.fetchmany(256))
             finally:
@@ -343,7 +366,7 @@ class SqliteLog:
         sql, params = select_sql(options, part=part)
         conn = self._arrow()
         if conn is None:
-            yield from _rows_in_batches(self._db, sql, params, part.camera, options.chunk_rows)
+            yield from _rows_in_batches(self._sqlite(), sql, params, part.camera, options.chunk_rows)
             return
         from adbc_driver_sqlite import StatementOptions
 
@@ -358,8 +381,23 @@ class SqliteLog:
     def track_span(self, camera: str) -> tuple[int, int] | None:
         """(lowest, highest) track id of ``camera``: two index seeks."""
         q = "SELECT {}(track_id) FROM labels WHERE camera_id = ?"
-        lo, hi = (self._db.execute(q.format(f), (camera,)).fetchone()[0] for f in ("MIN", "MAX"))
+        span = []
+        for f in ("MIN", "MAX"):
+            if self._adbc:
+                with self._adbc.cursor() as cur:
+                    cur.execute(q.format(f), (camera,))
+                    span.append(cur.fetchone()[0])
+            else:
+                span.append(self._sqlite().execute(q.format(f), (camera,)).fetchone()[0])
+        lo, hi = span
         return None if lo is None else (int(lo), int(hi))
+
+
+def read_rows(conn, options, part: Part) -> Iterator[Chunk]:
+    """The rows of ``part`` through an open sqlite3 connection, in its current transaction
+    (the store's backfill: its blocks are rebuilt from exactly what it reads)."""
+    sql, params = select_sql(options, part=part)
+    yield from _rows_in_batches(conn, sql, params, part.camera, options.chunk_rows)
 
 
 def _rows_in_batches(conn, sql: str, params: list, camera: str | None, rows_per_batch: int) -> Iterator[Chunk]:

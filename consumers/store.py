@@ -291,7 +291,7 @@ class EmotionStore:
             on_start: called with the row count before the work starts (for a log line).
         """
         from fer_pipeline.consumers.analytics import ReportOptions
-        from fer_pipeline.consumers.logreader import Part, SqliteLog, camera_ids, merge_chunks
+        from fer_pipeline.consumers.logreader import Part, camera_ids, merge_chunks, read_rows
 
         with self._lock:
             if self.path is None:
@@ -306,27 +306,28 @@ class EmotionStore:
             on_start(int(rows))
         end = 2 ** 62
         options = ReportOptions(blocks=False, threads=1)
-        with SqliteLog(self.path) as reader:
-            with self._lock, self._transaction():
-                # Under the write lock: a camera that appears later is this version's (it keeps blocks).
-                cameras = camera_ids(self.path)
-                for (camera,) in self._db.execute(_BLOCK_CAMERAS).fetchall():
-                    if camera not in cameras:
-                        self._db.execute(_CLEAR_CAMERA, (camera,))
-            for camera in cameras:
-                lo = -end
-                while lo < end:
-                    # The reader's connection sees what this transaction sees: no one else can
-                    # commit while it holds the write lock, and it changes no rows.
-                    with self._lock, self._transaction():
-                        hi = self._backfill_end(camera, lo, end)
-                        self._db.execute(_CLEAR_RANGE, (camera, lo, hi))
-                        chunks = list(reader.read(options, Part(camera, lo, hi)))
-                        if chunks:
-                            c = merge_chunks(chunks)
-                            self._db.executemany(blocks.SQLITE.insert, blocks.bulk_from_columns(
-                                c.cameras, c.camera, c.runs, c.run, c.track, c.t, c.size, c.probs))
-                    lo = hi
+        with self._lock, self._transaction():
+            # Under the write lock: a camera that appears later is this version's (it keeps blocks).
+            cameras = camera_ids(self.path)
+            for (camera,) in self._db.execute(_BLOCK_CAMERAS).fetchall():
+                if camera not in cameras:
+                    self._db.execute(_CLEAR_CAMERA, (camera,))
+        for camera in cameras:
+            lo = -end
+            while lo < end:
+                # The rows are read on this connection, inside the range's write transaction:
+                # what they say is what the blocks are rebuilt from, whatever other writers do
+                # between ranges (a second connection, or ADBC's own SQLite, would not see the
+                # same snapshot, and two SQLite libraries on one file corrupt each other's locks).
+                with self._lock, self._transaction():
+                    hi = self._backfill_end(camera, lo, end)
+                    self._db.execute(_CLEAR_RANGE, (camera, lo, hi))
+                    chunks = list(read_rows(self._db, options, Part(camera, lo, hi)))
+                    if chunks:
+                        c = merge_chunks(chunks)
+                        self._db.executemany(blocks.SQLITE.insert, blocks.bulk_from_columns(
+                            c.cameras, c.camera, c.runs, c.run, c.track, c.t, c.size, c.probs))
+                lo = hi
         with self._lock, self._transaction():
             (rows,) = self._db.execute(blocks.SQLITE.count_rows).fetchone()
             (covered,) = self._db.execute(blocks.SQLITE.count_labels).fetchone()
