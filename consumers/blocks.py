@@ -213,6 +213,12 @@ CREATE TABLE IF NOT EXISTS label_blocks (
 CREATE INDEX IF NOT EXISTS label_blocks_by_track ON label_blocks (camera_id, track_id, first_at);
 CREATE INDEX IF NOT EXISTS label_blocks_open ON label_blocks (camera_id, run_id, track_id, last_at) WHERE sealed = 0;
 CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS labels_inserted_without_blocks AFTER INSERT ON labels
+WHEN NOT EXISTS (SELECT 1 FROM log_meta WHERE key = 'writer_keeps_blocks')
+BEGIN DELETE FROM log_meta WHERE key = 'blocks'; END;
+CREATE TRIGGER IF NOT EXISTS labels_deleted_without_blocks AFTER DELETE ON labels
+WHEN NOT EXISTS (SELECT 1 FROM log_meta WHERE key = 'writer_keeps_blocks')
+BEGIN DELETE FROM log_meta WHERE key = 'blocks'; END;
 """
 _PG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS label_blocks (
@@ -231,6 +237,26 @@ CREATE TABLE IF NOT EXISTS label_blocks (
 CREATE INDEX IF NOT EXISTS label_blocks_by_track ON label_blocks (camera_id, track_id, first_at);
 CREATE INDEX IF NOT EXISTS label_blocks_open ON label_blocks (camera_id, run_id, track_id, last_at) WHERE sealed = 0;
 CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# The writers that do not keep blocks (an older version of this program, a script, psql) are
+# caught by triggers in the database itself, which they fire too: a row inserted or deleted
+# by anyone but a writer that says it keeps blocks drops the marker, so the report reads rows
+# (and an erase elsewhere cannot leave a person in the report) until a reindex. SQLite has one
+# writer at a time, so a meta row that exists only inside a keeping writer's transaction says
+# so; PostgreSQL writers set a transaction-local setting.
+WRITER_KEEPS_BLOCKS = {"?": "INSERT OR REPLACE INTO log_meta (key, value) VALUES ('writer_keeps_blocks', '1')",
+                       "%s": "SET LOCAL fer.writer_keeps_blocks = 'on'"}
+WRITER_DONE = "DELETE FROM log_meta WHERE key = 'writer_keeps_blocks'"
+PG_TRIGGERS = """
+CREATE OR REPLACE FUNCTION fer_labels_changed_without_blocks() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('fer.writer_keeps_blocks', true) IS DISTINCT FROM 'on' THEN
+    DELETE FROM log_meta WHERE key = 'blocks';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER labels_changed_without_blocks AFTER INSERT OR DELETE ON labels
+FOR EACH STATEMENT EXECUTE FUNCTION fer_labels_changed_without_blocks();
 """
 _GROUP = "camera_id = ? AND run_id = ? AND track_id = ? AND sealed = 0"
 _READ_COLUMNS = "run_id, track_id, n, first_at, last_at, t, size, probs"

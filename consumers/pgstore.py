@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS labels (
 CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captured_at);
 """
 
+_HAS_TRIGGER = ("SELECT 1 FROM pg_trigger WHERE tgname = 'labels_changed_without_blocks' "
+                "AND tgrelid = 'labels'::regclass")
 _INSERT = (f"INSERT INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
            "ON CONFLICT (crop_id) DO NOTHING RETURNING crop_id")
 _ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
@@ -88,7 +90,9 @@ class PgEmotionStore:
             self._db.execute(_SCHEMA)
             self._db.execute(blocks.POSTGRES.schema)
             with self._db.transaction(), self._db.cursor() as cur:
-                cur.execute(blocks.POSTGRES.lock)
+                cur.execute(blocks.POSTGRES.lock)  # also keeps two loggers' CREATE OR REPLACE apart
+                if cur.execute(_HAS_TRIGGER).fetchone() is None:
+                    cur.execute(blocks.PG_TRIGGERS)
                 # A new (empty) log is covered by its (no) blocks from the start.
                 if blocks.get_meta(cur, blocks.POSTGRES, blocks.META_BLOCKS) is None and \
                         cur.execute(_ANY_ROW).fetchone() is None:
@@ -110,6 +114,10 @@ class PgEmotionStore:
         # overlapping batches lock rows in one order.
         rows = sorted((_row(label) for label in labels), key=lambda r: r[0])
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
+            cur.execute(blocks.WRITER_KEEPS_BLOCKS["%s"])
+            # The block lock before the rows' lock, as every writer here takes them (opening a
+            # store creates the trigger under it): two orders would deadlock.
+            cur.execute(blocks.POSTGRES.lock)
             cur.executemany(_INSERT, rows, returning=True)
             inserted = set()
             while True:
@@ -164,6 +172,7 @@ class PgEmotionStore:
                 (n,) = self._db.execute(f"SELECT COUNT(*) FROM labels WHERE {where}", params).fetchone()
                 return int(n)
             with self._db.transaction(), self._db.cursor() as cur:
+                cur.execute(blocks.WRITER_KEEPS_BLOCKS["%s"])
                 # The block lock first: a logger's rows committed after this delete get their
                 # blocks after it too, and those committed before are deleted with theirs.
                 cur.execute(blocks.POSTGRES.lock)
@@ -190,7 +199,11 @@ class PgEmotionStore:
         if on_start is not None:
             on_start(int(rows))
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
+            cur.execute(blocks.WRITER_KEEPS_BLOCKS["%s"])
             cur.execute(blocks.POSTGRES.lock)
+            # Two loggers starting together: the second finds the first one's work done.
+            if not force and blocks.get_meta(cur, blocks.POSTGRES, blocks.META_BLOCKS) == blocks.FORMAT:
+                return 0
             cur.execute(blocks.POSTGRES.del_meta, (blocks.META_BLOCKS,))
             cur.execute(_CLEAR_BLOCKS)
 

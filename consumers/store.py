@@ -383,16 +383,23 @@ class EmotionStore:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception; inside, this
+    store's writes are marked as keeping the label blocks (``blocks.WRITER_KEEPS_BLOCKS``),
+    so the database's triggers leave the coverage marker alone."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(blocks.WRITER_KEEPS_BLOCKS["?"])
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            self._db.execute("ROLLBACK")
+            return
+        self._db.execute(blocks.WRITER_DONE)
+        self._db.execute("COMMIT")
 
 
 def open_store(target: Path | str):

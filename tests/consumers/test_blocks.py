@@ -347,9 +347,10 @@ def test_reindex_command(tmp_path):
     assert r.exit_code == 0 and "400 labels" in r.output and "reindex" not in r.output
 
 
-def test_rows_written_without_blocks_send_the_report_back_to_the_rows(messy, caplog):
+def test_rows_written_without_blocks_send_the_report_back_to_the_rows(messy):
     """A writer that does not keep blocks (an older logger during an upgrade, a script): the
-    report notices at once and reads the rows; the next add drops the marker until reindex."""
+    database's trigger drops the marker at once, the report reads the rows, and this
+    version's writes do not bring the marker back: only a reindex does."""
     path, labels = messy
     extra = label("door", "r1", 3, 99_999, T0 + 70.01, (1 / K,) * K)
     db = sqlite3.connect(path)
@@ -359,10 +360,32 @@ def test_rows_written_without_blocks_send_the_report_back_to_the_rows(messy, cap
     with SqliteLog(path) as log:
         assert not log.blocks
     assert build_report(path, ReportOptions()).labels_read == len(labels) + 1
-    with EmotionStore(path) as store, caplog.at_level(logging.WARNING):
+    with EmotionStore(path) as store:
         assert store.add([label("door", "r1", 3, 99_998, T0 + 70.02, (1 / K,) * K)]) == 1
-        assert not store.has_blocks() and "without label blocks" in caplog.text
+        assert not store.has_blocks()
         assert store.backfill() == len(labels) + 2
+        assert store.has_blocks()
+    assert_invariant(path)
+
+
+def test_an_erase_by_a_writer_without_blocks_is_not_reported_from_stale_blocks(messy):
+    """An older version's erase (or a DELETE by hand) removes rows but not their blocks: the
+    trigger drops the marker, so the erased person is not reported; reindex then rebuilds
+    the blocks without them."""
+    path, labels = messy
+    victim = len({lab.crop_id for lab in labels if lab.camera_id == "door" and lab.track_id == 2})
+    assert victim
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM labels WHERE camera_id = 'door' AND track_id = 2")
+    db.commit()
+    db.close()
+    rows_left = len({lab.crop_id for lab in labels}) - victim
+    assert build_report(path, ReportOptions()).labels_read == rows_left
+    with EmotionStore(path) as store:
+        assert not store.has_blocks()
+        store.backfill()
+        assert store.has_blocks()
+    assert build_report(path, ReportOptions()).labels_read == rows_left
     assert_invariant(path)
 
 

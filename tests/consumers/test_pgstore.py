@@ -225,3 +225,30 @@ def test_backfill_of_an_old_postgres_log(pg_url):
     r = CliRunner().invoke(app, ["reindex", "--db", pg_url, "--force"])
     assert r.exit_code == 0 and f"label blocks built for {len(labels):,} rows" in r.output
     pg_assert_invariant(pg_url)
+
+
+def test_writers_without_blocks_drop_the_marker(pg_url):
+    """An older logger or a DELETE by hand on a shared PostgreSQL log: the database's own
+    trigger drops the coverage marker, so the report reads rows (never stale blocks) until a
+    reindex; this version's writes leave it alone."""
+    from fer_pipeline.consumers.pgstore import _INSERT
+    from fer_pipeline.consumers.store import _row
+    from tests.consumers.test_blocks import day
+
+    labels = day(seed=15)
+    with open_store(pg_url) as s:
+        assert s.add(labels[:-1]) == len(labels) - 1 and s.has_blocks()
+        s.erase("door", 3)
+        assert s.has_blocks()  # its own erase keeps blocks: marker kept
+        other = psycopg.connect(pg_url, autocommit=True)
+        try:
+            other.execute(_INSERT, _row(labels[-1]))  # an older logger
+            assert not s.has_blocks()
+            assert s.backfill() == s.count() and s.has_blocks()
+            other.execute("DELETE FROM labels WHERE camera_id = %s", ("hall",))  # an erase by hand
+            assert not s.has_blocks()
+            assert s.backfill() == s.count() and s.has_blocks()
+        finally:
+            other.close()
+    pg_assert_invariant(pg_url)
+    pg_same_reports(pg_url, [{}])
