@@ -9,6 +9,7 @@ blocks existed gets them once, when the logger starts (``backfill``).
 
 from __future__ import annotations
 
+import threading
 import time
 
 from fer_pipeline.consumers.store import EmotionStore, open_store
@@ -52,12 +53,16 @@ class LoggerService(Service):
         self.stream = transport.keys.labels
         self._own_pending = True  # re-read our own PEL before reading new entries
         self._next_reclaim = 0.0
-        self._backfilled = False
+        # The backfill of an old log runs beside the logging: about 4 minutes for 20M rows on
+        # 2 cores, during which labels must keep being logged, not pile up in Redis and be
+        # trimmed. It takes the store a range at a time (~1 s), between the logger's batches.
+        self._backfiller: threading.Thread | None = None
+        self._stop_backfill = threading.Event()
 
     def setup(self) -> None:
-        if not self._backfilled:  # once per process, before the first label (no Redis involved)
-            self._backfill()
-            self._backfilled = True
+        if self._backfiller is None:  # once per process
+            self._backfiller = threading.Thread(target=self._backfill, name="backfill", daemon=True)
+            self._backfiller.start()
         self.transport.ensure_group(self.stream, LOGGER_GROUP, start="0")
         self._own_pending = True
 
@@ -66,12 +71,23 @@ class LoggerService(Service):
         started = time.monotonic()
 
         def announce(rows: int) -> None:
-            self.log.info("the emotion log has no label blocks yet: building them for %s rows (once; the report "
-                          "reads the rows until then)", f"{rows:,}")
+            self.log.info("the emotion log has no label blocks yet: building them for %s rows beside the logging "
+                          "(once; the report reads the rows until then)", f"{rows:,}")
 
-        rows = self.store.backfill(on_start=announce)
+        try:
+            rows = self.store.backfill(on_start=announce, stop=self._stop_backfill)
+        except Exception:  # noqa: BLE001 - the log stays correct without blocks: report reads rows
+            self.log.exception("building the label blocks failed; `fer-pipeline reindex` can retry")
+            return
         if rows:
             self.log.info("label blocks built for %s rows in %.1fs", f"{rows:,}", time.monotonic() - started)
+
+    def backfill_done(self, timeout: float | None = None) -> bool:
+        """Wait for the start-up backfill (tests, orderly stop); True when it is over."""
+        if self._backfiller is not None:
+            self._backfiller.join(timeout)
+            return not self._backfiller.is_alive()
+        return True
 
     def step(self) -> None:
         if self._own_pending:
@@ -126,6 +142,10 @@ class LoggerService(Service):
         self._own_pending = True
 
     def finish(self) -> None:
+        # A backfill cut short here is redone by the next start (the log stays unmarked).
+        self._stop_backfill.set()
+        if not self.backfill_done(timeout=30):
+            self.log.warning("the label-block backfill did not stop within 30 s")
         if self._owns_store:
             self.store.close()
 

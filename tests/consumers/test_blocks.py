@@ -5,6 +5,7 @@ the rows, float for float, under every option; erased values leave the file."""
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import struct
 
@@ -397,8 +398,25 @@ def test_logger_builds_the_blocks_of_an_old_log_when_it_starts(settings, fake_tr
     service = LoggerService(settings, fake_transport, ident="log-a")
     with caplog.at_level(logging.INFO):
         publish_labels(fake_transport, 20, bad=False)
-        drive(service)
-    assert "building them for 300 rows" in caplog.text and "label blocks built for 300 rows" in caplog.text
+        drive(service)  # labels are logged while the blocks are built beside
+        assert service.backfill_done(timeout=30)
+    assert "building them for 300 rows" in caplog.text
+    # The labels logged meanwhile are counted too when they landed before the final check.
+    built = re.search(r"label blocks built for (\d+) rows", caplog.text)
+    assert built and 300 <= int(built.group(1)) <= 320
     assert service.store.has_blocks() and service.store.count() == 320
     service.finish()
     assert_invariant(settings.consumer.db)
+
+
+def test_a_stopped_backfill_leaves_the_log_unmarked_and_the_next_one_finishes(tmp_path):
+    import threading
+
+    path = tmp_path / "old.sqlite"
+    old_log(path, day(seed=9)[:400])
+    stop = threading.Event()
+    stop.set()  # the logger stopping before the first range
+    with EmotionStore(path) as store:
+        assert store.backfill(stop=stop) == 0 and not store.has_blocks()
+        assert store.backfill() == 400 and store.has_blocks()
+    assert_invariant(path)
