@@ -185,10 +185,12 @@ class PgEmotionStore:
         with self._lock:
             return blocks.get_meta(self._db, blocks.POSTGRES, blocks.META_BLOCKS) == blocks.FORMAT
 
-    def backfill(self, *, force: bool = False, on_start: Callable[[int], None] | None = None) -> int:
+    def backfill(self, *, force: bool = False, on_start: Callable[[int], None] | None = None,
+                 stop: threading.Event | None = None) -> int:
         """Build the label blocks of a log written before they existed, in one transaction
         that holds the block lock (loggers wait for it before storing their blocks); rows are
-        streamed through a server-side cursor. Returns the rows covered (0: nothing to do)."""
+        streamed through a server-side cursor. Returns the rows covered (0: nothing to do, or
+        ``stop`` was set before it began: one transaction cannot stop half way)."""
         from fer_pipeline.consumers.analytics import ReportOptions
         from fer_pipeline.consumers.logreader import merge_chunks, read_batches, split_whole_tracks
 
@@ -196,6 +198,8 @@ class PgEmotionStore:
             if not force and blocks.get_meta(self._db, blocks.POSTGRES, blocks.META_BLOCKS) == blocks.FORMAT:
                 return 0
             (rows,) = self._db.execute(blocks.POSTGRES.count_rows).fetchone()
+        if stop is not None and stop.is_set():
+            return 0
         if on_start is not None:
             on_start(int(rows))
         with self._lock, self._db.transaction(), self._db.cursor() as cur:

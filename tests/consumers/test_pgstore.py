@@ -96,7 +96,7 @@ def test_unreachable_database_is_one_line_without_password():
     assert "hunter2" not in str(e.value) and "\n" not in str(e.value)
 
 
-def test_logger_service_writes_into_postgres(pg_url, fake_transport, settings):
+def test_logger_service_writes_into_postgres(pg_url, fake_transport, settings, caplog):
     from fer_pipeline.consumers.recorder import LoggerService
     from tests.consumers.test_recorder import drive, publish_labels
 
@@ -109,6 +109,9 @@ def test_logger_service_writes_into_postgres(pg_url, fake_transport, settings):
         drive(svc)
         assert store.count() == 20 and svc.counters["labels_logged"] == 20
         assert svc.counters["duplicates_ignored"] == 20
+        # The start-up backfill ran against this store too (a no-op here) and did not fail.
+        assert svc.backfill_done(timeout=30) and "label blocks failed" not in caplog.text
+        assert store.has_blocks()
     finally:
         store.close()
 
