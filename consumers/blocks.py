@@ -19,11 +19,10 @@ that changes the rows: ``add`` packs only the rows that were new (redelivered cr
 left out), ``prune`` deletes the blocks wholly before the cutoff and rewrites those that
 straddle it, ``erase`` deletes the blocks of the erased camera/track/run. A log written
 before this table existed has no marker: the report reads its rows until ``backfill``
-(the logger at start, or ``fer-pipeline reindex``) has built the blocks. A SQLite log also
-records ``MAX(rowid)`` of ``labels`` at each write (``blocks_rowid``): rows inserted by a
-writer that does not keep blocks (an older logger during an upgrade, a script) change it,
-and the report then reads rows again, and the next ``add`` drops the marker until a new
-backfill (see ``store.py``).
+(the logger at start, or ``fer-pipeline reindex``) has built the blocks. Rows inserted or
+deleted by a writer that does not keep blocks (an older logger during an upgrade, a script,
+a DELETE by hand) fire triggers stored in the database that drop the marker, so the report
+reads rows again until a new backfill (``WRITER_KEEPS_BLOCKS`` below).
 
 **Compaction.** The logger stores a batch (up to 256 labels, a few per track when it keeps
 up with live traffic) per transaction, so a track's labels arrive in many tiny blocks.
@@ -72,7 +71,6 @@ QUIET_S = 30.0      # a group this long (capture time) behind its camera's newes
 SEALS_PER_ADD = 16  # groups sealed per transaction at most
 
 META_BLOCKS = "blocks"
-META_ROWID = "blocks_rowid"
 
 _T, _SIZE, _PROB = np.dtype("<f8"), np.dtype("<i4"), np.dtype("<f4")
 
@@ -189,7 +187,6 @@ class Dialect:
     count_labels: str
     lock: str | None  # PostgreSQL: serialises block maintenance between concurrent writers
     has_meta: str
-    max_rowid: str | None  # SQLite: the rows' highest rowid, recorded at each write
     select_part: str
     select_all: str
 
@@ -284,13 +281,13 @@ _COMMON = {
 SQLITE = Dialect(
     schema=_SQLITE_SCHEMA, lock=None, set_meta="INSERT OR REPLACE INTO log_meta (key, value) VALUES (?, ?)",
     has_meta="SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'log_meta'",
-    max_rowid="SELECT COALESCE(MAX(rowid), 0) FROM labels", **_COMMON)
+    **_COMMON)
 POSTGRES = Dialect(
     # A transaction-scoped advisory lock keyed by this schema's table: writers take turns at
     # their block work, while readers and (auto)vacuum go on unhindered.
     schema=_PG_SCHEMA, lock="SELECT pg_advisory_xact_lock('label_blocks'::regclass::oid::bigint)",
     set_meta="INSERT INTO log_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-    has_meta="SELECT to_regclass('log_meta') IS NOT NULL", max_rowid=None,
+    has_meta="SELECT to_regclass('log_meta') IS NOT NULL",
     **{k: v.replace("?", "%s") for k, v in _COMMON.items()})
 BLOCK_ORDER_PART = " ORDER BY track_id, first_at, id"
 BLOCK_ORDER_ALL = " ORDER BY camera_id, track_id, first_at, id"
@@ -390,22 +387,14 @@ def get_meta(cur, sql: Dialect, key: str) -> str | None:
 
 
 def mark_covered(cur, sql: Dialect) -> None:
-    """Set the marker: every row is in one block (and, SQLite, the rows' highest rowid now)."""
+    """Set the marker: every row is in one block."""
     cur.execute(sql.set_meta, (META_BLOCKS, FORMAT))
-    if sql.max_rowid is not None:
-        (top,) = cur.execute(sql.max_rowid).fetchone()
-        cur.execute(sql.set_meta, (META_ROWID, str(top)))
 
 
 def covered(cur, sql: Dialect) -> bool:
-    """Whether the report may read the blocks: the marker of this format is set and (SQLite)
-    no row was added since by a writer that does not keep blocks."""
-    if not cur.execute(sql.has_meta).fetchone()[0] or get_meta(cur, sql, META_BLOCKS) != FORMAT:
-        return False
-    if sql.max_rowid is None:
-        return True
-    (top,) = cur.execute(sql.max_rowid).fetchone()
-    return get_meta(cur, sql, META_ROWID) == str(top)
+    """Whether the report may read the blocks: the marker of this format is set (a writer
+    that does not keep blocks has not inserted or deleted rows since: its trigger drops it)."""
+    return bool(cur.execute(sql.has_meta).fetchone()[0]) and get_meta(cur, sql, META_BLOCKS) == FORMAT
 
 
 def bulk(camera: str, run: str, track: int, lab: Labels) -> Iterator[tuple]:

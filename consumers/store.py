@@ -59,7 +59,6 @@ _INSERT = f"INSERT OR IGNORE INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.j
 _EXISTING = "SELECT crop_id FROM labels WHERE crop_id IN (SELECT value FROM json_each(?))"
 _EXISTS_ONE = "SELECT 1 FROM labels WHERE crop_id = ?"
 _ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
-_META = "SELECT key, value FROM log_meta"
 # Backfill: the track id that ends a batch of about BACKFILL_ROWS rows of one camera.
 _BATCH_END = "SELECT track_id FROM labels WHERE camera_id = ? AND track_id >= ? ORDER BY track_id LIMIT 1 OFFSET ?"
 _NEXT_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = ? AND track_id > ?"
@@ -187,10 +186,8 @@ class EmotionStore:
                     seen.add(r[0])
                     new.append(r)
             if new:
-                self._check_coverage()
                 self._db.executemany(_INSERT, new)
                 blocks.add(self._db, blocks.SQLITE, map(_entry, new), self._seal_checks)
-                self._set_rowid()
             return len(new)
 
     def count(self, camera_id: str | None = None) -> int:
@@ -263,10 +260,8 @@ class EmotionStore:
             # secure_delete (on for this connection) overwrites the freed pages, and the
             # checkpoint empties the WAL, so erased rows and blocks do not linger in the files.
             with self._transaction():
-                self._check_coverage()
                 n = self._db.execute(f"DELETE FROM labels WHERE {where}", params).rowcount
                 on_blocks()
-                self._set_rowid()
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return int(n)
 
@@ -359,22 +354,6 @@ class EmotionStore:
 
     def _mark_covered(self) -> None:
         blocks.mark_covered(self._db, blocks.SQLITE)
-
-    def _set_rowid(self) -> None:
-        (top,) = self._db.execute(blocks.SQLITE.max_rowid).fetchone()
-        self._db.execute(blocks.SQLITE.set_meta, (blocks.META_ROWID, str(top)))
-
-    def _check_coverage(self) -> None:
-        """Drop the marker when rows were added by a writer that does not keep blocks (the
-        highest rowid is not the one this code last wrote): the report then reads rows."""
-        meta = dict(self._db.execute(_META).fetchall())
-        if blocks.META_BLOCKS not in meta:
-            return
-        (top,) = self._db.execute(blocks.SQLITE.max_rowid).fetchone()
-        if meta.get(blocks.META_ROWID) != str(top):
-            self._db.execute(blocks.SQLITE.del_meta, (blocks.META_BLOCKS,))
-            log.warning("rows were added to %s without label blocks (an older logger?): the report reads rows "
-                        "until `fer-pipeline reindex` rebuilds the blocks", self.path)
 
     def close(self) -> None:
         with self._lock:
