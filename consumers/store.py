@@ -386,11 +386,16 @@ class _Transaction:
         self._db.execute("COMMIT")
 
 
+def is_postgres_url(target: Path | str) -> bool:
+    """Whether a log setting names a PostgreSQL database (else it is a SQLite file)."""
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
 def open_store(target: Path | str):
     """The emotion log named by a setting: a ``postgresql://`` URL opens the PostgreSQL store,
     anything else is a SQLite file."""
     text = str(target)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(text):
         from fer_pipeline.consumers.pgstore import PgEmotionStore
 
         return PgEmotionStore(text)

@@ -65,9 +65,11 @@ def status(
 @contextmanager
 def _source(db: str | None):
     """What the analytics read: the SQLite path, or an open PostgreSQL connection."""
+    from fer_pipeline.consumers.store import is_postgres_url
+
     s = build_settings(consumer={"db": db})
     target = str(s.consumer.db)
-    if target.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(target):
         from fer_pipeline.consumers.pgstore import connect
 
         conn = connect(target)
@@ -82,11 +84,11 @@ def _source(db: str | None):
 def _store(db: str | None):
     """The log to change (prune, erase, reindex): an existing one only. Opening a mistyped
     path would create an empty log there and report "0 rows" as if it were done."""
-    from fer_pipeline.consumers.store import open_store
+    from fer_pipeline.consumers.store import is_postgres_url, open_store
 
     s = build_settings(consumer={"db": db})
     target = s.consumer.db
-    if not str(target).startswith(("postgresql://", "postgres://")) and not Path(target).is_file():
+    if not is_postgres_url(target) and not Path(target).is_file():
         raise ConfigError(f"no emotion log at {target}")
     return open_store(target)
 
