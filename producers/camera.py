@@ -44,8 +44,7 @@ class BacklogGauge:
     backlog), cached for ``interval_s`` so many cameras at 30 fps cost a few Redis calls per
     second, plus the crops still queued in the publisher."""
 
-    def __init__(self, transport: Transport, publisher: Publisher | None = None,
-                 interval_s: float = BACKLOG_CHECK_S) -> None:
+    def __init__(self, transport: Transport, publisher: Publisher, interval_s: float = BACKLOG_CHECK_S) -> None:
         self._transport = transport
         self._publisher = publisher
         self._interval = interval_s
@@ -56,10 +55,6 @@ class BacklogGauge:
     def depth(self) -> int:
         with self._lock:
             now = time.monotonic()
-            if self._publisher is None:
-                if now - self._checked >= self._interval:
-                    self._refresh(now)
-                return self._depth
             # Read XLEN when no batch is in flight, so none of its crops is counted both in Redis
             # and in the queue; a round trip takes well under a millisecond, but a hung Redis
             # must not stall every camera's capture: then the last reading serves.

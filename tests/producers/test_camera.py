@@ -101,11 +101,11 @@ def test_deep_backlog_drops_crops_but_keeps_frames(replay_npz, settings, fake_tr
     assert [c.truth for c in published] == list(FER2013_CODE_NAMES[:4])  # rows 0-3 hold codes 0-3
 
 
-def test_backlog_gauge_polls_redis_at_most_once_per_interval(fake_transport):
+def test_backlog_gauge_polls_redis_at_most_once_per_interval(settings, fake_transport):
     calls = []
     real = fake_transport.client.xlen
     fake_transport.client.xlen = lambda key: calls.append(key) or real(key)
-    gauge = BacklogGauge(fake_transport, interval_s=60.0)
+    gauge = BacklogGauge(fake_transport, Publisher(fake_transport, settings, []), interval_s=60.0)
     assert [gauge.depth() for _ in range(50)] == [0] * 50
     assert len(calls) == 1
 
