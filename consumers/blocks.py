@@ -294,6 +294,8 @@ BLOCK_ORDER_ALL = " ORDER BY camera_id, track_id, first_at, id"
 
 
 # -- keeping the table in step with the rows (inside the caller's transaction) -------------
+# On PostgreSQL the caller holds ``sql.lock`` already: the store takes it first in every
+# writing transaction, before the rows' locks (one order for all writers, no deadlock).
 
 def add(cur, sql: Dialect, entries: Iterable[tuple[str, str, int, float, int, Sequence[float]]],
         seal_checks: dict[str, float] | None = None) -> None:
@@ -306,8 +308,6 @@ def add(cur, sql: Dialect, entries: Iterable[tuple[str, str, int, float, int, Se
     groups = group(entries)
     if not groups:
         return
-    if sql.lock:
-        cur.execute(sql.lock)
     newest: dict[str, float] = {}
     for key in sorted(groups):
         lab = groups[key]
@@ -365,8 +365,6 @@ def seal(cur, sql: Dialect, key: Key) -> None:
 
 def prune(cur, sql: Dialect, before: float) -> None:
     """Retention: drop the labels captured before ``before`` from the blocks."""
-    if sql.lock:
-        cur.execute(sql.lock)
     cur.execute(sql.prune_whole, (before,))
     for block_id, n, t, size, probs in cur.execute(sql.straddling, (before, before)).fetchall():
         lab = unpack(n, bytes(t), bytes(size), bytes(probs))
@@ -376,8 +374,6 @@ def prune(cur, sql: Dialect, before: float) -> None:
 
 def erase(cur, sql: Dialect, where: str, params: list) -> None:
     """Drop the blocks selected by ``store.erase_filter``'s text (camera, track, run columns)."""
-    if sql.lock:
-        cur.execute(sql.lock)
     cur.execute(f"DELETE FROM label_blocks WHERE {where}", params)
 
 
