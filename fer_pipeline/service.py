@@ -18,6 +18,7 @@ from collections import Counter
 
 import redis
 
+from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import BrokerUnavailable
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport, redact_url
@@ -83,7 +84,7 @@ class Service:
     def run(self) -> int:
         """Run until stopped; returns a process exit code."""
         self._retrying(self.setup)
-        backoff = self.settings.redis.backoff_initial_s
+        backoff = self._backoff()
         down_since: float | None = None
         while not self.stopping:
             try:
@@ -91,7 +92,8 @@ class Service:
                 self._beat()
                 if down_since is not None:
                     self.log.warning("Redis reachable again after %.1fs", time.time() - down_since)
-                    down_since, backoff = None, self.settings.redis.backoff_initial_s
+                    down_since = None
+                    backoff.reset()
             except REDIS_REFUSED as e:
                 raise self._refused(e) from e
             except REDIS_DOWN as e:
@@ -100,8 +102,7 @@ class Service:
                     self.log.warning("Redis unreachable (%s); retrying with backoff", type(e).__name__)
                 self.counters["reconnects"] += 1
                 self.on_redis_down()
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, self.settings.redis.backoff_max_s)
+                self.stop_event.wait(backoff.next())
         try:
             self._retrying(self.finish, attempts=5)
         finally:
@@ -130,8 +131,11 @@ class Service:
             self.transport.heartbeat(self.role, self.ident, HEARTBEAT_TTL_S,
                                      {"role": self.role, "started": round(self.started_at, 3), **self.info()})
 
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)
+
     def _retrying(self, fn, attempts: int | None = None) -> None:
-        backoff = self.settings.redis.backoff_initial_s
+        backoff = self._backoff()
         n = 0
         while True:
             try:
@@ -145,5 +149,4 @@ class Service:
                     self.log.error("giving up on %s: Redis unreachable (%s)", fn.__name__, type(e).__name__)
                     return
                 self.counters["reconnects"] += 1
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.redis.backoff_max_s)
+                time.sleep(backoff.next())

@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fer_pipeline.backoff import Backoff
 from fer_pipeline.service import REDIS_DOWN
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
@@ -65,7 +66,7 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._retry_at = 0.0
-        self._backoff = settings.redis.backoff_initial_s
+        self._backoff = Backoff(settings.redis.backoff_initial_s, settings.redis.backoff_max_s)
         self.round_trips = 0
 
     # -- camera side -------------------------------------------------------------------------
@@ -169,18 +170,18 @@ class Publisher:
                             sent = self._sent[out.camera_id]
                             sent["crops_published"] += len(out.crops)
                             sent["frames_published"] += out.display is not None
-                        self._backoff = self.settings.redis.backoff_initial_s
+                        self._backoff.reset()
                     else:
                         # The whole batch counts as dropped: after an error mid-pipeline some of
                         # it may have landed, so "published" can undercount, never overcount.
                         self._count_dropped(batch)
                         for cid in {out.camera_id for out in batch}:
                             self._sent[cid]["publish_errors"] += 1
-                        self._retry_at = time.monotonic() + self._backoff
+                        wait = self._backoff.next()
+                        self._retry_at = time.monotonic() + wait
                         what = "unreachable" if isinstance(error, REDIS_DOWN) else "refused the publish"
                         log.warning("Redis %s (%s: %s); dropping the cameras' messages for %.1fs", what,
-                                    type(error).__name__, str(error)[:200], self._backoff)
-                        self._backoff = min(self._backoff * 2, self.settings.redis.backoff_max_s)
+                                    type(error).__name__, str(error)[:200], wait)
                     self._forget(batch)
 
     # -- bookkeeping (under self._cv) -----------------------------------------------------------

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import DataError, SourceError
 from fer_pipeline.images import image_dimensions
 from fer_pipeline.settings import Settings
@@ -203,7 +204,7 @@ class LiveSource(Source):
                  latest_only: bool = True) -> None:
         self.target = target
         self._open = opener
-        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.latest_only = latest_only
         cap = opener()
         if not cap.isOpened():
@@ -249,11 +250,11 @@ class LiveSource(Source):
     def _read(self, stop: threading.Event) -> Iterator[CapturedFrame]:
         """Every frame in order, reopening a dropped stream with backoff."""
         index = 0
-        wait = self._backoff[0]
+        self._backoff.reset()
         while not stop.is_set():
             ok, image = self._cap.read() if self._cap is not None else (False, None)
             if ok:
-                wait = self._backoff[0]
+                self._backoff.reset()
                 yield CapturedFrame(index, time.time(), image)
                 index += 1
                 continue
@@ -261,9 +262,8 @@ class LiveSource(Source):
                 self._cap.release()
                 self._cap = None
                 log.warning("source %s dropped; reconnecting", self.name)
-            if stop.wait(wait):
+            if stop.wait(self._backoff.next()):
                 return
-            wait = min(wait * 2, self._backoff[1])
             self.stats["reconnects"] += 1
             try:
                 cap = self._open()
