@@ -138,7 +138,9 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
     pipe = transport.client.pipeline(transaction=False)
     for s in streams:
         pipe.xlen(s)
-    lengths = {_short(s, keys.prefix): int(n) for s, n in zip(streams, pipe.execute())}
+    # A bundled stream's length is the messages it holds, not its entries (bundles.py).
+    lengths = {_short(s, keys.prefix): transport.depth(s) if keys.bundled(s) else int(n)
+               for s, n in zip(streams, pipe.execute())}
     groups = [g for s in streams[:-1] for g in _groups(transport, s)]
 
     stats = transport.stats()
@@ -187,7 +189,8 @@ def render(status: PipelineStatus):
                          ("   dead letters ", "bold cyan"), f"{status.dead_letters:,}",
                          ("   dropped ", "bold cyan"), f"{status.crops_dropped:,}")
 
-    stages = Table(title="streams and consumer groups", title_justify="left")
+    stages = Table(title="streams and consumer groups", title_justify="left", caption_justify="left",
+                   caption="length counts messages; on crops, lag and pending count bundles (a producer round each)")
     for col in ("stream", "length", "group", "consumers", "alive", "lag", "pending", "trimmed unread"):
         stages.add_column(col, justify="left" if col in ("stream", "group") else "right")
     for g in status.groups:

@@ -3,7 +3,8 @@ than a maximum age are deleted with XTRIM MINID, on top of the MAXLEN bounds.
 
 Stream ids are the broker's clock in milliseconds, so the cutoff is computed from Redis'
 TIME, not the local clock: a janitor on another machine with a skewed clock trims the same.
-Deleted entries are counted per stream in the stats hash as ``expired:<stream>``.
+Deleted messages (a bundled stream's entries hold several) are counted per stream in the
+stats hash as ``expired:<stream>``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ def expire_streams(transport: Transport, max_age_s: float) -> dict[str, int]:
         return {}
     cameras = [c.decode() if isinstance(c, bytes) else c for c in transport.client.smembers(keys.cameras)]
     streams = [keys.crops, keys.labels, keys.dead, *(keys.frames(c) for c in cameras)]
-    pipe = transport.client.pipeline(transaction=False)
-    for s in streams:
-        pipe.xtrim(s, minid=f"{cutoff_ms}-0", approximate=False)
-    removed = dict(zip(streams, (int(n) for n in pipe.execute())))
+    removed = {s: transport.expire(s, cutoff_ms) for s in streams}
     for s, n in removed.items():
         transport.incr(f"expired:{s}", n)
     return {s: n for s, n in removed.items() if n}

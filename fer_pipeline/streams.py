@@ -22,6 +22,15 @@ class StreamKeys:
         return f"{self.prefix}:crops"
 
     @property
+    def depth(self) -> str:
+        """Hash: messages held per bundled stream (its entries are bundles; see bundles.py)."""
+        return f"{self.prefix}:depth"
+
+    def bundled(self, stream: str) -> bool:
+        """Streams whose entries are bundles of messages: the crops (the hot path)."""
+        return stream == self.crops
+
+    @property
     def labels(self) -> str:
         return f"{self.prefix}:labels"
 

@@ -1,8 +1,10 @@
 """Redis streams transport shared by every role (sync redis-py; one process per role).
 
-Messages live in a single field ``d`` holding the msgpack payload. ``publish`` bounds every
-stream with an exact MAXLEN and counts entries trimmed before some consumer group read
-them, in the stats hash, so a stalled consumer costs counted data, not Redis memory.
+A message lives in a single field ``d`` holding its msgpack payload, except on bundled
+streams (the crops), whose entries each hold a bundle of messages (``bundles.py``); readers
+get one ``Entry`` per message either way. ``publish`` bounds every stream at an exact number
+of messages and counts those trimmed before some consumer group read them, in the stats
+hash, so a stalled consumer costs counted data, not Redis memory.
 """
 
 from __future__ import annotations
@@ -15,73 +17,166 @@ from urllib.parse import urlsplit
 
 import redis
 
+from fer_pipeline import bundles
 from fer_pipeline.errors import BrokerUnavailable
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import StreamKeys
 
 log = logging.getLogger("fer.transport")
 
-FIELD = b"d"
+FIELD = bundles.SINGLE  # the one field of an unbundled entry
+
+# Lua shared by the scripts below: the oldest last-delivered-id of the stream's groups (the
+# floor: entries above it are unread by some group), and the message count of an entry.
+_LUA_HELPERS = """
+local floor_ms, floor_seq = nil, nil
+local function find_floor(stream, count_all, len)
+  if count_all or len == 0 then return end
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  for _, g in ipairs(groups) do
+    for i = 1, #g, 2 do
+      if g[i] == 'last-delivered-id' then
+        local ms, seq = string.match(g[i + 1], '(%d+)-(%d+)')
+        ms, seq = tonumber(ms), tonumber(seq)
+        if floor_ms == nil or ms < floor_ms or (ms == floor_ms and seq < floor_seq) then
+          floor_ms, floor_seq = ms, seq
+        end
+      end
+    end
+  end
+end
+local function unread(id)
+  if floor_ms == nil then return true end
+  local ms, seq = string.match(id, '(%d+)-(%d+)')
+  ms, seq = tonumber(ms), tonumber(seq)
+  return ms > floor_ms or (ms == floor_ms and seq > floor_seq)
+end
+local function messages_in(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then return tonumber(fields[i + 1]) or 1 end
+  end
+  return 1
+end
+"""
 
 # Atomically: count the entries the trim is about to drop that some group has not yet
 # been delivered (id > that group's last-delivered-id; every entry when there is no group
 # or when ARGV[2] == "all", used for streams whose acked entries are deleted), then XADD,
 # and count what was published per stream (the run summary compares these). Then, when
-# given, XACK + XDEL the entries these payloads answer (KEYS[3], group ARGV[4]): the worker's
+# given, XACK + XDEL the entries these payloads answer (KEYS[4], group ARGV[4]): the worker's
 # labels and the ack of their crops land together, in one round trip, and a crash can no
 # longer leave labels published with their crops still pending (a duplicate on redelivery).
-# ARGV: maxlen, 'all'|'groups', n payloads, ack group, payload x n, ack id...
-_PUBLISH_LUA = """
-local stream, stats = KEYS[1], KEYS[2]
+# A counted ack (ARGV[5] == "counted", for a bundled stream) takes id, messages pairs and
+# lowers that stream's depth (hash KEYS[3]) by the messages its XDEL really removed.
+# ARGV: maxlen, 'all'|'groups', n payloads, ack group, 'plain'|'counted', payload x n,
+#       ack id... (counted: id, count, ...)
+_PUBLISH_LUA = _LUA_HELPERS + """
+local stream, stats, depth = KEYS[1], KEYS[2], KEYS[3]
 local maxlen = tonumber(ARGV[1])
 local count_all = ARGV[2] == 'all'
 local n = tonumber(ARGV[3])
-local len = redis.call('XLEN', stream)
-local excess = len + n - maxlen
-local lost = 0
-if excess > 0 then
-  local floor_ms, floor_seq = nil, nil
-  if not count_all and len > 0 then
-    local groups = redis.call('XINFO', 'GROUPS', stream)
-    for _, g in ipairs(groups) do
-      for i = 1, #g, 2 do
-        if g[i] == 'last-delivered-id' then
-          local ms, seq = string.match(g[i + 1], '(%d+)-(%d+)')
-          ms, seq = tonumber(ms), tonumber(seq)
-          if floor_ms == nil or ms < floor_ms or (ms == floor_ms and seq < floor_seq) then
-            floor_ms, floor_seq = ms, seq
-          end
-        end
-      end
-    end
-  end
-  local old = {}
-  if len > 0 then old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len)) end
-  for _, e in ipairs(old) do
-    if floor_ms == nil then
-      lost = lost + 1
-    else
-      local ms, seq = string.match(e[1], '(%d+)-(%d+)')
-      ms, seq = tonumber(ms), tonumber(seq)
-      if ms > floor_ms or (ms == floor_ms and seq > floor_seq) then lost = lost + 1 end
-    end
-  end
-  -- A batch larger than the room left trims some of its own new entries: unread by anyone.
-  if excess > len then lost = lost + excess - len end
-end
+local first = 6
 local ids = {}
-for i = 5, 4 + n do
-  ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'd', ARGV[i])
+if n > 0 then
+  local len = redis.call('XLEN', stream)
+  local excess = len + n - maxlen
+  local lost = 0
+  if excess > 0 then
+    find_floor(stream, count_all, len)
+    local old = {}
+    if len > 0 then old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len)) end
+    for _, e in ipairs(old) do
+      if unread(e[1]) then lost = lost + 1 end
+    end
+    -- A batch larger than the room left trims some of its own new entries: unread by anyone.
+    if excess > len then lost = lost + excess - len end
+  end
+  for i = first, first + n - 1 do
+    ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'd', ARGV[i])
+  end
+  if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
+  redis.call('HINCRBY', stats, 'published:' .. stream, n)
 end
-if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
-redis.call('HINCRBY', stats, 'published:' .. stream, n)
--- unpack() in slices: Lua's C stack takes a few thousand values at most.
-for i = 5 + n, #ARGV, 1000 do
-  local last = math.min(i + 999, #ARGV)
-  redis.call('XACK', KEYS[3], ARGV[4], unpack(ARGV, i, last))
-  redis.call('XDEL', KEYS[3], unpack(ARGV, i, last))
+if KEYS[4] then
+  local s, group, at = KEYS[4], ARGV[4], first + n
+  if ARGV[5] == 'counted' then
+    local gone = 0
+    for i = at, #ARGV, 2 do
+      redis.call('XACK', s, group, ARGV[i])
+      if redis.call('XDEL', s, ARGV[i]) == 1 then gone = gone + tonumber(ARGV[i + 1]) end
+    end
+    if gone > 0 then
+      local left = redis.call('HINCRBY', depth, s, -gone)
+      if left < 0 or redis.call('XLEN', s) == 0 then redis.call('HSET', depth, s, 0) end
+    end
+  else
+    -- unpack() in slices: Lua's C stack takes a few thousand values at most.
+    for i = at, #ARGV, 1000 do
+      local last = math.min(i + 999, #ARGV)
+      redis.call('XACK', s, group, unpack(ARGV, i, last))
+      redis.call('XDEL', s, unpack(ARGV, i, last))
+    end
+  end
 end
 return ids
+"""
+
+# A bundled stream's bookkeeping, run in the same MULTI right after the XADDs of its new
+# bundles (which go straight to Redis: passed through Lua, a 150 KB bundle costs more in
+# copies than the XADD itself). MAXLEN counts messages: the oldest whole bundles before the
+# new ones are trimmed until the stream holds at most ``maxlen`` (overshooting by at most one
+# bundle), unread ones counted as above; the depth hash (KEYS[3]) keeps the messages held.
+# ARGV: maxlen, 'all'|'groups', bundles just added, messages in them. Returns the new depth.
+_BUNDLED_LUA = _LUA_HELPERS + """
+local stream, stats, depth = KEYS[1], KEYS[2], KEYS[3]
+local maxlen, count_all = tonumber(ARGV[1]), ARGV[2] == 'all'
+local added, adding = tonumber(ARGV[3]), tonumber(ARGV[4])
+local len = redis.call('XLEN', stream)
+local before = len - added
+local held = 0
+if before > 0 then held = math.max(0, tonumber(redis.call('HGET', depth, stream) or '0')) end
+local excess = held + adding - maxlen
+local lost, drop = 0, 0
+if excess > 0 and before > 0 then
+  find_floor(stream, count_all, before)
+  local from = '-'
+  while excess > 0 and drop < before do
+    local old = redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(16, before - drop))
+    if #old == 0 then break end
+    for _, e in ipairs(old) do
+      local k = messages_in(e[2])
+      if unread(e[1]) then lost = lost + k end
+      drop, held, excess, from = drop + 1, held - k, excess - k, '(' .. e[1]
+      if excess <= 0 then break end
+    end
+  end
+  redis.call('XTRIM', stream, 'MAXLEN', len - drop)
+end
+held = math.max(0, held) + adding
+redis.call('HSET', depth, stream, held)
+if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
+redis.call('HINCRBY', stats, 'published:' .. stream, adding)
+return held
+"""
+
+# Delete a bundled stream's entries older than ARGV[1] (an id, exclusive) and lower its depth
+# by the messages they held; returns how many messages went (retention's XTRIM MINID, counted).
+_EXPIRE_BUNDLED_LUA = _LUA_HELPERS + """
+local stream, depth, cutoff = KEYS[1], KEYS[2], ARGV[1]
+local gone, drop, from = 0, 0, '-'
+while true do
+  local old = redis.call('XRANGE', stream, from, '(' .. cutoff, 'COUNT', 64)
+  if #old == 0 then break end
+  for _, e in ipairs(old) do
+    gone, drop, from = gone + messages_in(e[2]), drop + 1, '(' .. e[1]
+  end
+end
+if drop > 0 then
+  redis.call('XTRIM', stream, 'MINID', cutoff)
+  local left = redis.call('HINCRBY', depth, stream, -gone)
+  if left < 0 or redis.call('XLEN', stream) == 0 then redis.call('HSET', depth, stream, 0) end
+end
+return gone
 """
 
 
@@ -109,18 +204,32 @@ def redact_url(url: str | None) -> str:
 
 @dataclass(frozen=True)
 class Ack:
-    """Entries of ``stream`` to XACK (for ``group``) and XDEL along with a publish."""
+    """Entries of ``stream`` to XACK (for ``group``) and XDEL along with a publish.
+
+    For a bundled stream, ``messages`` gives each entry's message count, so the stream's
+    depth drops by what the XDEL really removed."""
 
     stream: str
     group: str
     ids: Sequence[str]
+    messages: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
 class Entry:
+    """One message read from a stream: an entry, or one part of a bundled entry."""
+
     stream: str
     id: str
     payload: bytes | None  # None: the entry was deleted/trimmed before it could be read
+    part: int = 0
+    parts: int = 1
+    malformed: str | None = None  # why the entry is unreadable as messages; payload is then its raw body
+
+    @property
+    def ref(self) -> str:
+        """Where this message came from, for dead letters and logs: the entry id, #part in a bundle."""
+        return self.id if self.parts == 1 else f"{self.id}#{self.part}"
 
 
 class Transport:
@@ -131,6 +240,7 @@ class Transport:
         self.keys = keys
         self.settings = settings
         self._publish = client.register_script(_PUBLISH_LUA)
+        self._expire_bundled = client.register_script(_EXPIRE_BUNDLED_LUA)
 
     @classmethod
     def connect(cls, settings: Settings, *, check: bool = True) -> Transport:
@@ -158,50 +268,78 @@ class Transport:
     # -- writing -----------------------------------------------------------------------
     def publish(self, stream: str, payloads: Sequence[bytes], maxlen: int, *, count_all_trimmed: bool = False,
                 ack: Ack | None = None) -> list[str]:
-        """XADD each payload (one round trip), bounded at ``maxlen``; returns the new ids.
+        """XADD each payload (one round trip), bounded at ``maxlen`` messages; returns the new
+        entry ids. A bundled stream (``StreamKeys.bundled``) gets the payloads as bundles of
+        up to ``bundles.MAX_BUNDLE``, one entry each.
 
-        With ``ack``, the entries it names are acknowledged and deleted in the same script,
-        atomically with the publish (the worker's labels and its crops' ack)."""
+        With ``ack``, the entries it names are acknowledged and deleted atomically with the
+        publish (the worker's labels and its crops' ack)."""
         if not payloads and not (ack and ack.ids):
             return []
-        keys, args = self._publish_call(stream, payloads, maxlen, count_all_trimmed, ack)
-        ids = self._publish(keys=keys, args=args)
-        return [_s(i) for i in ids]
+        if not payloads or not self.keys.bundled(stream):
+            keys, args = self._publish_call(stream, payloads, maxlen, count_all_trimmed, ack)
+            return [_s(i) for i in self._publish(keys=keys, args=args)]
+        pipe = self.client.pipeline(transaction=True)
+        added = self._queue(pipe, stream, payloads, maxlen, count_all_trimmed)
+        if ack and ack.ids:
+            keys, args = self._publish_call(ack.stream, [], 0, False, ack)
+            pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
+        return [_s(i) for i in _execute(pipe)[:added]]
 
     def publish_many(self, calls: Sequence[tuple[str, Sequence[bytes], int, bool]]) -> None:
         """Several ``publish(stream, payloads, maxlen, count_all_trimmed)`` calls in one
-        pipelined round trip, in order (the producer's group commit: ``producers/publisher.py``)."""
+        MULTI round trip, in order (the producer's group commit: ``producers/publisher.py``)."""
         calls = [c for c in calls if c[1]]
-        if len(calls) <= 1:
-            for stream, payloads, maxlen, count_all in calls:
-                self.publish(stream, payloads, maxlen, count_all_trimmed=count_all)
+        if not calls:
             return
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                keys, args = self._publish_call(*calls[i], None)
-                pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
-            results = pipe.execute(raise_on_error=False)
-            # The script cache is empty after a Redis restart: load it, resend only what
-            # was refused (a refused EVALSHA ran nothing, so nothing is published twice).
-            todo = [i for i, r in zip(todo, results) if isinstance(r, redis.exceptions.NoScriptError)]
-            errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError)]
-            if errors:
-                raise errors[0]
-            if not todo:
-                return
-            self.client.script_load(_PUBLISH_LUA)
-        raise redis.exceptions.NoScriptError("the publish script was flushed again while being resent")
+        pipe = self.client.pipeline(transaction=True)
+        for stream, payloads, maxlen, count_all in calls:
+            self._queue(pipe, stream, payloads, maxlen, count_all)
+        _execute(pipe)
+
+    def _queue(self, pipe, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool) -> int:
+        """Queue one publish on a MULTI pipeline; returns how many of its replies (the first)
+        are new entry ids. Scripts go by EVAL, with their text: inside MULTI an EVALSHA that
+        finds the script cache empty (a Redis restart) fails alone while the rest runs."""
+        if not self.keys.bundled(stream):
+            keys, args = self._publish_call(stream, payloads, maxlen, count_all, None)
+            pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
+            return 0
+        # The bundles go straight to XADD, the bookkeeping after them (see _BUNDLED_LUA).
+        bodies, counts = bundles.pack(payloads)
+        for body, n in zip(bodies, counts):
+            pipe.xadd(stream, {bundles.COUNT: n, bundles.BODY: body})
+        pipe.eval(_BUNDLED_LUA, 3, stream, self.keys.stats, self.keys.depth, maxlen,
+                  "all" if count_all else "groups", len(bodies), sum(counts))
+        return len(bodies)
 
     def _publish_call(self, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool,
                       ack: Ack | None) -> tuple[list[str], list]:
-        keys = [stream, self.keys.stats]
-        args: list = [maxlen, "all" if count_all else "groups", len(payloads), ack.group if ack else "", *payloads]
+        keys = [stream, self.keys.stats, self.keys.depth]
+        counted = ack is not None and ack.messages is not None
+        args: list = [maxlen, "all" if count_all else "groups", len(payloads), ack.group if ack else "",
+                      "counted" if counted else "plain", *payloads]
         if ack and ack.ids:
             keys.append(ack.stream)
-            args += ack.ids
+            if counted:
+                args += [x for pair in zip(ack.ids, ack.messages, strict=True) for x in pair]  # type: ignore[arg-type]
+            else:
+                args += ack.ids
         return keys, args
+
+    def depth(self, stream: str) -> int:
+        """Messages held in a bundled stream (undelivered and pending): its backlog."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(stream)
+        pipe.hget(self.keys.depth, stream)
+        entries, held = pipe.execute()
+        return int(held or 0) if entries else 0
+
+    def expire(self, stream: str, cutoff_ms: int) -> int:
+        """Delete the entries older than ``cutoff_ms`` (broker time); returns the messages deleted."""
+        if self.keys.bundled(stream):
+            return int(self._expire_bundled(keys=[stream, self.keys.depth], args=[f"{cutoff_ms}-0"]))
+        return int(self.client.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=False))
 
     def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
         """Park a bad message with why it was rejected; the original payload is kept as is."""
@@ -246,9 +384,20 @@ class Transport:
             return []
         return _entries(reply)
 
-    def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False) -> None:
-        """XACK (and XDEL, for single-group streams, so XLEN is the backlog) in one round trip."""
+    def entries(self, stream: str, *, start: str = "-", count: int | None = None) -> list[Entry]:
+        """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no group."""
+        return _entries([(stream, self.client.xrange(stream, min=start, count=count))])
+
+    def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False,
+            messages: Sequence[int] | None = None) -> None:
+        """XACK (and XDEL, for single-group streams, so XLEN is the backlog) in one round trip.
+
+        ``messages`` (each entry's message count) deletes from a bundled stream and keeps its
+        depth right."""
         if not ids:
+            return
+        if messages is not None:
+            self.publish(stream, [], 0, ack=Ack(stream, group, ids, messages))
             return
         pipe = self.client.pipeline(transaction=False)
         pipe.xack(stream, group, *ids)
@@ -275,9 +424,7 @@ class Transport:
                 self.ensure_group(stream, group)
                 return claimed, missing
             start = _s(reply[0])
-            for entry_id, fields in reply[1]:
-                payload = fields.get(FIELD) if fields else None
-                claimed.append(Entry(stream, _s(entry_id), payload))
+            claimed += _entries([(stream, reply[1])])
             if len(reply) > 2:
                 missing.extend(_s(i) for i in reply[2])
             if start == "0-0" or len(claimed) >= count:
@@ -321,6 +468,15 @@ class Transport:
         return out
 
 
+def _execute(pipe) -> list:
+    """Run a MULTI pipeline; raise its first error (a transaction does not roll back the rest)."""
+    results = pipe.execute(raise_on_error=False)
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -330,8 +486,10 @@ def _entries(reply) -> list[Entry]:
     for stream, items in reply or []:
         name = _s(stream)
         for entry_id, fields in items:
-            # A pending entry deleted since delivery comes back without fields.
-            out.append(Entry(name, _s(entry_id), fields.get(FIELD) if fields else None))
+            # A pending entry deleted since delivery comes back without fields: one None payload.
+            payloads, malformed = bundles.unpack(fields)
+            eid = _s(entry_id)
+            out += [Entry(name, eid, p, k, len(payloads), malformed) for k, p in enumerate(payloads)]
     return out
 
 

@@ -27,8 +27,8 @@ from fer_pipeline.service import REDIS_DOWN, Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
 
-BACKLOG_CHECK_S = 0.1  # XLEN(crops) is polled at most this often, shared by all cameras
-GAUGE_WAIT_S = 0.05  # longest a camera waits for an in-flight publish before reading XLEN
+BACKLOG_CHECK_S = 0.1  # the crops backlog is polled at most this often, shared by all cameras
+GAUGE_WAIT_S = 0.05  # longest a camera waits for an in-flight publish before reading the backlog
 MAX_FACES = 1024  # FaceCrop.face_index bound
 REGISTER_EVERY_S = 1.0  # re-announce the cameras set this often (one SADD)
 JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
@@ -40,8 +40,8 @@ Item = tuple[np.ndarray, tuple[int, int, int, int], int, str | None]  # pixels, 
 
 
 class BacklogGauge:
-    """The workers' backlog: XLEN of the crops stream (the workers XACK+XDEL, so it is the
-    backlog), cached for ``interval_s`` so many cameras at 30 fps cost a few Redis calls per
+    """The workers' backlog: the crops the crops stream holds (its depth: the workers
+    XACK+XDEL, so it is the backlog), cached for ``interval_s`` so many cameras at 30 fps cost a few Redis calls per
     second, plus the crops still queued in the publisher."""
 
     def __init__(self, transport: Transport, publisher: Publisher, interval_s: float = BACKLOG_CHECK_S) -> None:
@@ -55,7 +55,7 @@ class BacklogGauge:
     def depth(self) -> int:
         with self._lock:
             now = time.monotonic()
-            # Read XLEN when no batch is in flight, so none of its crops is counted both in Redis
+            # Read the depth when no batch is in flight, so none of its crops is counted both in Redis
             # and in the queue; a round trip takes well under a millisecond, but a hung Redis
             # must not stall every camera's capture: then the last reading serves.
             if now - self._checked >= self._interval and self._publisher.sending.acquire(timeout=GAUGE_WAIT_S):
@@ -68,7 +68,7 @@ class BacklogGauge:
     def _refresh(self, now: float) -> None:
         self._checked = now  # set first: a Redis error must not trigger a retry per frame
         try:
-            self._depth = int(self._transport.client.xlen(self._transport.keys.crops))
+            self._depth = self._transport.depth(self._transport.keys.crops)
         except REDIS_DOWN:
             pass  # keep the last reading; the publisher sees the outage and backs off
 

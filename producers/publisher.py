@@ -2,9 +2,10 @@
 
 Camera threads hand each frame's messages (its crops, its display frame) to ``submit`` and
 go straight back to capture; one thread sends everything handed over since its last send
-in one pipelined round trip. A lone frame goes out at once, so nothing waits for company,
-and frames that arrive while a round trip is in flight share the next one: many cameras
-cost about as many round trips as one. (Before, every camera waited on two round trips per
+in one pipelined round trip, the crops as one bundled entry (``fer_pipeline/bundles.py``).
+A lone frame goes out at once, so nothing waits for company, and frames that arrive while a
+round trip is in flight share the next one: many cameras cost about as many round trips,
+and about as many crop entries, as one. (Before, every camera waited on two round trips per
 frame, and those round trips were most of the message overhead per face.)
 
 Capture still never waits on Redis: when Redis is down the batch in flight is dropped and
@@ -60,7 +61,7 @@ class Publisher:
         self._queued_crops = 0
         self._pending: Counter[str] = Counter()  # per camera: handed over, not yet sent or dropped
         self._sent = {cid: Counter(dict.fromkeys(SENT_NAMES, 0)) for cid in camera_ids}
-        # Held while a batch is in flight: the backlog gauge reads XLEN + queued under it, so
+        # Held while a batch is in flight: the backlog gauge reads the depth + queued under it, so
         # crops are never counted both in Redis and in the queue.
         self.sending = threading.Lock()
         self._thread: threading.Thread | None = None

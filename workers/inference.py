@@ -1,6 +1,7 @@
 """The inference worker: read crops through the workers' consumer group, batch across all
 cameras, run the model once per batch, then publish the labels and XACK (+XDEL) their crops
-in one script call.
+in one script call. Crops arrive in bundles (``fer_pipeline/bundles.py``: a producer's round
+is one entry); an entry is acked once every crop in it is labelled or dead-lettered.
 
 Bad messages go to the dead-letter stream with a reason and are acknowledged, so one
 poison message never blocks the group. Crops left pending by a dead worker are reclaimed
@@ -12,7 +13,9 @@ twice: the logger's idempotent insert by crop id keeps the log exactly-once.
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +38,7 @@ LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead
 @dataclass(frozen=True)
 class Item:
     entry_id: str
+    ref: str  # the entry id, #part within a bundle
     crop: FaceCrop
 
 
@@ -52,6 +56,9 @@ class InferenceWorker(Service):
         self._inflight: tuple[list[Item], list[bytes]] | None = None
         self.emotions = dict.fromkeys(EMOTIONS, 0)
         self.infer_s = 0.0
+        # Entries read and not yet acked: [crops not yet labelled or dead-lettered, crops in it].
+        self._held: dict[str, list[int]] = {}
+        self._crops_per_entry = 1.0  # of the last read: sizes the next read's COUNT (entries) to the room (crops)
 
     def setup(self) -> None:
         self.transport.ensure_group(self.stream, WORKERS_GROUP, start="0")
@@ -66,27 +73,38 @@ class InferenceWorker(Service):
             self._next_reclaim = now + self.settings.worker.reclaim_every_s
             self._reclaim()
         if self.batcher.room:
-            if len(self.batcher):
-                # A batch is open: wait out its time here, then take what has arrived without
-                # blocking. A short XREADGROUP BLOCK is not a short wait: Redis checks blocked
-                # clients' timeouts when its event loop wakes, every 1000/hz ms (100 ms at the
-                # default hz 10) on a quiet server (benchmarks/pipeline.py: 1 camera p50 32 ms, 14 ms since).
-                left = self.batcher.wait_left()
-                if left * 1000 >= LONG_WAIT_MS:
-                    # A long wait: Redis's ~100 ms timer granularity does not matter, and a
-                    # blocking read keeps filling the batch as crops arrive.
-                    block = max(1, int(left * 1000))
-                else:
-                    self.stop_event.wait(max(0.0, left))
-                    block = None
-            else:
-                block = self.settings.streams.block_ms
-            entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident,
-                                                count=self.batcher.room, block_ms=block)
-            self.batcher.add(self._decode(entries))
+            self.batcher.add(self._read())
         if self.batcher.ready():
             self._infer(self.batcher.take())
             self._deliver()
+
+    def _read(self) -> list[Item]:
+        if not len(self.batcher):
+            return self._decode(self._read_group(self.settings.streams.block_ms))
+        # A batch is open. Crops already waiting join it at once (a bundle can leave a batch one
+        # crop short; sleeping for that one would cost the whole wait under load).
+        entries = self._read_group(None)
+        if entries:
+            return self._decode(entries)
+        # Nothing waiting: wait out the batch's time, then take what has arrived without
+        # blocking. A short XREADGROUP BLOCK is not a short wait: Redis checks blocked
+        # clients' timeouts when its event loop wakes, every 1000/hz ms (100 ms at the
+        # default hz 10) on a quiet server (benchmarks/pipeline.py: 1 camera p50 32 ms, 14 ms since).
+        left = self.batcher.wait_left()
+        if left * 1000 >= LONG_WAIT_MS:
+            # A long wait: Redis's ~100 ms timer granularity does not matter, and a
+            # blocking read keeps filling the batch as crops arrive.
+            return self._decode(self._read_group(max(1, int(left * 1000))))
+        self.stop_event.wait(max(0.0, left))
+        return self._decode(self._read_group(None))
+
+    def _read_group(self, block_ms: int | None) -> list[Entry]:
+        # COUNT is in entries and the room in crops: size it by the bundles seen last.
+        count = max(1, math.ceil(self.batcher.room / self._crops_per_entry))
+        entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident, count=count, block_ms=block_ms)
+        if entries:
+            self._crops_per_entry = len(entries) / len({e.id for e in entries})
+        return entries
 
     def finish(self) -> None:
         """Label what was already read (it is ours in the group), publish, ack; read nothing new."""
@@ -107,24 +125,55 @@ class InferenceWorker(Service):
 
     # -- pieces -----------------------------------------------------------------------------------
     def _decode(self, entries: list[Entry]) -> list[Item]:
+        # An entry this worker already holds (reclaimed from itself after a long stall) is skipped.
+        known = set(self._held)
+        entries = [e for e in entries if e.id not in known]
+        for e in entries:
+            self._held.setdefault(e.id, [e.parts, e.parts])
         good: list[Item] = []
-        bad: list[str] = []
+        done: list[str] = []
         for e in entries:
             if e.payload is None:  # trimmed or deleted between delivery and claim
-                bad.append(e.id)
                 self.counters["crops_vanished"] += 1
+                done.append(e.id)
                 continue
             try:
+                if e.malformed:
+                    raise MessageError(e.malformed)
                 crop = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=FaceCrop)
             except MessageError as err:
-                self.transport.dead_letter(source=e.stream, entry_id=e.id, payload=e.payload,
+                self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload,
                                            reason=err.reason, role=self.role)
                 self.counters["dead_letters"] += 1
-                bad.append(e.id)
+                done.append(e.id)
                 continue
-            good.append(Item(e.id, crop))
-        self.transport.ack(self.stream, WORKERS_GROUP, bad, delete=True)
+            good.append(Item(e.id, e.ref, crop))
+        try:
+            self._ack(done)
+        except BaseException:
+            # Not held after all: the good crops never reach the batch, and a reclaim must see them.
+            for e in entries:
+                self._held.pop(e.id, None)
+            raise
         return good
+
+    def _completes(self, entry_ids: list[str]) -> tuple[Counter[str], list[str], list[int]]:
+        """For crops about to be done (one entry id each): per entry how many, and the entries
+        they complete with their crop counts (what to ack). Nothing is changed until ``_done``."""
+        done_now = Counter(entry_ids)
+        ids = [eid for eid, k in done_now.items() if self._held[eid][0] == k]
+        return done_now, ids, [self._held[eid][1] for eid in ids]
+
+    def _done(self, done_now: Counter[str], completed: list[str]) -> None:
+        for eid, k in done_now.items():
+            self._held[eid][0] -= k
+        for eid in completed:
+            del self._held[eid]
+
+    def _ack(self, entry_ids: list[str]) -> None:
+        done_now, ids, counts = self._completes(entry_ids)
+        self.transport.ack(self.stream, WORKERS_GROUP, ids, delete=True, messages=counts)
+        self._done(done_now, ids)
 
     def _reclaim(self) -> None:
         claimed, missing = self.transport.autoclaim(
@@ -145,17 +194,19 @@ class InferenceWorker(Service):
         self.infer_s += time.perf_counter() - t0
         ok = valid_probabilities(probs)
         if not ok.all():  # NaN/inf or non-normalised output from a broken model
-            keep = [it for it, good in zip(items, ok) if good]
             for it, p, good in zip(items, probs, ok):
                 if not good:
                     self._reject(it, p)
-            items, probs = keep, probs[ok]
-        payloads = Label.pack_batch([it.crop for it in items], probs, model_id=self.predictor.model_id,
+            labelled, probs = [it for it, good in zip(items, ok) if good], probs[ok]
+        else:
+            labelled = items
+        payloads = Label.pack_batch([it.crop for it in labelled], probs, model_id=self.predictor.model_id,
                                     worker_id=self.ident, inferred_at=time.time())
         for k, n in enumerate(np.bincount(np.argmax(probs, axis=1), minlength=len(EMOTIONS)).tolist()):
             self.emotions[EMOTIONS[k]] += n
         self.counters["batches"] += 1
-        self.counters["crops_labelled"] += len(items)
+        self.counters["crops_labelled"] += len(labelled)
+        # Every crop of the batch is done once the labels are out (rejected ones are dead-lettered).
         self._inflight = (items, payloads)
 
     def _reject(self, item: Item, probabilities: np.ndarray) -> None:
@@ -166,14 +217,16 @@ class InferenceWorker(Service):
             reason = "model output rejected"
         except ValidationError as err:  # the validator's own words, not pydantic's trailing help link
             reason = f"model output rejected: {err.errors()[0]['msg'][:200]}"
-        self.transport.dead_letter(source=self.stream, entry_id=item.entry_id, payload=item.crop.encode(),
+        self.transport.dead_letter(source=self.stream, entry_id=item.ref, payload=item.crop.encode(),
                                    reason=reason, role=self.role)
         self.counters["dead_letters"] += 1
-        self.transport.ack(self.stream, WORKERS_GROUP, [item.entry_id], delete=True)
 
     def _deliver(self) -> None:
         items, payloads = self._inflight  # type: ignore[misc]
-        # Labels out and crops acked+deleted in one atomic round trip.
+        # Labels out and the crop entries they complete acked+deleted in one atomic round
+        # trip; the entries' counts change only once it succeeded (a retry acks the same).
+        done_now, ids, counts = self._completes([it.entry_id for it in items])
         self.transport.publish(self.transport.keys.labels, payloads, self.settings.streams.labels_maxlen,
-                               ack=Ack(self.stream, WORKERS_GROUP, [it.entry_id for it in items]))
+                               ack=Ack(self.stream, WORKERS_GROUP, ids, counts))
+        self._done(done_now, ids)
         self._inflight = None

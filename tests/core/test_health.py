@@ -19,15 +19,17 @@ def _fill(t, crops: int = 5, labels: int = 4):
     t.ensure_group(k.crops, WORKERS_GROUP)
     t.ensure_group(k.labels, LOGGER_GROUP)
     t.ensure_group(k.labels, DISPLAY_GROUP)
-    t.publish(k.crops, [b"c%d" % i for i in range(crops)], maxlen=1000)
+    # The crops stream is bundled: each publish is one entry (a producer's round).
+    t.publish(k.crops, [b"c%d" % i for i in range(min(crops, 2))], maxlen=1000)
+    t.publish(k.crops, [b"c%d" % i for i in range(2, crops)], maxlen=1000)
     t.publish(k.labels, [b"l%d" % i for i in range(labels)], maxlen=1000)
 
 
 def test_lag_pending_and_alive_per_group(real_transport):
     t = real_transport
     _fill(t)
-    delivered = t.read_group([t.keys.crops], WORKERS_GROUP, "w1", count=2, block_ms=None)
-    assert len(delivered) == 2
+    delivered = t.read_group([t.keys.crops], WORKERS_GROUP, "w1", count=1, block_ms=None)
+    assert [e.payload for e in delivered] == [b"c0", b"c1"]
     t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10, block_ms=None)
     t.ack(t.keys.labels, LOGGER_GROUP, [e.id for e in t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10,
                                                                      block_ms=None, own_pending=True)])
@@ -38,7 +40,7 @@ def test_lag_pending_and_alive_per_group(real_transport):
 
     st = collect(t, rate_interval_s=0)
     groups = {(g.stream, g.group): g for g in st.groups}
-    assert (groups[("crops", "workers")].lag, groups[("crops", "workers")].pending) == (3, 2)
+    assert (groups[("crops", "workers")].lag, groups[("crops", "workers")].pending) == (1, 1)  # bundles
     assert groups[("crops", "workers")].consumers == 1
     assert (groups[("labels", "logger")].lag, groups[("labels", "logger")].pending) == (0, 0)
     assert (groups[("labels", "display")].lag, groups[("labels", "display")].pending) == (4, 0)
@@ -58,9 +60,9 @@ def test_dead_letters_trimmed_and_rate(real_transport):
     t = real_transport
     _fill(t, crops=0, labels=0)
     t.dead_letter(source=t.keys.crops, entry_id="1-0", payload=b"x", reason="bad", role="worker")
-    # 12 crops into a stream bounded at 10, nobody read them: 2 trimmed unread.
-    t.publish(t.keys.crops, [b"c"] * 8, maxlen=10)
-    t.publish(t.keys.crops, [b"c"] * 4, maxlen=10)
+    # 12 crops in bundles of 2 into a stream bounded at 10, nobody read them: 2 trimmed unread.
+    for _ in range(6):
+        t.publish(t.keys.crops, [b"c"] * 2, maxlen=10)
 
     def sleep(_s):  # labels published while status watches the counter
         t.publish(t.keys.labels, [b"l"] * 50, maxlen=1000)

@@ -25,7 +25,9 @@ def test_old_entries_expire_and_are_counted(real_transport):
     t.publish(k.labels, [b"new"], maxlen=100)
     removed = expire_streams(t, max_age_s=0.2)
     assert removed == {k.crops: 3, k.frames("door"): 2}
-    assert t.client.xlen(k.crops) == 2 and t.client.xlen(k.labels) == 1 and t.client.xlen(k.frames("door")) == 0
+    # The crops stream holds bundles: its depth (messages held) follows what expired.
+    assert t.depth(k.crops) == 2 and [e.payload for e in t.entries(k.crops)] == [b"new"] * 2
+    assert t.client.xlen(k.labels) == 1 and t.client.xlen(k.frames("door")) == 0
     assert t.stats()[f"expired:{k.crops}"] == 3
     assert expire_streams(t, max_age_s=60) == {}
 

@@ -82,6 +82,6 @@ def test_publish_many_is_one_pipeline_and_survives_a_flushed_script_cache(fake_t
     t.publish_many(calls)
     t.client.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
     t.publish_many(calls)
-    assert [f[b"d"] for _, f in t.client.xrange(t.keys.crops)] == [b"c1", b"c2"] * 2
+    assert [e.payload for e in t.entries(t.keys.crops)] == [b"c1", b"c2"] * 2
     assert t.client.xlen(t.keys.frames("a")) == 2 and not t.client.exists(t.keys.frames("b"))
     assert t.stats()[f"published:{t.keys.crops}"] == 4

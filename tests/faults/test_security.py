@@ -177,7 +177,11 @@ def test_nothing_is_unpickled_or_evaluated_and_models_load_in_safe_mode():
                 continue
             fn = node.func
             name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
-            if name in FORBIDDEN_CALLS:
+            # Redis EVAL of one of our Lua constants (``pipe.eval(_BUNDLED_LUA, ...)``) runs a script
+            # in the broker, text fixed at import; anything else named eval is Python's.
+            redis_eval = (name == "eval" and isinstance(fn, ast.Attribute) and node.args
+                          and isinstance(node.args[0], ast.Name) and node.args[0].id.endswith("_LUA"))
+            if name in FORBIDDEN_CALLS and not redis_eval:
                 problems.append(f"{where}:{node.lineno} calls {name}")
             if name == "load" and isinstance(fn, ast.Attribute) and getattr(fn.value, "id", "") in ("np", "numpy"):
                 flag = _kw(node, "allow_pickle")

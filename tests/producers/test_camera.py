@@ -14,11 +14,10 @@ from fer_pipeline.messages import EndOfStream, FaceCrop, Frame, decode
 from fer_pipeline.producers.camera import BacklogGauge, CameraProducer, ProducerService, build_producer_service
 from fer_pipeline.producers.publisher import Outgoing, Publisher
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
-from fer_pipeline.transport import FIELD
 
 
 def stream_messages(transport, key):
-    return [decode(fields[FIELD]) for _, fields in transport.client.xrange(key)]
+    return [decode(e.payload) for e in transport.entries(key)]
 
 
 class ScriptedDetector:
@@ -63,7 +62,7 @@ def test_producer_publishes_hamilton_clip_end_to_end(video_dir, redis_settings, 
 
     crops = stream_messages(t, keys.crops)
     assert all(isinstance(c, FaceCrop) for c in crops)
-    assert len(crops) == service.counters["crops_published"] == t.client.xlen(keys.crops) > 0
+    assert len(crops) == service.counters["crops_published"] == t.depth(keys.crops) > 0
     assert len({c.crop_id for c in crops}) == len(crops)
     assert all(c.pixels().shape == (48, 48) and c.camera_id == cam and c.run_id == service.run_id for c in crops)
     # Tracks persist: some person is seen in several frames under one id.
@@ -88,7 +87,7 @@ def test_producer_publishes_hamilton_clip_end_to_end(video_dir, redis_settings, 
 def test_deep_backlog_drops_crops_but_keeps_frames(replay_npz, settings, fake_transport):
     s = settings.with_updates(producer={"realtime": False}, streams={"max_crop_backlog": 3})
     t = fake_transport
-    t.client.xadd(t.keys.crops, {"d": b"x"})  # a backlog of 1: the first frame still goes out
+    t.publish(t.keys.crops, [b"x"], 100)  # a backlog of 1: the first frame still goes out
     service = build_producer_service(s, t, [f"replay:{replay_npz}?faces=2"], ["r"])
     # Checked every frame, queued crops included: deterministic however far the publisher lags.
     service.cameras[0].backlog = BacklogGauge(t, service.publisher, interval_s=0.0)
@@ -97,14 +96,14 @@ def test_deep_backlog_drops_crops_but_keeps_frames(replay_npz, settings, fake_tr
     assert service.counters["crops_published"] == 4 and service.counters["crops_dropped"] == 1
     frames = stream_messages(t, t.keys.frames("r"))
     assert [f.faces for f in frames[:-1]] == [2, 2, 0]
-    published = [decode(fields[FIELD]) for _, fields in t.client.xrange(t.keys.crops)[1:]]
+    published = [decode(e.payload) for e in t.entries(t.keys.crops)[1:]]
     assert [c.truth for c in published] == list(FER2013_CODE_NAMES[:4])  # rows 0-3 hold codes 0-3
 
 
 def test_backlog_gauge_polls_redis_at_most_once_per_interval(settings, fake_transport):
     calls = []
-    real = fake_transport.client.xlen
-    fake_transport.client.xlen = lambda key: calls.append(key) or real(key)
+    real = fake_transport.depth
+    fake_transport.depth = lambda key: calls.append(key) or real(key)
     gauge = BacklogGauge(fake_transport, Publisher(fake_transport, settings, []), interval_s=60.0)
     assert [gauge.depth() for _ in range(50)] == [0] * 50
     assert len(calls) == 1
@@ -157,7 +156,7 @@ def test_redis_outage_drops_frames_without_stopping_capture(replay_npz, settings
     # in flight); capture went on through both failures and every face is accounted for.
     assert c["frames"] == 5 and c["publish_errors"] == 2 and c["crops_dropped"] >= 2
     assert c["crops_published"] + c["crops_dropped"] == 5
-    assert c["crops_published"] == fake_transport.client.xlen(fake_transport.keys.crops)
+    assert c["crops_published"] == len(fake_transport.entries(fake_transport.keys.crops))
     end = stream_messages(fake_transport, fake_transport.keys.frames("r"))[-1]
     assert isinstance(end, EndOfStream) and end.crops == c["crops_published"]
 

@@ -7,16 +7,15 @@ import pytest
 import redis
 
 from fer_pipeline.producers.publisher import MAX_QUEUED, Outgoing, Publisher
-from fer_pipeline.transport import FIELD
 
 
-def _id(entry_id: bytes) -> tuple[int, int]:
-    ms, seq = entry_id.split(b"-")
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    ms, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")
     return int(ms), int(seq)
 
 
 def _payloads(transport, key) -> list[bytes]:
-    return [fields[FIELD] for _, fields in transport.client.xrange(key)]
+    return [e.payload for e in transport.entries(key)]
 
 
 @pytest.mark.redis
@@ -53,7 +52,7 @@ def test_cameras_share_round_trips_and_keep_their_order(redis_settings, real_tra
                                    "frames_dropped": 0, "publish_errors": 0}
         # A frame's crops are in Redis no later than the frame that announces them (ids start
         # with the millisecond; sequence numbers are per stream, so only that part compares).
-        last_crop = [_id(i) for i, f in t.client.xrange(t.keys.crops) if f[FIELD] == b"%s-119-1" % cid.encode()][0]
+        last_crop = [_id(e.id) for e in t.entries(t.keys.crops) if e.payload == b"%s-119-1" % cid.encode()][0]
         assert last_crop[0] <= _id(t.client.xrange(t.keys.frames(cid))[-1][0])[0]
     assert pub.round_trips < 480 / 2  # group commit: frames queued during a round trip share the next
     assert t.stats()[f"published:{t.keys.crops}"] == 960
@@ -103,7 +102,8 @@ def test_queue_is_bounded_and_close_sends_what_is_queued(settings, fake_transpor
     assert pub.queued_crops == MAX_QUEUED and pub.counts("a")["crops_dropped"] == 5
     pub.start()
     pub.close(timeout=10)  # drains before stopping
-    assert fake_transport.client.xlen(fake_transport.keys.crops) == MAX_QUEUED
+    assert len(_payloads(fake_transport, fake_transport.keys.crops)) == MAX_QUEUED
+    assert fake_transport.depth(fake_transport.keys.crops) == MAX_QUEUED
     assert pub.counts("a")["crops_published"] == MAX_QUEUED and pub.queued_crops == 0
     assert not pub.submit(Outgoing("a", [b"after close"], None))
 

@@ -84,6 +84,43 @@ def test_non_finite_model_output_goes_to_dead_letters(fake_transport, settings):
     assert t.client.xlen(t.keys.crops) == 0
 
 
+def test_a_bundle_split_across_batches_is_acked_once_all_its_crops_are_done(fake_transport, settings):
+    """One producer round (a bundle of 10 crops, one bad) through batches of 4: the entry stays
+    pending until its last crop is labelled, then goes with its depth; the bad crop is
+    dead-lettered alone, under entry id #part, with its own original bytes."""
+    t = fake_transport
+    payloads = [crop_payload(i) for i in range(10)]
+    payloads[5] = b"\xc1bad crop"
+    t.publish(t.keys.crops, payloads, 1000)
+    w = InferenceWorker(settings.with_updates(worker={"max_batch": 4, "max_wait_ms": 0}), t, MeanPredictor(),
+                        ident="w1")
+    w.setup()
+    w.step()
+    assert len(labels_in(t)) == 4
+    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 1 and t.depth(t.keys.crops) == 10
+    w.step()
+    w.finish()
+    assert sorted(lb.frame_index for lb in labels_in(t)) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    (_, dead), = t.client.xrange(t.keys.dead)
+    assert dead[b"payload"] == b"\xc1bad crop" and dead[b"id"].decode().endswith("#5")
+    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t.client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
+
+
+def test_an_unreadable_bundle_is_dead_lettered_whole(fake_transport, settings):
+    t = fake_transport
+    t.client.xadd(t.keys.crops, {"n": b"3", "b": b"\xc1not msgpack"})
+    t.publish(t.keys.crops, [crop_payload(1)], 1000)
+    w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0}), t, MeanPredictor(), ident="w1")
+    w.setup()
+    w.step()
+    w.finish()
+    assert [lb.frame_index for lb in labels_in(t)] == [1]
+    (_, dead), = t.client.xrange(t.keys.dead)
+    assert dead[b"reason"].startswith(b"malformed bundle") and dead[b"payload"] == b"\xc1not msgpack"
+    assert t.client.xlen(t.keys.crops) == 0 and t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+
+
 class SecondRowBrokenPredictor(MeanPredictor):
     def predict(self, crops):
         out = np.full((len(crops), 7), 1 / 7, np.float32)
@@ -167,7 +204,24 @@ def test_open_batch_is_waited_out_in_the_worker_not_in_a_redis_block(fake_transp
     w.step()  # nothing open yet: a blocking read, which returns the 3 crops at once
     assert labels_in(t) == []
     t0 = time.monotonic()
-    w.step()  # the open batch waits its 20 ms here, takes what arrived, closes
+    w.step()  # the open batch finds nothing waiting, waits its 20 ms here, takes what arrived, closes
     assert time.monotonic() - t0 >= 0.015
-    assert blocks == [s.streams.block_ms, None]
+    assert blocks == [s.streams.block_ms, None, None]
     assert len(labels_in(t)) == 3
+
+
+def test_crops_already_waiting_join_an_open_batch_without_a_wait(fake_transport, settings):
+    """A bundle can leave a batch a few crops short: with more crops in Redis, the worker
+    takes them at once instead of sleeping out the batch's wait (under load, every batch)."""
+    t = fake_transport
+    s = settings.with_updates(worker={"max_batch": 8, "max_wait_ms": 1000})
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(6)], 1000)
+    w = InferenceWorker(s, t, MeanPredictor(), ident="w1")
+    w.setup()
+    w.step()  # reads the first bundle: a batch of 6 of 8 is open
+    assert labels_in(t) == []
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(6, 12)], 1000)
+    t0 = time.monotonic()
+    w.step()  # the second bundle is waiting: taken at once, the batch is full and goes
+    assert time.monotonic() - t0 < 0.5
+    assert len(labels_in(t)) == 8

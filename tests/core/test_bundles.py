@@ -1,0 +1,100 @@
+"""Bundled streams (several messages per entry, fer_pipeline/bundles.py): wire format, the
+message-counted bound, depth and acks, on the real Redis where the Lua script runs."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from fer_pipeline import bundles
+from fer_pipeline.transport import Ack
+
+
+def test_pack_unpack_round_trip_in_bundles_of_at_most_max():
+    payloads = [b"m%d" % i for i in range(130)]
+    bodies, counts = bundles.pack(payloads, max_bundle=64)
+    assert counts == [64, 64, 2]
+    back = [p for body, n in zip(bodies, counts) for p in bundles.unpack({b"n": b"%d" % n, b"b": body})[0]]
+    assert back == payloads
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({b"n": b"1", b"b": b"\xc1"}, "malformed bundle"),
+    ({b"n": b"2", b"b": msgpack.packb([b"a"])}, "says 2 messages, holds 1"),
+    ({b"n": b"1", b"b": msgpack.packb({"a": 1})}, "not a list of messages"),
+    ({b"n": b"1", b"b": msgpack.packb(["text, not bytes"])}, "not a list of messages"),
+    ({b"n": b"0", b"b": msgpack.packb([])}, "not a list of messages"),
+    ({b"x": b"y"}, "neither a message"),
+])
+def test_a_malformed_entry_reads_as_one_part_with_its_raw_body_and_a_reason(fields, reason):
+    parts, why = bundles.unpack(fields)
+    assert len(parts) == 1 and why is not None and reason in why
+    assert parts[0] == fields.get(b"b", b"")
+
+
+def test_single_message_entries_and_deleted_entries_still_read():
+    assert bundles.unpack({b"d": b"one"}) == ([b"one"], None)
+    assert bundles.unpack(None) == ([None], None)  # deleted between delivery and claim
+    assert bundles.unpack({}) == ([None], None)
+
+
+@pytest.mark.redis
+def test_a_publish_is_one_entry_per_bundle_and_readers_get_messages(real_transport):
+    t = real_transport
+    t.ensure_group(t.keys.crops, "workers")
+    t.publish(t.keys.crops, [b"a%d" % i for i in range(70)], maxlen=1000)  # 64 + 6
+    t.publish(t.keys.crops, [b"b0"], maxlen=1000)
+    assert t.client.xlen(t.keys.crops) == 3 and t.depth(t.keys.crops) == 71
+    got = t.read_group([t.keys.crops], "workers", "w", count=2, block_ms=None)
+    assert [e.payload for e in got] == [b"a%d" % i for i in range(70)]
+    assert [(e.part, e.parts) for e in got[62:66]] == [(62, 64), (63, 64), (0, 6), (1, 6)]
+    assert got[65].ref == f"{got[65].id}#1" and len({e.id for e in got}) == 2
+    assert t.stats()[f"published:{t.keys.crops}"] == 71
+
+
+@pytest.mark.redis
+def test_the_bound_counts_messages_and_drops_whole_oldest_bundles(real_transport):
+    t = real_transport
+    s = t.keys.crops
+    t.ensure_group(s, "workers")
+    for i in range(4):  # bundles of 3: 12 messages
+        t.publish(s, [b"%d-%d" % (i, k) for k in range(3)], maxlen=12)
+    t.read_group([s], "workers", "w", count=1, block_ms=None)  # the group has read bundle 0
+    t.publish(s, [b"4-0", b"4-1"], maxlen=12)  # 14 > 12: bundle 0 goes (read), then 11 fit
+    assert t.depth(s) == 11 and t.client.xlen(s) == 4
+    assert t.stats().get(f"trimmed_unread:{s}", 0) == 0
+    t.publish(s, [b"5-0"] * 4, maxlen=12)  # 15 > 12: bundle 1 (unread, 3 messages) goes
+    assert t.depth(s) == 12 and t.stats()[f"trimmed_unread:{s}"] == 3
+    assert [e.payload for e in t.entries(s)][:3] == [b"2-0", b"2-1", b"2-2"]
+    # count_all (the producers' setting: acked crops are deleted) counts every trimmed message.
+    t.publish(s, [b"6-0"] * 3, maxlen=12, count_all_trimmed=True)
+    assert t.depth(s) == 12 and t.stats()[f"trimmed_unread:{s}"] == 6
+
+
+@pytest.mark.redis
+def test_a_counted_ack_lowers_the_depth_by_what_it_deleted_once(real_transport):
+    t = real_transport
+    s = t.keys.crops
+    t.ensure_group(s, "workers")
+    t.publish(s, [b"a"] * 5, maxlen=100)
+    t.publish(s, [b"b"] * 2, maxlen=100)
+    got = t.read_group([s], "workers", "w", count=10, block_ms=None)
+    first = got[0].id
+    t.ack(s, "workers", [first], delete=True, messages=[5])
+    t.ack(s, "workers", [first], delete=True, messages=[5])  # a retried ack: already gone, no change
+    assert t.depth(s) == 2 and t.client.xpending(s, "workers")["pending"] == 1
+    labels = f"{t.keys.prefix}:labels"
+    t.publish(labels, [b"l1", b"l2"], maxlen=100, ack=Ack(s, "workers", [got[-1].id], [2]))
+    assert t.depth(s) == 0 and t.client.xlen(s) == 0 and t.client.xlen(labels) == 2
+    assert t.client.xpending(s, "workers")["pending"] == 0
+
+
+@pytest.mark.redis
+def test_the_depth_heals_when_the_stream_is_emptied_behind_its_back(real_transport):
+    t = real_transport
+    s = t.keys.crops
+    t.publish(s, [b"a"] * 5, maxlen=100)
+    t.client.xtrim(s, maxlen=0)  # somebody trimmed by hand: the counter says 5, the stream is empty
+    assert t.depth(s) == 0
+    t.publish(s, [b"b"] * 2, maxlen=100)
+    assert t.depth(s) == 2
