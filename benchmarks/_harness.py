@@ -95,17 +95,20 @@ class LabelReader(threading.Thread):
     def run(self) -> None:
         import msgpack
 
+        from fer_pipeline import bundles
+
         while not self.stop_event.is_set():
-            reply = self.client.xread({self.stream: self.last_id}, count=5000, block=100)
+            reply = self.client.xread({self.stream: self.last_id}, count=100, block=100)
             now = time.time()
             batch = []
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     self.last_id = entry_id
-                    m = msgpack.unpackb(fields[b"d"], raw=False)
-                    truth = m.get("truth")
-                    batch.append(Observed(m["camera_id"], m["captured_at"], m["published_at"], m["inferred_at"],
-                                          now, None if truth is None else truth == m["emotion"]))
+                    for payload in bundles.unpack(fields)[0]:  # a labels entry is a worker's batch
+                        m = msgpack.unpackb(payload, raw=False)
+                        truth = m.get("truth")
+                        batch.append(Observed(m["camera_id"], m["captured_at"], m["published_at"], m["inferred_at"],
+                                              now, None if truth is None else truth == m["emotion"]))
             if batch:
                 with self.lock:
                     self.seen.extend(batch)

@@ -199,7 +199,7 @@ def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> di
         worker.setup()
         # The worker's Redis calls and label encoding, timed apart from the rest of its loop.
         redis_s: dict[str, float] = {}
-        for name in ("read_group", "publish", "ack", "autoclaim"):
+        for name in ("read_group", "publish", "publish_then_read", "ack", "autoclaim"):
             setattr(transport, name, _Timed(getattr(transport, name), redis_s, name))
         original = Label.__dict__["pack_batch"]  # the staticmethod itself, to put back as it was
         Label.pack_batch = _Timed(Label.pack_batch, redis_s, "label_encode")  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ from fer_pipeline.messages import Frame, Label, decode
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import FIELD, Transport
 
-READ_COUNT = 2_000  # labels read per poll
+READ_COUNT = 200  # labels entries read per poll (a worker's batch each)
 SERIES_POINTS = 600  # points kept per track for the chart
 FRAMES_KEPT = 300  # frames per camera whose labels are kept for drawing
 STALE_S = 1.0  # a track's last label is drawn (marked stale) this long when its own label is late
@@ -71,18 +71,19 @@ class DashboardState:
             stream = self.transport.keys.labels
             if self._cursor is None:
                 # Start with the recent past, so charts are not empty on a quiet pipeline.
-                recent = self.transport.client.xrevrange(stream, count=READ_COUNT)
-                entries = list(reversed(recent))
+                entries = self.transport.entries(stream, count=READ_COUNT, newest=True)
             else:
-                entries = self.transport.client.xrange(stream, min=f"({self._cursor}", count=READ_COUNT)
+                entries = self.transport.entries(stream, start=f"({self._cursor}", count=READ_COUNT)
             if not entries and self._cursor is None:
                 self._cursor = "0-0"
-            for entry_id, fields in entries:
-                self._cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            for e in entries:
+                self._cursor = e.id
+                if e.payload is None or e.malformed:
+                    continue
                 try:
-                    label = decode(fields[FIELD], max_bytes=self.settings.streams.max_payload_bytes, expect=Label)
-                except (MessageError, KeyError):
-                    continue  # the workers dead-letter bad ones; the dashboard just skips them
+                    label = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=Label)
+                except MessageError:
+                    continue  # the consumers dead-letter bad ones; the dashboard just skips them
                 self._add(label)
 
     def _add(self, label: Label) -> None:

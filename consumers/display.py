@@ -29,7 +29,7 @@ from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Entry, Transport
 
-READ_COUNT = 64            # entries per stream per read
+READ_COUNT = 64            # entries per stream per read (a labels entry is a worker's batch)
 DISCOVER_EVERY_S = 1.0     # re-read the cameras set this often
 BUFFER_S = 3.0             # frames buffered per camera waiting for labels, in seconds of video
 MIN_BUFFER = 30
@@ -231,12 +231,14 @@ class DisplayService(Service):
             if e.payload is None:
                 continue
             try:
+                if e.malformed:
+                    raise MessageError(e.malformed)
                 msg = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes,
                              expect=Label if e.stream == labels_stream else None)
                 if e.stream != labels_stream and not isinstance(msg, (Frame, EndOfStream)):
                     raise MessageError(f"expected a Frame or EndOfStream message, got kind {msg.kind!r}")
             except MessageError as err:
-                self.transport.dead_letter(source=e.stream, entry_id=e.id, payload=e.payload, reason=err.reason,
+                self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload, reason=err.reason,
                                            role=self.role)
                 self.counters["dead_letters"] += 1
                 continue

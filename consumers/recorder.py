@@ -9,6 +9,7 @@ blocks existed gets them once, when the logger starts (``backfill``).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -20,7 +21,7 @@ from fer_pipeline.settings import Settings
 from fer_pipeline.streams import LOGGER_GROUP
 from fer_pipeline.transport import Entry, Transport
 
-BATCH = 256
+BATCH = 256  # labels per transaction, about: reads count entries (a worker's batch each)
 
 
 class LoggerService(Service):
@@ -52,6 +53,7 @@ class LoggerService(Service):
         self.store = store if store is not None else open_store(settings.consumer.db)
         self.stream = transport.keys.labels
         self._own_pending = True  # re-read our own PEL before reading new entries
+        self._labels_per_entry = 1.0  # of the last read: sizes the next read's COUNT (entries) to BATCH labels
         self._next_reclaim = 0.0
         # The backfill of an old log runs beside the logging: about 75 s for 20M rows on 2
         # cores, during which labels must keep being logged, not pile up in Redis and be
@@ -98,7 +100,8 @@ class LoggerService(Service):
         elif time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + self.settings.worker.reclaim_every_s
             entries, missing = self.transport.autoclaim(
-                self.stream, LOGGER_GROUP, self.ident, min_idle_ms=self.settings.worker.reclaim_idle_ms, count=BATCH)
+                self.stream, LOGGER_GROUP, self.ident, min_idle_ms=self.settings.worker.reclaim_idle_ms,
+                count=self._count())
             # Redis drops ids of trimmed entries from the PEL itself; only count them.
             self.counters["labels_missing"] += len(missing)
             if entries:
@@ -124,12 +127,14 @@ class LoggerService(Service):
                 self.counters["labels_missing"] += 1
                 continue
             try:
+                if e.malformed:
+                    raise MessageError(e.malformed)
                 labels.append(decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=Label))
             except MessageError as err:
                 bad.append((e, err.reason))
         inserted = self.store.add(labels)
         for e, reason in bad:
-            self.transport.dead_letter(source=self.stream, entry_id=e.id, payload=e.payload, reason=reason,
+            self.transport.dead_letter(source=self.stream, entry_id=e.ref, payload=e.payload, reason=reason,
                                        role=self.role)
         self.transport.ack(self.stream, LOGGER_GROUP, [e.id for e in entries])
         self.counters["labels_logged"] += inserted
@@ -150,8 +155,14 @@ class LoggerService(Service):
             self.store.close()
 
     def _read_new(self) -> list[Entry]:
-        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=BATCH,
-                                         block_ms=self.settings.streams.block_ms)
+        entries = self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=self._count(),
+                                            block_ms=self.settings.streams.block_ms)
+        if entries:
+            self._labels_per_entry = len(entries) / len({e.id for e in entries})
+        return entries
+
+    def _count(self) -> int:
+        return max(1, math.ceil(BATCH / self._labels_per_entry))
 
     def _read_own_pending(self) -> list[Entry]:
         """Entries delivered to this consumer name and never acked (id "0": history, no blocking).
@@ -159,5 +170,5 @@ class LoggerService(Service):
         Only one batch per call; the next call continues from the start of the PEL, which
         the previous batch's ack has shortened.
         """
-        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=BATCH, block_ms=None,
+        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=self._count(), block_ms=None,
                                          own_pending=True)

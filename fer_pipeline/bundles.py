@@ -1,12 +1,12 @@
-"""Several messages in one stream entry (a bundle): the crops stream's wire format.
+"""Several messages in one stream entry (a bundle): the crops and labels streams' wire format.
 
 Redis spends a few microseconds of its own time on every stream entry, whatever its size
 (XADD, the consumer group's pending entry, XACK, XDEL): about as much as moving a 2.4 KB
 crop through the loopback. Sent one entry per crop, a producer's round of 32 frames paid
-it 64 times. A bundle is one entry with two fields, ``n`` (how many messages) and ``b``
+it 64 times, and a worker's batch of 64 labels as many. A bundle is one entry with two fields, ``n`` (how many messages) and ``b``
 (a msgpack array of the messages' own bytes), so every message stays exactly what it was
 (validated on its own, dead-lettered on its own with its original bytes) while Redis
-handles one entry per round. Readers expand a bundle into one message per part; an entry
+handles one entry per producer round and one per worker batch. Readers expand a bundle into one message per part; an entry
 with the single-message field ``d`` reads as a bundle of one.
 """
 

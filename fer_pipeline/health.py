@@ -190,7 +190,8 @@ def render(status: PipelineStatus):
                          ("   dropped ", "bold cyan"), f"{status.crops_dropped:,}")
 
     stages = Table(title="streams and consumer groups", title_justify="left", caption_justify="left",
-                   caption="length counts messages; on crops, lag and pending count bundles (a producer round each)")
+                   caption="length counts messages; on crops and labels, lag and pending count bundles "
+                           "(a producer round, a worker batch)")
     for col in ("stream", "length", "group", "consumers", "alive", "lag", "pending", "trimmed unread"):
         stages.add_column(col, justify="left" if col in ("stream", "group") else "right")
     for g in status.groups:

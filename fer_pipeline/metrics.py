@@ -50,9 +50,11 @@ class PipelineCollector:
         for stream, n in st.streams.items():
             length.add_metric([stream], n)
         yield length
-        lag = GaugeMetricFamily("fer_group_lag", "Entries not yet delivered to a consumer group.",
+        lag = GaugeMetricFamily("fer_group_lag", "Entries not yet delivered to a consumer group "
+                                 "(on crops and labels an entry is a bundle of messages).",
                                 labels=["stream", "group"])
-        pending = GaugeMetricFamily("fer_group_pending", "Entries delivered to a group and not acknowledged.",
+        pending = GaugeMetricFamily("fer_group_pending", "Entries delivered to a group and not acknowledged "
+                                     "(bundles on crops and labels).",
                                     labels=["stream", "group"])
         for g in st.groups:
             lag.add_metric([g.stream, g.group], g.lag)

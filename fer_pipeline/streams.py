@@ -27,8 +27,8 @@ class StreamKeys:
         return f"{self.prefix}:depth"
 
     def bundled(self, stream: str) -> bool:
-        """Streams whose entries are bundles of messages: the crops (the hot path)."""
-        return stream == self.crops
+        """Streams whose entries are bundles of messages: the hot path's crops and labels."""
+        return stream in (self.crops, self.labels)
 
     @property
     def labels(self) -> str:

@@ -1,7 +1,7 @@
 """Redis streams transport shared by every role (sync redis-py; one process per role).
 
 A message lives in a single field ``d`` holding its msgpack payload, except on bundled
-streams (the crops), whose entries each hold a bundle of messages (``bundles.py``); readers
+streams (crops and labels), whose entries each hold a bundle of messages (``bundles.py``); readers
 get one ``Entry`` per message either way. ``publish`` bounds every stream at an exact number
 of messages and counts those trimmed before some consumer group read them, in the stats
 hash, so a stalled consumer costs counted data, not Redis memory.
@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import redis
@@ -139,9 +140,11 @@ local excess = held + adding - maxlen
 local lost, drop = 0, 0
 if excess > 0 and before > 0 then
   find_floor(stream, count_all, before)
-  local from = '-'
+  -- XRANGE hands each bundle's whole body to Lua: ask for one, then a few more at a time.
+  local from, count = '-', 1
   while excess > 0 and drop < before do
-    local old = redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(16, before - drop))
+    local old = redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(count, before - drop))
+    count = math.min(count * 2, 16)
     if #old == 0 then break end
     for _, e in ipairs(old) do
       local k = messages_in(e[2])
@@ -215,9 +218,9 @@ class Ack:
     messages: Sequence[int] | None = None
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One message read from a stream: an entry, or one part of a bundled entry."""
+class Entry(NamedTuple):
+    """One message read from a stream: an entry, or one part of a bundled entry (a tuple:
+    a worker makes 64 of these per batch, a frozen dataclass cost ~1 us each)."""
 
     stream: str
     id: str
@@ -280,11 +283,28 @@ class Transport:
             keys, args = self._publish_call(stream, payloads, maxlen, count_all_trimmed, ack)
             return [_s(i) for i in self._publish(keys=keys, args=args)]
         pipe = self.client.pipeline(transaction=True)
-        added = self._queue(pipe, stream, payloads, maxlen, count_all_trimmed)
-        if ack and ack.ids:
-            keys, args = self._publish_call(ack.stream, [], 0, False, ack)
-            pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
+        added = self._queue(pipe, stream, payloads, maxlen, count_all_trimmed, ack)
         return [_s(i) for i in _execute(pipe)[:added]]
+
+    def publish_then_read(self, stream: str, payloads: Sequence[bytes], maxlen: int, *, ack: Ack | None,
+                          read: str, group: str, consumer: str, count: int) -> list[Entry]:
+        """``publish`` and, in the same MULTI round trip after it, a non-blocking XREADGROUP
+        of ``read``: the worker delivers a batch and takes the next one in one trip (under
+        load a round trip per batch instead of two). A publish error raises; a read refused
+        because the group is gone (a Redis restart) recreates it and reads nothing."""
+        pipe = self.client.pipeline(transaction=True)
+        self._queue(pipe, stream, payloads, maxlen, False, ack)
+        pipe.xreadgroup(group, consumer, {read: ">"}, count=count)
+        *published, reply = pipe.execute(raise_on_error=False)
+        for r in published:
+            if isinstance(r, Exception):
+                raise r
+        if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+            self.ensure_group(read, group)
+            return []
+        if isinstance(reply, Exception):
+            raise reply
+        return _entries(reply)
 
     def publish_many(self, calls: Sequence[tuple[str, Sequence[bytes], int, bool]]) -> None:
         """Several ``publish(stream, payloads, maxlen, count_all_trimmed)`` calls in one
@@ -297,20 +317,26 @@ class Transport:
             self._queue(pipe, stream, payloads, maxlen, count_all)
         _execute(pipe)
 
-    def _queue(self, pipe, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool) -> int:
-        """Queue one publish on a MULTI pipeline; returns how many of its replies (the first)
-        are new entry ids. Scripts go by EVAL, with their text: inside MULTI an EVALSHA that
-        finds the script cache empty (a Redis restart) fails alone while the rest runs."""
+    def _queue(self, pipe, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool,
+               ack: Ack | None = None) -> int:
+        """Queue one publish (and ack) on a MULTI pipeline; returns how many of its replies
+        (the first) are new entry ids. Scripts go by EVAL, with their text: inside MULTI an
+        EVALSHA that finds the script cache empty (a Redis restart) fails alone while the
+        rest runs."""
         if not self.keys.bundled(stream):
-            keys, args = self._publish_call(stream, payloads, maxlen, count_all, None)
+            keys, args = self._publish_call(stream, payloads, maxlen, count_all, ack)
             pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
             return 0
         # The bundles go straight to XADD, the bookkeeping after them (see _BUNDLED_LUA).
         bodies, counts = bundles.pack(payloads)
         for body, n in zip(bodies, counts):
             pipe.xadd(stream, {bundles.COUNT: n, bundles.BODY: body})
-        pipe.eval(_BUNDLED_LUA, 3, stream, self.keys.stats, self.keys.depth, maxlen,
-                  "all" if count_all else "groups", len(bodies), sum(counts))
+        if bodies:
+            pipe.eval(_BUNDLED_LUA, 3, stream, self.keys.stats, self.keys.depth, maxlen,
+                      "all" if count_all else "groups", len(bodies), sum(counts))
+        if ack and ack.ids:
+            keys, args = self._publish_call(ack.stream, [], 0, False, ack)
+            pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
         return len(bodies)
 
     def _publish_call(self, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool,
@@ -384,8 +410,11 @@ class Transport:
             return []
         return _entries(reply)
 
-    def entries(self, stream: str, *, start: str = "-", count: int | None = None) -> list[Entry]:
-        """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no group."""
+    def entries(self, stream: str, *, start: str = "-", count: int | None = None, newest: bool = False) -> list[Entry]:
+        """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no
+        group; ``count`` counts entries. ``newest``: the last ``count`` entries instead."""
+        if newest:
+            return _entries([(stream, list(reversed(self.client.xrevrange(stream, count=count))))])
         return _entries([(stream, self.client.xrange(stream, min=start, count=count))])
 
     def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False,
@@ -394,6 +423,8 @@ class Transport:
 
         ``messages`` (each entry's message count) deletes from a bundled stream and keeps its
         depth right."""
+        if messages is None:
+            ids = list(dict.fromkeys(ids))  # a bundle's messages share their entry's id
         if not ids:
             return
         if messages is not None:

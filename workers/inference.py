@@ -76,7 +76,7 @@ class InferenceWorker(Service):
             self.batcher.add(self._read())
         if self.batcher.ready():
             self._infer(self.batcher.take())
-            self._deliver()
+            self._deliver(read_next=True)
 
     def _read(self) -> list[Item]:
         if not len(self.batcher):
@@ -99,12 +99,18 @@ class InferenceWorker(Service):
         return self._decode(self._read_group(None))
 
     def _read_group(self, block_ms: int | None) -> list[Entry]:
+        entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident, count=self._read_count(),
+                                            block_ms=block_ms)
+        self._saw(entries)
+        return entries
+
+    def _read_count(self) -> int:
         # COUNT is in entries and the room in crops: size it by the bundles seen last.
-        count = max(1, math.ceil(self.batcher.room / self._crops_per_entry))
-        entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident, count=count, block_ms=block_ms)
+        return max(1, math.ceil(self.batcher.room / self._crops_per_entry))
+
+    def _saw(self, entries: list[Entry]) -> None:
         if entries:
             self._crops_per_entry = len(entries) / len({e.id for e in entries})
-        return entries
 
     def finish(self) -> None:
         """Label what was already read (it is ours in the group), publish, ack; read nothing new."""
@@ -221,12 +227,23 @@ class InferenceWorker(Service):
                                    reason=reason, role=self.role)
         self.counters["dead_letters"] += 1
 
-    def _deliver(self) -> None:
+    def _deliver(self, read_next: bool = False) -> None:
+        """Labels out and the crop entries they complete acked+deleted in one atomic round
+        trip; the entries' counts change only once it succeeded (a retry acks the same).
+        ``read_next``: the same round trip takes the crops already waiting for the next batch."""
         items, payloads = self._inflight  # type: ignore[misc]
-        # Labels out and the crop entries they complete acked+deleted in one atomic round
-        # trip; the entries' counts change only once it succeeded (a retry acks the same).
         done_now, ids, counts = self._completes([it.entry_id for it in items])
-        self.transport.publish(self.transport.keys.labels, payloads, self.settings.streams.labels_maxlen,
-                               ack=Ack(self.stream, WORKERS_GROUP, ids, counts))
+        ack = Ack(self.stream, WORKERS_GROUP, ids, counts)
+        labels, maxlen = self.transport.keys.labels, self.settings.streams.labels_maxlen
+        if read_next and self.batcher.room and not self.stop_event.is_set():
+            entries = self.transport.publish_then_read(
+                labels, payloads, maxlen, ack=ack, read=self.stream, group=WORKERS_GROUP, consumer=self.ident,
+                count=self._read_count())
+        else:
+            entries = []
+            self.transport.publish(labels, payloads, maxlen, ack=ack)
         self._done(done_now, ids)
         self._inflight = None
+        if entries:
+            self._saw(entries)
+            self.batcher.add(self._decode(entries))

@@ -60,11 +60,12 @@ def test_api_frames_tracks_status_and_metrics(redis_settings, real_transport):
 
     st = client.get("/api/status").json()
     assert st["streams"]["labels"] == 10 and st["alive"] == {"worker": 1}
-    assert {(g["stream"], g["group"], g["lag"]) for g in st["groups"]} == {("labels", "logger", 10)}
+    # Lag counts entries: 5 frames' labels, published as 5 bundles.
+    assert {(g["stream"], g["group"], g["lag"]) for g in st["groups"]} == {("labels", "logger", 5)}
 
     text = client.get("/metrics").text
     assert 'fer_processes_alive{role="worker"} 1.0' in text
-    assert 'fer_group_lag{group="logger",stream="labels"} 10.0' in text
+    assert 'fer_group_lag{group="logger",stream="labels"} 5.0' in text
     assert 'fer_crops_labelled_total{ident="w1",role="worker"} 40.0' in text
     assert 'fer_worker_mean_batch_size{ident="w1"} 5.0' in text
     assert 'fer_worker_inference_seconds_total{ident="w1"} 1.5' in text

@@ -16,11 +16,13 @@ from tests.consumers.factories import make_label
 N = 40
 
 
-def publish_labels(transport, n: int = N, *, bad: bool = True, start: int = 0) -> list[bytes]:
+def publish_labels(transport, n: int = N, *, bad: bool = True, start: int = 0, per_entry: int = 8) -> list[bytes]:
+    """``n`` labels (and a bad one in the middle) in bundles of ``per_entry``, as worker batches."""
     payloads = [make_label(frame_index=start + i, track_id=(start + i) % 3).encode() for i in range(n)]
     if bad:
         payloads.insert(n // 2, msgpack.packb({"v": 1, "kind": "label", "crop_id": "x"}))
-    transport.publish(transport.keys.labels, payloads, transport.settings.streams.labels_maxlen)
+    for i in range(0, len(payloads), per_entry):
+        transport.publish(transport.keys.labels, payloads[i:i + per_entry], transport.settings.streams.labels_maxlen)
     return payloads
 
 
@@ -46,9 +48,10 @@ def test_logs_every_label_once_and_dead_letters_the_bad_one(settings, fake_trans
     assert service.counters["labels_logged"] == N and service.counters["dead_letters"] == 1
     (dead,) = dead_letters(fake_transport)
     assert dead["role"] == b"logger" and b"invalid label" in dead["reason"]
+    assert dead["id"].decode().endswith("#4")  # the 21st message: part 4 of the third bundle of 8
     assert fake_transport.backlog(fake_transport.keys.labels, LOGGER_GROUP) == (0, 0)
     # Nothing deleted: other groups (the display) share the labels stream.
-    assert fake_transport.client.xlen(fake_transport.keys.labels) == N + 1
+    assert len(fake_transport.entries(fake_transport.keys.labels)) == N + 1
     service.finish()
 
 
@@ -66,7 +69,7 @@ def test_restarted_logger_does_not_duplicate(settings, fake_transport):
 
 
 def test_crash_between_insert_and_ack_is_redelivered_without_duplicates(settings, fake_transport):
-    publish_labels(fake_transport, bad=False)
+    publish_labels(fake_transport, bad=False, per_entry=1)
     fake_transport.ensure_group(fake_transport.keys.labels, LOGGER_GROUP)
     # The crashed process: read and stored its batch, died before XACK.
     entries = fake_transport.read_group([fake_transport.keys.labels], LOGGER_GROUP, "log-a", count=25, block_ms=None)

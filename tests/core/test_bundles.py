@@ -85,7 +85,7 @@ def test_a_counted_ack_lowers_the_depth_by_what_it_deleted_once(real_transport):
     assert t.depth(s) == 2 and t.client.xpending(s, "workers")["pending"] == 1
     labels = f"{t.keys.prefix}:labels"
     t.publish(labels, [b"l1", b"l2"], maxlen=100, ack=Ack(s, "workers", [got[-1].id], [2]))
-    assert t.depth(s) == 0 and t.client.xlen(s) == 0 and t.client.xlen(labels) == 2
+    assert t.depth(s) == 0 and t.client.xlen(s) == 0 and len(t.entries(labels)) == 2
     assert t.client.xpending(s, "workers")["pending"] == 0
 
 
@@ -98,3 +98,23 @@ def test_the_depth_heals_when_the_stream_is_emptied_behind_its_back(real_transpo
     assert t.depth(s) == 0
     t.publish(s, [b"b"] * 2, maxlen=100)
     assert t.depth(s) == 2
+
+
+@pytest.mark.redis
+def test_publish_then_read_delivers_a_batch_and_takes_the_next_in_one_trip(real_transport):
+    t = real_transport
+    crops, labels = t.keys.crops, t.keys.labels
+    t.ensure_group(crops, "workers")
+    t.publish(crops, [b"a0", b"a1"], maxlen=100)
+    t.publish(crops, [b"b0", b"b1", b"b2"], maxlen=100)
+    first = t.read_group([crops], "workers", "w", count=1, block_ms=None)
+    nxt = t.publish_then_read(labels, [b"l0", b"l1"], 100, ack=Ack(crops, "workers", [first[0].id], [2]),
+                              read=crops, group="workers", consumer="w", count=5)
+    assert [e.payload for e in nxt] == [b"b0", b"b1", b"b2"]
+    assert [e.payload for e in t.entries(labels)] == [b"l0", b"l1"]
+    assert t.depth(crops) == 3 and t.client.xpending(crops, "workers")["pending"] == 1
+    # The group lost (a Redis restart): the labels still go out, the read recreates the group.
+    t.client.xgroup_destroy(crops, "workers")
+    assert t.publish_then_read(labels, [b"l2"], 100, ack=None, read=crops, group="workers", consumer="w",
+                               count=5) == []
+    assert len(t.entries(labels)) == 3 and [g["name"] for g in t.client.xinfo_groups(crops)] == [b"workers"]

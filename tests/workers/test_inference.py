@@ -42,7 +42,7 @@ def crop_payload(i: int, camera: str = "cam0", value: int | None = None) -> byte
 
 
 def labels_in(transport) -> list[Label]:
-    return [decode(f[b"d"], expect=Label) for _, f in transport.client.xrange(transport.keys.labels)]
+    return [decode(e.payload, expect=Label) for e in transport.entries(transport.keys.labels)]
 
 
 def test_batches_labels_acks_and_dead_letters(fake_transport, settings):
