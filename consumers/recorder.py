@@ -123,7 +123,7 @@ class LoggerService(Service):
         labels: list[Label] = []
         bad: list[tuple[Entry, str]] = []
         for e in entries:
-            if e.payload is None:  # trimmed/deleted between delivery and now: nothing to store
+            if e.payload is None:  # trimmed/deleted between delivery and now (a bundle counts once)
                 self.counters["labels_missing"] += 1
                 continue
             try:

@@ -32,11 +32,13 @@ def pack(payloads: Sequence[bytes], max_bundle: int = MAX_BUNDLE) -> tuple[list[
     return bodies, counts
 
 
-def unpack(fields: dict[bytes, bytes] | None) -> tuple[list[bytes | None], str | None]:
+def unpack(fields: dict[bytes, bytes] | None, max_message_bytes: int = 1 << 20) -> tuple[list[bytes | None], str | None]:
     """An entry's messages, and why it is malformed (None when it is not).
 
     A deleted entry (no fields) is one missing message, ``[None]``. A malformed bundle comes
-    back as its raw body, one part, with the reason, so the reader can park it whole."""
+    back as its raw body, one part, with the reason, so the reader can park it whole; so
+    does one holding more than ``MAX_BUNDLE`` messages, or more bytes than that many messages
+    of ``max_message_bytes`` (a few bytes must not fan out into a million dead letters)."""
     if not fields:
         return [None], None
     if SINGLE in fields:
@@ -44,8 +46,11 @@ def unpack(fields: dict[bytes, bytes] | None) -> tuple[list[bytes | None], str |
     body = fields.get(BODY)
     if body is None:
         return [b""], f"entry has neither a message ({SINGLE.decode()}) nor a bundle ({BODY.decode()})"
+    if len(body) > MAX_BUNDLE * (max_message_bytes + 5):  # 5: a bin header at most
+        return [body], f"malformed bundle: {len(body)} bytes exceeds {MAX_BUNDLE} messages of {max_message_bytes}"
     try:
-        parts = msgpack.unpackb(body, raw=False, use_list=True)
+        # Each message's own size limit is the receiver's (decode dead-letters it alone).
+        parts = msgpack.unpackb(body, raw=False, use_list=True, max_array_len=MAX_BUNDLE, max_map_len=0)
         count = int(fields.get(COUNT, b"-1"))
     except Exception as e:  # msgpack raises several unrelated types on garbage
         return [body], f"malformed bundle: {type(e).__name__}"

@@ -30,7 +30,7 @@ class GroupState:
     stream: str  # short name: crops, labels, frames:<camera>
     group: str
     consumers: int  # consumer names Redis knows in the group (alive or not)
-    lag: int  # entries not yet delivered to the group
+    lag: int  # entries not yet delivered to the group (bundles on crops and labels)
     pending: int  # delivered, not yet acknowledged
 
 
@@ -170,7 +170,7 @@ def problems(status: PipelineStatus) -> list[str]:
     for stream, n in sorted(status.trimmed_unread.items()):
         # A stream nobody consumes (frames while no display runs) is trimmed by design.
         if n and stream in grouped:
-            out.append(f"{stream}: {n:,} entries trimmed before a consumer read them")
+            out.append(f"{stream}: {n:,} messages trimmed before a consumer read them")
     if status.crops_dropped:
         out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")
     return out

@@ -46,7 +46,7 @@ class PipelineCollector:
         for role in sorted({"producer", "worker", "logger", "display", *st.alive}):
             up.add_metric([role], st.alive.get(role, 0))
         yield up
-        length = GaugeMetricFamily("fer_stream_length", "Entries in each stream (XLEN).", labels=["stream"])
+        length = GaugeMetricFamily("fer_stream_length", "Messages in each stream.", labels=["stream"])
         for stream, n in st.streams.items():
             length.add_metric([stream], n)
         yield length
@@ -61,11 +61,11 @@ class PipelineCollector:
             pending.add_metric([g.stream, g.group], g.pending)
         yield lag
         yield pending
-        published = CounterMetricFamily("fer_published", "Entries published per stream.", labels=["stream"])
+        published = CounterMetricFamily("fer_published", "Messages published per stream.", labels=["stream"])
         for stream, n in st.published.items():
             published.add_metric([stream], n)
         yield published
-        trimmed = CounterMetricFamily("fer_trimmed_unread", "Entries trimmed by MAXLEN before a group read them.",
+        trimmed = CounterMetricFamily("fer_trimmed_unread", "Messages trimmed by the bound before a group read them.",
                                       labels=["stream"])
         for stream, n in st.trimmed_unread.items():
             trimmed.add_metric([stream], n)

@@ -87,7 +87,7 @@ def render(snap: dict):
     t.add_row("labels", f"{snap['labelled']:,}   {snap['labels_per_s']:,.1f}/s   logged {snap['logged']:,}"
                         f"   frames drawn {snap['frames_drawn']:,}")
     queue = "   ".join(f"{k} {v:,}" for k, v in snap["queue"].items()) or "-"
-    t.add_row("queue depth", queue)
+    t.add_row("queue depth (entries)", queue)
     emo = snap["emotions"]
     total = sum(emo.values()) or 1
     t.add_row("emotions", "  ".join(f"{e} {emo.get(e, 0)} ({100 * emo.get(e, 0) / total:.0f}%)" for e in EMOTIONS))

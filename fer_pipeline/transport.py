@@ -26,6 +26,7 @@ from fer_pipeline.streams import StreamKeys
 log = logging.getLogger("fer.transport")
 
 FIELD = bundles.SINGLE  # the one field of an unbundled entry
+EXPIRE_CHUNK = 64  # bundles handed to Lua per retention call on a bundled stream
 
 # Lua shared by the scripts below: the oldest last-delivered-id of the stream's groups (the
 # floor: entries above it are unread by some group), and the message count of an entry.
@@ -124,9 +125,10 @@ return ids
 
 # A bundled stream's bookkeeping, run in the same MULTI right after the XADDs of its new
 # bundles (which go straight to Redis: passed through Lua, a 150 KB bundle costs more in
-# copies than the XADD itself). MAXLEN counts messages: the oldest whole bundles before the
-# new ones are trimmed until the stream holds at most ``maxlen`` (overshooting by at most one
-# bundle), unread ones counted as above; the depth hash (KEYS[3]) keeps the messages held.
+# copies than the XADD itself). MAXLEN counts messages: whole bundles are trimmed, oldest
+# first (this publish's own too), until the stream holds at most ``maxlen``; the newest
+# bundle always stays, so one bundle larger than ``maxlen`` is kept alone. Unread trimmed
+# messages are counted as above; the depth hash (KEYS[3]) keeps the messages held.
 # ARGV: maxlen, 'all'|'groups', bundles just added, messages in them. Returns the new depth.
 _BUNDLED_LUA = _LUA_HELPERS + """
 local stream, stats, depth = KEYS[1], KEYS[2], KEYS[3]
@@ -134,52 +136,57 @@ local maxlen, count_all = tonumber(ARGV[1]), ARGV[2] == 'all'
 local added, adding = tonumber(ARGV[3]), tonumber(ARGV[4])
 local len = redis.call('XLEN', stream)
 local before = len - added
+-- Messages held before this publish; with no record (the key deleted, a stream written
+-- before bundles) one per entry, which is exact for single-message entries.
 local held = 0
-if before > 0 then held = math.max(0, tonumber(redis.call('HGET', depth, stream) or '0')) end
-local excess = held + adding - maxlen
+if before > 0 then held = math.max(0, tonumber(redis.call('HGET', depth, stream) or before) or before) end
+local fresh = adding
 local lost, drop = 0, 0
-if excess > 0 and before > 0 then
-  find_floor(stream, count_all, before)
+local excess = held + fresh - maxlen
+if excess > 0 and len > 1 then
+  find_floor(stream, count_all, len)
   -- XRANGE hands each bundle's whole body to Lua: ask for one, then a few more at a time.
   local from, count = '-', 1
-  while excess > 0 and drop < before do
-    local old = redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(count, before - drop))
+  while excess > 0 and drop < len - 1 do
+    local old = redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(count, len - 1 - drop))
     count = math.min(count * 2, 16)
     if #old == 0 then break end
     for _, e in ipairs(old) do
       local k = messages_in(e[2])
       if unread(e[1]) then lost = lost + k end
-      drop, held, excess, from = drop + 1, held - k, excess - k, '(' .. e[1]
-      if excess <= 0 then break end
+      if drop < before then held = held - k else fresh = fresh - k end
+      drop, excess, from = drop + 1, excess - k, '(' .. e[1]
+      if excess <= 0 or drop >= len - 1 then break end
     end
   end
   redis.call('XTRIM', stream, 'MAXLEN', len - drop)
+  -- Every older bundle gone: whatever the record said, none of their messages is left.
+  if drop >= before then held = 0 end
 end
-held = math.max(0, held) + adding
+held = math.max(0, held) + fresh
 redis.call('HSET', depth, stream, held)
 if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
 redis.call('HINCRBY', stats, 'published:' .. stream, adding)
 return held
 """
 
-# Delete a bundled stream's entries older than ARGV[1] (an id, exclusive) and lower its depth
-# by the messages they held; returns how many messages went (retention's XTRIM MINID, counted).
+# Delete up to ARGV[2] entries of a bundled stream older than ARGV[1] (an id, exclusive) and
+# lower its depth by the messages they held; returns {messages deleted, entries deleted}.
+# Retention calls it until fewer than ARGV[2] go: each call hands at most that many bodies
+# to Lua, so a large expiry never blocks Redis in one long script.
 _EXPIRE_BUNDLED_LUA = _LUA_HELPERS + """
-local stream, depth, cutoff = KEYS[1], KEYS[2], ARGV[1]
-local gone, drop, from = 0, 0, '-'
-while true do
-  local old = redis.call('XRANGE', stream, from, '(' .. cutoff, 'COUNT', 64)
-  if #old == 0 then break end
-  for _, e in ipairs(old) do
-    gone, drop, from = gone + messages_in(e[2]), drop + 1, '(' .. e[1]
-  end
+local stream, depth, cutoff, limit = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local old = redis.call('XRANGE', stream, '-', '(' .. cutoff, 'COUNT', limit)
+local gone = 0
+for _, e in ipairs(old) do
+  gone = gone + messages_in(e[2])
+  redis.call('XDEL', stream, e[1])
 end
-if drop > 0 then
-  redis.call('XTRIM', stream, 'MINID', cutoff)
+if #old > 0 then
   local left = redis.call('HINCRBY', depth, stream, -gone)
   if left < 0 or redis.call('XLEN', stream) == 0 then redis.call('HSET', depth, stream, 0) end
 end
-return gone
+return {gone, #old}
 """
 
 
@@ -304,7 +311,7 @@ class Transport:
             return []
         if isinstance(reply, Exception):
             raise reply
-        return _entries(reply)
+        return _entries(reply, self.settings.streams.max_payload_bytes)
 
     def publish_many(self, calls: Sequence[tuple[str, Sequence[bytes], int, bool]]) -> None:
         """Several ``publish(stream, payloads, maxlen, count_all_trimmed)`` calls in one
@@ -364,7 +371,13 @@ class Transport:
     def expire(self, stream: str, cutoff_ms: int) -> int:
         """Delete the entries older than ``cutoff_ms`` (broker time); returns the messages deleted."""
         if self.keys.bundled(stream):
-            return int(self._expire_bundled(keys=[stream, self.keys.depth], args=[f"{cutoff_ms}-0"]))
+            gone = 0
+            while True:
+                messages, entries = self._expire_bundled(keys=[stream, self.keys.depth],
+                                                         args=[f"{cutoff_ms}-0", EXPIRE_CHUNK])
+                gone += int(messages)
+                if int(entries) < EXPIRE_CHUNK:
+                    return gone
         return int(self.client.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=False))
 
     def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
@@ -408,22 +421,26 @@ class Transport:
             for s in streams:
                 self.ensure_group(s, group)
             return []
-        return _entries(reply)
+        return _entries(reply, self.settings.streams.max_payload_bytes)
 
     def entries(self, stream: str, *, start: str = "-", count: int | None = None, newest: bool = False) -> list[Entry]:
         """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no
         group; ``count`` counts entries. ``newest``: the last ``count`` entries instead."""
         if newest:
-            return _entries([(stream, list(reversed(self.client.xrevrange(stream, count=count))))])
-        return _entries([(stream, self.client.xrange(stream, min=start, count=count))])
+            return _entries([(stream, list(reversed(self.client.xrevrange(stream, count=count))))],
+                            self.settings.streams.max_payload_bytes)
+        return _entries([(stream, self.client.xrange(stream, min=start, count=count))],
+                        self.settings.streams.max_payload_bytes)
 
     def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False,
             messages: Sequence[int] | None = None) -> None:
         """XACK (and XDEL, for single-group streams, so XLEN is the backlog) in one round trip.
 
         ``messages`` (each entry's message count) deletes from a bundled stream and keeps its
-        depth right."""
+        depth right (it implies ``delete``); deleting from one without it is refused."""
         if messages is None:
+            if delete and self.keys.bundled(stream):
+                raise ValueError(f"deleting from the bundled stream {stream} needs each entry's message count")
             ids = list(dict.fromkeys(ids))  # a bundle's messages share their entry's id
         if not ids:
             return
@@ -455,11 +472,23 @@ class Transport:
                 self.ensure_group(stream, group)
                 return claimed, missing
             start = _s(reply[0])
-            claimed += _entries([(stream, reply[1])])
+            claimed += _entries([(stream, reply[1])], self.settings.streams.max_payload_bytes)
             if len(reply) > 2:
                 missing.extend(_s(i) for i in reply[2])
+            elif any(item is None or item[0] is None for item in reply[1]):
+                # Redis 6.2 (the embedded broker) claims a deleted entry as a bare nil, id
+                # unknown, and keeps it pending for good: find such ids in our PEL.
+                missing.extend(i for i in self._deleted_pending(stream, group, consumer) if i not in missing)
             if start == "0-0" or len(claimed) >= count:
                 return claimed, missing
+
+    def _deleted_pending(self, stream: str, group: str, consumer: str) -> list[str]:
+        pel = self.client.xpending_range(stream, group, min="-", max="+", count=1000, consumername=consumer)
+        ids = [_s(p["message_id"]) for p in pel]
+        pipe = self.client.pipeline(transaction=False)
+        for i in ids:
+            pipe.xrange(stream, min=i, max=i, count=1)
+        return [i for i, found in zip(ids, pipe.execute()) if not found]
 
     def backlog(self, stream: str, group: str) -> tuple[int, int]:
         """(entries not yet delivered to the group, delivered but unacknowledged)."""
@@ -512,13 +541,15 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _entries(reply) -> list[Entry]:
+def _entries(reply, max_message_bytes: int = 1 << 20) -> list[Entry]:
     out: list[Entry] = []
     for stream, items in reply or []:
         name = _s(stream)
         for entry_id, fields in items:
+            if entry_id is None:  # Redis 6.2's XAUTOCLAIM: a deleted pending entry, id and all (see autoclaim)
+                continue
             # A pending entry deleted since delivery comes back without fields: one None payload.
-            payloads, malformed = bundles.unpack(fields)
+            payloads, malformed = bundles.unpack(fields, max_message_bytes)
             eid = _s(entry_id)
             out += [Entry(name, eid, p, k, len(payloads), malformed) for k, p in enumerate(payloads)]
     return out

@@ -1,14 +1,16 @@
 """The inference worker: read crops through the workers' consumer group, batch across all
 cameras, run the model once per batch, then publish the labels and XACK (+XDEL) their crops
-in one script call. Crops arrive in bundles (``fer_pipeline/bundles.py``: a producer's round
-is one entry); an entry is acked once every crop in it is labelled or dead-lettered.
+in one MULTI round trip, which also reads the crops waiting for the next batch. Crops arrive
+in bundles (``fer_pipeline/bundles.py``: a producer's round is one entry); an entry is acked
+once every crop in it is labelled or dead-lettered.
 
 Bad messages go to the dead-letter stream with a reason and are acknowledged, so one
 poison message never blocks the group. Crops left pending by a dead worker are reclaimed
-with XAUTOCLAIM once idle for ``reclaim_idle_ms``. Labels and acks land together, so a crash
-never leaves a crop both labelled and pending; a lost reply (the script ran, the worker did
-not hear it) makes the worker publish that batch again, and a reclaimed crop may be labelled
-twice: the logger's idempotent insert by crop id keeps the log exactly-once.
+with XAUTOCLAIM once idle for ``reclaim_idle_ms``. Labels and the acks of the entries they
+complete land together; a crop is labelled twice only when a crash or a lost reply comes
+between the two (a bundle split across batches is pending until its last crop is labelled;
+a reply lost after the MULTI ran makes the worker publish that batch again): the logger's
+idempotent insert by crop id keeps the log exactly-once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import ValidationError
 
+from fer_pipeline import bundles
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import FaceCrop, Label, decode, valid_probabilities
@@ -33,6 +36,7 @@ from fer_pipeline.workers.batcher import Batcher
 
 
 LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead of sleeping
+ASSUMED_CROPS_PER_ENTRY = 8  # reads take at most room/8 entries: <= 8 bundles (512 crops) at batch 64
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class InferenceWorker(Service):
         self.infer_s = 0.0
         # Entries read and not yet acked: [crops not yet labelled or dead-lettered, crops in it].
         self._held: dict[str, list[int]] = {}
-        self._crops_per_entry = 1.0  # of the last read: sizes the next read's COUNT (entries) to the room (crops)
+        self._crops_per_entry = bundles.MAX_BUNDLE  # largest of the last read: sizes COUNT (entries) to the room (crops)
 
     def setup(self) -> None:
         self.transport.ensure_group(self.stream, WORKERS_GROUP, start="0")
@@ -75,7 +79,7 @@ class InferenceWorker(Service):
         if self.batcher.room:
             self.batcher.add(self._read())
         if self.batcher.ready():
-            self._infer(self.batcher.take())
+            self._infer_batch(self.batcher.take())
             self._deliver(read_next=True)
 
     def _read(self) -> list[Item]:
@@ -105,19 +109,22 @@ class InferenceWorker(Service):
         return entries
 
     def _read_count(self) -> int:
-        # COUNT is in entries and the room in crops: size it by the bundles seen last.
-        return max(1, math.ceil(self.batcher.room / self._crops_per_entry))
+        # COUNT is in entries and the room in crops: size it by the largest bundles seen last,
+        # assuming at least ASSUMED_CROPS_PER_ENTRY (after one-face rounds, a burst of full
+        # bundles must not land 64 batches on this worker). Reading short costs a round trip:
+        # crops still waiting are read before any wait.
+        return max(1, math.ceil(self.batcher.room / max(self._crops_per_entry, ASSUMED_CROPS_PER_ENTRY)))
 
     def _saw(self, entries: list[Entry]) -> None:
         if entries:
-            self._crops_per_entry = len(entries) / len({e.id for e in entries})
+            self._crops_per_entry = max(e.parts for e in entries)
 
     def finish(self) -> None:
         """Label what was already read (it is ours in the group), publish, ack; read nothing new."""
         if self._inflight is not None:
             self._deliver()
         while len(self.batcher):
-            self._infer(self.batcher.take())
+            self._infer_batch(self.batcher.take())
             self._deliver()
 
     def on_redis_down(self) -> None:
@@ -131,33 +138,34 @@ class InferenceWorker(Service):
 
     # -- pieces -----------------------------------------------------------------------------------
     def _decode(self, entries: list[Entry]) -> list[Item]:
-        # An entry this worker already holds (reclaimed from itself after a long stall) is skipped.
+        # An entry this worker already holds (reclaimed from itself after a long stall) is
+        # skipped: its crops are in the batch or in flight. Held means exactly that: on any
+        # error here the new entries are let go again, for a later reclaim to take.
         known = set(self._held)
         entries = [e for e in entries if e.id not in known]
         for e in entries:
             self._held.setdefault(e.id, [e.parts, e.parts])
-        good: list[Item] = []
-        done: list[str] = []
-        for e in entries:
-            if e.payload is None:  # trimmed or deleted between delivery and claim
-                self.counters["crops_vanished"] += 1
-                done.append(e.id)
-                continue
-            try:
-                if e.malformed:
-                    raise MessageError(e.malformed)
-                crop = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=FaceCrop)
-            except MessageError as err:
-                self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload,
-                                           reason=err.reason, role=self.role)
-                self.counters["dead_letters"] += 1
-                done.append(e.id)
-                continue
-            good.append(Item(e.id, e.ref, crop))
         try:
+            good: list[Item] = []
+            done: list[str] = []
+            for e in entries:
+                if e.payload is None:  # trimmed or deleted between delivery and claim (a vanished entry counts once)
+                    self.counters["crops_vanished"] += 1
+                    done.append(e.id)
+                    continue
+                try:
+                    if e.malformed:
+                        raise MessageError(e.malformed)
+                    crop = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=FaceCrop)
+                except MessageError as err:
+                    self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload,
+                                               reason=err.reason, role=self.role)
+                    self.counters["dead_letters"] += 1
+                    done.append(e.id)
+                    continue
+                good.append(Item(e.id, e.ref, crop))
             self._ack(done)
         except BaseException:
-            # Not held after all: the good crops never reach the batch, and a reclaim must see them.
             for e in entries:
                 self._held.pop(e.id, None)
             raise
@@ -183,15 +191,24 @@ class InferenceWorker(Service):
 
     def _reclaim(self) -> None:
         claimed, missing = self.transport.autoclaim(
-            self.stream, WORKERS_GROUP, self.ident,
-            min_idle_ms=self.settings.worker.reclaim_idle_ms, count=self.settings.worker.max_batch)
-        if missing:
-            self.transport.ack(self.stream, WORKERS_GROUP, missing, delete=True)
+            self.stream, WORKERS_GROUP, self.ident, min_idle_ms=self.settings.worker.reclaim_idle_ms,
+            count=max(1, math.ceil(self.settings.worker.max_batch / ASSUMED_CROPS_PER_ENTRY)))
+        if missing:  # already deleted (trimmed, expired): nothing to delete or count in the depth
+            self.transport.ack(self.stream, WORKERS_GROUP, missing)
             self.counters["crops_vanished"] += len(missing)
         if claimed:
             self.counters["crops_reclaimed"] += len(claimed)
             self.log.info("reclaimed %d crops left pending by another worker", len(claimed))
             self.batcher.add(self._decode(claimed))
+
+    def _infer_batch(self, items: list[Item]) -> None:
+        try:
+            self._infer(items)
+        except BaseException:
+            # E.g. Redis down while dead-lettering a rejected crop: the batch goes back to the
+            # front, to be inferred again, rather than be lost with its entries still held.
+            self.batcher.items[:0] = items
+            raise
 
     def _infer(self, items: list[Item]) -> None:
         batch = np.stack([it.crop.pixels() for it in items])

@@ -7,7 +7,7 @@ import msgpack
 import pytest
 
 from fer_pipeline import bundles
-from fer_pipeline.transport import Ack
+from fer_pipeline.transport import Ack, Transport
 
 
 def test_pack_unpack_round_trip_in_bundles_of_at_most_max():
@@ -21,7 +21,8 @@ def test_pack_unpack_round_trip_in_bundles_of_at_most_max():
 @pytest.mark.parametrize(("fields", "reason"), [
     ({b"n": b"1", b"b": b"\xc1"}, "malformed bundle"),
     ({b"n": b"2", b"b": msgpack.packb([b"a"])}, "says 2 messages, holds 1"),
-    ({b"n": b"1", b"b": msgpack.packb({"a": 1})}, "not a list of messages"),
+    ({b"n": b"1", b"b": msgpack.packb({"a": 1})}, "malformed bundle"),
+    ({b"n": b"65", b"b": msgpack.packb([b"m"] * 65)}, "malformed bundle"),  # more than MAX_BUNDLE
     ({b"n": b"1", b"b": msgpack.packb(["text, not bytes"])}, "not a list of messages"),
     ({b"n": b"0", b"b": msgpack.packb([])}, "not a list of messages"),
     ({b"x": b"y"}, "neither a message"),
@@ -118,3 +119,58 @@ def test_publish_then_read_delivers_a_batch_and_takes_the_next_in_one_trip(real_
     assert t.publish_then_read(labels, [b"l2"], 100, ack=None, read=crops, group="workers", consumer="w",
                                count=5) == []
     assert len(t.entries(labels)) == 3 and [g["name"] for g in t.client.xinfo_groups(crops)] == [b"workers"]
+
+
+def test_an_oversized_bundle_body_is_malformed_not_fanned_out():
+    body = msgpack.packb([b"x" * 100] * 10)
+    parts, why = bundles.unpack({b"n": b"10", b"b": body}, max_message_bytes=10)
+    assert parts == [body] and "exceeds" in why
+
+
+@pytest.mark.redis
+def test_one_publish_larger_than_the_bound_keeps_only_its_newest_bundles(real_transport):
+    t = real_transport
+    s = t.keys.crops
+    t.publish(s, [b"m"] * 300, maxlen=100)  # bundles of 64, 64, 64, 64, 44: the oldest four go
+    assert t.depth(s) == 44 and len(t.entries(s)) == 44
+    assert t.stats()[f"trimmed_unread:{s}"] == 256
+    t.publish(s, [b"m"] * 150, maxlen=100)  # bundles of 64, 64, 22: the old 44 and the first 64 go
+    assert t.depth(s) == 86 and t.client.xlen(s) == 2
+    t.publish(s, [b"m"] * 64, maxlen=10)  # one bundle larger than the bound stays, alone
+    assert t.depth(s) == 64 and t.client.xlen(s) == 1
+
+
+@pytest.mark.redis
+def test_a_stream_without_a_depth_record_is_counted_one_message_per_entry(real_transport):
+    """Entries from before bundles (single messages), or a depth key deleted by hand: the
+    bound still holds, counting each old entry as one message."""
+    t = real_transport
+    s = t.keys.crops
+    for i in range(100):
+        t.client.xadd(s, {"d": b"%d" % i})
+    for _ in range(20):
+        t.publish(s, [b"new"] * 10, maxlen=100)
+    assert t.depth(s) == 100 == len(t.entries(s))
+
+
+def test_a_deleted_pending_entry_is_reported_missing_on_the_embedded_redis_6(tmp_path):
+    """Redis 6.2 (the embedded broker) claims a deleted pending entry as a bare nil and keeps
+    it pending: autoclaim must name it missing (to be acked), not hand back an entry without id."""
+    from fer_pipeline.broker import EmbeddedBroker
+    from tests.conftest import make_settings
+
+    with EmbeddedBroker.start() as b:
+        s = make_settings(tmp_path, url=b.url)
+        t = Transport.connect(s)
+        try:
+            t.ensure_group(t.keys.crops, "workers")
+            t.publish(t.keys.crops, [b"a", b"b"], maxlen=100)
+            (gone_id,) = {e.id for e in t.read_group([t.keys.crops], "workers", "dead", count=5, block_ms=None)}
+            t.publish(t.keys.crops, [b"c"], maxlen=100)
+            kept = t.read_group([t.keys.crops], "workers", "dead", count=5, block_ms=None)
+            t.client.xdel(t.keys.crops, gone_id)  # trimmed while pending
+            claimed, missing = t.autoclaim(t.keys.crops, "workers", "w", min_idle_ms=0, count=10)
+            assert [e.payload for e in claimed] == [b"c"] and claimed[0].id == kept[0].id
+            assert missing == [gone_id]
+        finally:
+            t.close()

@@ -113,7 +113,8 @@ def test_an_unreadable_bundle_is_dead_lettered_whole(fake_transport, settings):
     t.publish(t.keys.crops, [crop_payload(1)], 1000)
     w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0}), t, MeanPredictor(), ident="w1")
     w.setup()
-    w.step()
+    for _ in range(3):
+        w.step()
     w.finish()
     assert [lb.frame_index for lb in labels_in(t)] == [1]
     (_, dead), = t.client.xrange(t.keys.dead)
@@ -225,3 +226,69 @@ def test_crops_already_waiting_join_an_open_batch_without_a_wait(fake_transport,
     w.step()  # the second bundle is waiting: taken at once, the batch is full and goes
     assert time.monotonic() - t0 < 0.5
     assert len(labels_in(t)) == 8
+
+
+def test_a_redis_error_while_dead_lettering_loses_no_crop(fake_transport, settings, monkeypatch):
+    """Redis goes away in the middle of parking a bad crop: the bundle is let go, not held
+    forever; once Redis is back the worker reclaims it from itself and finishes it."""
+    import redis as redis_lib
+
+    t = fake_transport
+    s = settings.with_updates(worker={"max_batch": 8, "max_wait_ms": 0, "reclaim_idle_ms": 100,
+                                      "reclaim_every_s": 0.05})
+    t.publish(t.keys.crops, [crop_payload(0), b"\xc1bad", crop_payload(2), crop_payload(3)], 1000)
+    real = t.dead_letter
+    fails = iter([True])
+
+    def flaky(**kwargs):
+        if next(fails, False):
+            raise redis_lib.ConnectionError("Redis went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(t, "dead_letter", flaky)
+    w = InferenceWorker(s, t, MeanPredictor(), ident="w1")
+    w.setup()
+    with pytest.raises(redis_lib.ConnectionError):
+        w.step()
+    assert w._held == {}
+    time.sleep(0.15)  # idle long enough to be reclaimed
+    for _ in range(3):
+        w.step()
+    w.finish()
+    assert sorted(lb.frame_index for lb in labels_in(t)) == [0, 2, 3]
+    assert t.client.xlen(t.keys.dead) == 1 and t.client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
+
+
+def test_a_failed_rejection_puts_the_batch_back(fake_transport, settings, monkeypatch):
+    import redis as redis_lib
+
+    t = fake_transport
+    t.publish(t.keys.crops, [crop_payload(i) for i in range(4)], 1000)
+    w = InferenceWorker(settings.with_updates(worker={"max_batch": 4, "max_wait_ms": 0}), t,
+                        SecondRowBrokenPredictor(), ident="w1")
+    w.setup()
+    real = t.dead_letter
+    fails = iter([True])
+    monkeypatch.setattr(t, "dead_letter", lambda **kw: (_ for _ in ()).throw(redis_lib.ConnectionError("down"))
+                        if next(fails, False) else real(**kw))
+    with pytest.raises(redis_lib.ConnectionError):
+        w.step()
+    assert len(w.batcher) == 4  # back in the batch, its entry still held
+    w.step()
+    w.finish()
+    assert sorted(lb.frame_index for lb in labels_in(t)) == [0, 2, 3]
+    assert t.client.xlen(t.keys.crops) == 0 and t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+
+
+def test_a_burst_of_full_bundles_after_small_ones_is_not_hoarded(fake_transport, settings):
+    t = fake_transport
+    s = settings.with_updates(worker={"max_batch": 64, "max_wait_ms": 1000})
+    t.publish(t.keys.crops, [crop_payload(0)], 1000)
+    w = InferenceWorker(s, t, MeanPredictor(), ident="w1")
+    w.setup()
+    w.step()  # a one-crop bundle: the batch is open
+    for k in range(20):
+        t.publish(t.keys.crops, [crop_payload(i) for i in range(64 * k + 1, 64 * k + 65)], 100_000)
+    w.step()
+    # At most room/8 entries per read: 8 bundles, not 63 (4,032 crops) on one worker.
+    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] <= 9
