@@ -1,10 +1,11 @@
 """Redis streams transport shared by every role (sync redis-py; one process per role).
 
 A message lives in a single field ``d`` holding its msgpack payload, except on bundled
-streams (crops and labels), whose entries each hold a bundle of messages (``bundles.py``); readers
-get one ``Entry`` per message either way. ``publish`` bounds every stream at an exact number
-of messages and counts those trimmed before some consumer group read them, in the stats
-hash, so a stalled consumer costs counted data, not Redis memory.
+streams (crops and labels), whose entries each hold a bundle of messages (``bundles.py``);
+readers get one ``Entry`` per message either way. ``publish`` bounds every stream at a number
+of messages (exactly, or on a bundled stream by trimming whole bundles) and counts those
+trimmed before some consumer group read them, in the stats hash, so a stalled consumer costs
+counted data, not Redis memory.
 """
 
 from __future__ import annotations
