@@ -338,7 +338,7 @@ class Transport:
         # The bundles go straight to XADD, the bookkeeping after them (see _BUNDLED_LUA).
         bodies, counts = bundles.pack(payloads)
         for body, n in zip(bodies, counts):
-            pipe.xadd(stream, {bundles.COUNT: n, bundles.BODY: body})
+            pipe.xadd(stream, {bundles.COUNT: n, bundles.SINGLE: body})
         if bodies:
             pipe.eval(_BUNDLED_LUA, 3, stream, self.keys.stats, self.keys.depth, maxlen,
                       "all" if count_all else "groups", len(bodies), sum(counts))

@@ -109,7 +109,7 @@ def test_a_bundle_split_across_batches_is_acked_once_all_its_crops_are_done(fake
 
 def test_an_unreadable_bundle_is_dead_lettered_whole(fake_transport, settings):
     t = fake_transport
-    t.client.xadd(t.keys.crops, {"n": b"3", "b": b"\xc1not msgpack"})
+    t.client.xadd(t.keys.crops, {"n": b"3", "d": b"\xc1not msgpack"})
     t.publish(t.keys.crops, [crop_payload(1)], 1000)
     w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0}), t, MeanPredictor(), ident="w1")
     w.setup()
