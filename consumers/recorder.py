@@ -9,10 +9,10 @@ blocks existed gets them once, when the logger starts (``backfill``).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
+from fer_pipeline import bundles
 from fer_pipeline.consumers.store import EmotionStore, open_store
 from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label, decode
@@ -53,7 +53,7 @@ class LoggerService(Service):
         self.store = store if store is not None else open_store(settings.consumer.db)
         self.stream = transport.keys.labels
         self._own_pending = True  # re-read our own PEL before reading new entries
-        self._labels_per_entry = 1.0  # of the last read: sizes the next read's COUNT (entries) to BATCH labels
+        self._sizer = bundles.ReadSizer()  # COUNT (entries) for BATCH labels
         self._next_reclaim = 0.0
         # The backfill of an old log runs beside the logging: about 75 s for 20M rows on 2
         # cores, during which labels must keep being logged, not pile up in Redis and be
@@ -101,7 +101,7 @@ class LoggerService(Service):
             self._next_reclaim = time.monotonic() + self.settings.worker.reclaim_every_s
             entries, missing = self.transport.autoclaim(
                 self.stream, LOGGER_GROUP, self.ident, min_idle_ms=self.settings.worker.reclaim_idle_ms,
-                count=self._count())
+                count=self._sizer.count(BATCH))
             # Redis drops ids of trimmed entries from the PEL itself; only count them.
             self.counters["labels_missing"] += len(missing)
             if entries:
@@ -155,14 +155,10 @@ class LoggerService(Service):
             self.store.close()
 
     def _read_new(self) -> list[Entry]:
-        entries = self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=self._count(),
+        entries = self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=self._sizer.count(BATCH),
                                             block_ms=self.settings.streams.block_ms)
-        if entries:
-            self._labels_per_entry = len(entries) / len({e.id for e in entries})
+        self._sizer.saw(entries)
         return entries
-
-    def _count(self) -> int:
-        return max(1, math.ceil(BATCH / self._labels_per_entry))
 
     def _read_own_pending(self) -> list[Entry]:
         """Entries delivered to this consumer name and never acked (id "0": history, no blocking).
@@ -170,5 +166,5 @@ class LoggerService(Service):
         Only one batch per call; the next call continues from the start of the PEL, which
         the previous batch's ack has shortened.
         """
-        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=self._count(), block_ms=None,
-                                         own_pending=True)
+        return self.transport.read_group([self.stream], LOGGER_GROUP, self.ident, count=self._sizer.count(BATCH),
+                                         block_ms=None, own_pending=True)

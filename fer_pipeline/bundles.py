@@ -17,6 +17,7 @@ with the reason, instead of losing it as an empty entry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import msgpack
@@ -25,6 +26,27 @@ SINGLE = b"d"  # the message (or, with COUNT, the bundle's envelope)
 COUNT = b"n"
 VERSION = 2
 MAX_BUNDLE = 64  # messages in one entry: a worker's default batch; bigger bundles share out worse
+ASSUMED_PER_ENTRY = 8  # a read takes at most wanted/8 entries: <= 8 bundles (512 messages) for 64
+
+
+class ReadSizer:
+    """XREADGROUP's COUNT is in entries, a reader's appetite in messages: size it by the
+    largest bundle of the last read, assuming at least ``ASSUMED_PER_ENTRY`` messages an
+    entry (after one-message rounds, a burst of full bundles must not land 64 batches on one
+    reader). Reading short costs a round trip: readers take what is still waiting before
+    they wait."""
+
+    def __init__(self) -> None:
+        self.largest = MAX_BUNDLE
+
+    def count(self, messages: int) -> int:
+        """Entries to ask for, to get about ``messages`` messages."""
+        return max(1, math.ceil(messages / max(self.largest, ASSUMED_PER_ENTRY)))
+
+    def saw(self, entries) -> None:
+        """Learn from a read's entries (``Entry`` tuples: one per message, ``parts`` each)."""
+        if entries:
+            self.largest = max(e.parts for e in entries)
 
 
 def pack(payloads: Sequence[bytes], max_bundle: int = MAX_BUNDLE) -> tuple[list[bytes], list[int]]:

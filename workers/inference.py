@@ -36,7 +36,6 @@ from fer_pipeline.workers.batcher import Batcher
 
 
 LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead of sleeping
-ASSUMED_CROPS_PER_ENTRY = 8  # reads take at most room/8 entries: <= 8 bundles (512 crops) at batch 64
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class InferenceWorker(Service):
         self.infer_s = 0.0
         # Entries read and not yet acked: [crops not yet labelled or dead-lettered, crops in it].
         self._held: dict[str, list[int]] = {}
-        self._crops_per_entry = bundles.MAX_BUNDLE  # largest of the last read: sizes COUNT (entries) to the room (crops)
+        self._sizer = bundles.ReadSizer()  # COUNT (entries) for the room (crops)
 
     def setup(self) -> None:
         self.transport.ensure_group(self.stream, WORKERS_GROUP, start="0")
@@ -103,21 +102,10 @@ class InferenceWorker(Service):
         return self._decode(self._read_group(None))
 
     def _read_group(self, block_ms: int | None) -> list[Entry]:
-        entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident, count=self._read_count(),
-                                            block_ms=block_ms)
-        self._saw(entries)
+        entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident,
+                                            count=self._sizer.count(self.batcher.room), block_ms=block_ms)
+        self._sizer.saw(entries)
         return entries
-
-    def _read_count(self) -> int:
-        # COUNT is in entries and the room in crops: size it by the largest bundles seen last,
-        # assuming at least ASSUMED_CROPS_PER_ENTRY (after one-face rounds, a burst of full
-        # bundles must not land 64 batches on this worker). Reading short costs a round trip:
-        # crops still waiting are read before any wait.
-        return max(1, math.ceil(self.batcher.room / max(self._crops_per_entry, ASSUMED_CROPS_PER_ENTRY)))
-
-    def _saw(self, entries: list[Entry]) -> None:
-        if entries:
-            self._crops_per_entry = max(e.parts for e in entries)
 
     def finish(self) -> None:
         """Label what was already read (it is ours in the group), publish, ack; read nothing new."""
@@ -192,7 +180,7 @@ class InferenceWorker(Service):
     def _reclaim(self) -> None:
         claimed, missing = self.transport.autoclaim(
             self.stream, WORKERS_GROUP, self.ident, min_idle_ms=self.settings.worker.reclaim_idle_ms,
-            count=max(1, math.ceil(self.settings.worker.max_batch / ASSUMED_CROPS_PER_ENTRY)))
+            count=max(1, math.ceil(self.settings.worker.max_batch / bundles.ASSUMED_PER_ENTRY)))
         if missing:  # already deleted (trimmed, expired): nothing to delete or count in the depth
             self.transport.ack(self.stream, WORKERS_GROUP, missing)
             self.counters["crops_vanished"] += len(missing)
@@ -255,12 +243,12 @@ class InferenceWorker(Service):
         if read_next and self.batcher.room and not self.stop_event.is_set():
             entries = self.transport.publish_then_read(
                 labels, payloads, maxlen, ack=ack, read=self.stream, group=WORKERS_GROUP, consumer=self.ident,
-                count=self._read_count())
+                count=self._sizer.count(self.batcher.room))
         else:
             entries = []
             self.transport.publish(labels, payloads, maxlen, ack=ack)
         self._done(done_now, ids)
         self._inflight = None
         if entries:
-            self._saw(entries)
+            self._sizer.saw(entries)
             self.batcher.add(self._decode(entries))
