@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks._common import rss_mb
 from fer_pipeline.settings import Settings
+from fer_pipeline.transport import messages_held
 
 STOP_TIMEOUT_S = 20.0
 SAMPLE_EVERY_S = 0.5
@@ -151,7 +152,7 @@ class Sampler(threading.Thread):
             pipe.memory_usage(self.keys.labels, samples=0)
             pipe.info("memory")
             entries, held, crops_mem, labels_mem, info = pipe.execute()
-            s.backlog.append(int(held or 0) if entries else 0)
+            s.backlog.append(messages_held(entries, held))
             s.crops_memory_mb.append((crops_mem or 0) / 2**20)
             s.labels_memory_mb.append((labels_mem or 0) / 2**20)
             s.redis_used_mb.append(info["used_memory"] / 2**20)

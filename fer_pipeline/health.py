@@ -135,12 +135,8 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
 
     cameras = sorted(c.decode() if isinstance(c, bytes) else c for c in transport.client.smembers(keys.cameras))
     streams = [keys.crops, keys.labels, *(keys.frames(c) for c in cameras), keys.dead]
-    pipe = transport.client.pipeline(transaction=False)
-    for s in streams:
-        pipe.xlen(s)
     # A bundled stream's length is the messages it holds, not its entries (bundles.py).
-    lengths = {_short(s, keys.prefix): transport.depth(s) if keys.bundled(s) else int(n)
-               for s, n in zip(streams, pipe.execute())}
+    lengths = {_short(s, keys.prefix): n for s, n in transport.lengths(streams).items()}
     groups = [g for s in streams[:-1] for g in _groups(transport, s)]
 
     stats = transport.stats()
