@@ -204,11 +204,10 @@ class Label(_Message):
         rows = probabilities.astype(np.float64).tolist()
         best = probabilities.argmax(axis=1).tolist()
         labelled_at = time.time()
-        pack = msgpack.Packer(use_bin_type=True).pack  # one packer for the batch, not one per label
         out = []
         for crop, p, b in zip(crops, rows, best):
             box = crop.bbox
-            out.append(pack({
+            out.append(_pack({
                 "v": SCHEMA_VERSION, "kind": "label", "crop_id": crop.crop_id, "camera_id": crop.camera_id,
                 "run_id": crop.run_id, "frame_index": crop.frame_index, "face_index": crop.face_index,
                 "faces_in_frame": crop.faces_in_frame, "track_id": crop.track_id,
