@@ -78,10 +78,10 @@ class DashboardState:
                 self._cursor = "0-0"
             for e in entries:
                 self._cursor = e.id
-                if e.payload is None or e.malformed:
+                if e.payload is None:
                     continue
                 try:
-                    label = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=Label)
+                    label = e.message(self.settings.streams.max_payload_bytes, expect=Label)
                 except MessageError:
                     continue  # the consumers dead-letter bad ones; the dashboard just skips them
                 self._add(label)

@@ -24,7 +24,7 @@ import numpy as np
 from fer_pipeline.consumers.overlay import EmotionAnnotator, FaceAnnotation
 from fer_pipeline.errors import ConfigError, MessageError
 from fer_pipeline.images import image_dimensions
-from fer_pipeline.messages import EndOfStream, Frame, Label, decode
+from fer_pipeline.messages import EndOfStream, Frame, Label
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Entry, Transport
@@ -231,10 +231,8 @@ class DisplayService(Service):
             if e.payload is None:
                 continue
             try:
-                if e.malformed:
-                    raise MessageError(e.malformed)
-                msg = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes,
-                             expect=Label if e.stream == labels_stream else None)
+                msg = e.message(self.settings.streams.max_payload_bytes,
+                                expect=Label if e.stream == labels_stream else None)
                 if e.stream != labels_stream and not isinstance(msg, (Frame, EndOfStream)):
                     raise MessageError(f"expected a Frame or EndOfStream message, got kind {msg.kind!r}")
             except MessageError as err:

@@ -15,7 +15,7 @@ import time
 from fer_pipeline import bundles
 from fer_pipeline.consumers.store import EmotionStore, open_store
 from fer_pipeline.errors import MessageError
-from fer_pipeline.messages import Label, decode
+from fer_pipeline.messages import Label
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import LOGGER_GROUP
@@ -127,9 +127,7 @@ class LoggerService(Service):
                 self.counters["labels_missing"] += 1
                 continue
             try:
-                if e.malformed:
-                    raise MessageError(e.malformed)
-                labels.append(decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=Label))
+                labels.append(e.message(self.settings.streams.max_payload_bytes, expect=Label))
             except MessageError as err:
                 bad.append((e, err.reason))
         inserted = self.store.add(labels)

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import redis
 
 from fer_pipeline import bundles
-from fer_pipeline.errors import BrokerUnavailable
+from fer_pipeline.errors import BrokerUnavailable, MessageError
+from fer_pipeline.messages import decode
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import StreamKeys
 
@@ -241,6 +242,13 @@ class Entry(NamedTuple):
     def ref(self) -> str:
         """Where this message came from, for dead letters and logs: the entry id, #part in a bundle."""
         return self.id if self.parts == 1 else f"{self.id}#{self.part}"
+
+    def message(self, max_bytes: int, expect=None):
+        """The message, decoded and validated (``messages.decode``); ``MessageError`` with the
+        reason when it is not one, an unreadable bundle included."""
+        if self.malformed:
+            raise MessageError(self.malformed)
+        return decode(self.payload, max_bytes=max_bytes, expect=expect)
 
 
 class Transport:

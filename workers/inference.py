@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from fer_pipeline import bundles
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import FaceCrop, Label, decode, valid_probabilities
+from fer_pipeline.messages import FaceCrop, Label, valid_probabilities
 from fer_pipeline.model import Predictor
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
@@ -142,9 +142,7 @@ class InferenceWorker(Service):
                     done.append(e.id)
                     continue
                 try:
-                    if e.malformed:
-                        raise MessageError(e.malformed)
-                    crop = decode(e.payload, max_bytes=self.settings.streams.max_payload_bytes, expect=FaceCrop)
+                    crop = e.message(self.settings.streams.max_payload_bytes, expect=FaceCrop)
                 except MessageError as err:
                     self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload,
                                                reason=err.reason, role=self.role)
