@@ -70,7 +70,18 @@ class StreamSettings(_Section):
     block_ms: int = Field(500, ge=1)
 
 
+DETECTORS = ("blazeface", "blazeface-short", "res10", "haar")
+
+
 class ProducerSettings(_Section):
+    # Face detector by name (producers/detection): BlazeFace full range finds the most faces
+    # per millisecond on real video (README's detector table); "haar" is the tutorial's.
+    detector: Literal["blazeface", "blazeface-short", "res10", "haar"] = "blazeface"
+    # Minimum detector score (0 = the detector's own default; Haar has no score).
+    detect_score: float = Field(0.0, ge=0.0, lt=1.0)
+    # Turn each crop upright by the eye line where the detector returns eyes (BlazeFace).
+    align: bool = True
+    # Haar parameters (the tutorial's 1.3 / 5); min_face also bounds the other detectors.
     scale_factor: float = Field(1.3, gt=1.0)
     min_neighbors: int = Field(5, ge=0)
     min_face: int = Field(30, ge=8)
@@ -85,6 +96,9 @@ class ProducerSettings(_Section):
     frame_max_width: int = Field(640, ge=64)
     tracker_iou: float = Field(0.3, gt=0.0, lt=1.0)
     tracker_max_missed: int = Field(15, ge=0)
+    # Frames a tracked face keeps its predicted box without a detection (between detections,
+    # or when the detector blinks); longer leaves ghost boxes after a person leaves.
+    tracker_coast: int = Field(8, ge=0)
     max_image_pixels: int = Field(40_000_000, ge=1)
 
 

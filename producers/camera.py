@@ -20,7 +20,8 @@ import numpy as np
 
 from fer_pipeline.errors import ConfigError, SourceError
 from fer_pipeline.messages import EndOfStream, FaceCrop, Frame
-from fer_pipeline.producers.faces import FaceDetector, FaceFinder, crop_face
+from fer_pipeline.producers.detection import Detector
+from fer_pipeline.producers.faces import FaceFinder
 from fer_pipeline.producers.publisher import SENT_NAMES, Outgoing, Publisher
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
 from fer_pipeline.service import REDIS_DOWN, Service
@@ -79,7 +80,7 @@ class CameraProducer:
 
     def __init__(self, camera_id: str, source: Source, settings: Settings, transport: Transport, *,
                  run_id: str, stop: threading.Event, backlog: BacklogGauge, publisher: Publisher,
-                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+                 detector_factory: Callable[[], Detector] | None = None) -> None:
         import logging
 
         self.camera_id = camera_id
@@ -138,11 +139,7 @@ class CameraProducer:
     def _faces(self, frame: CapturedFrame) -> list[Item]:
         if frame.crops is not None:  # a labelled replay: the faces are given
             return [(c.pixels, c.box, c.track_id, c.truth) for c in frame.crops]
-        import cv2
-
-        image = frame.image
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        return [(crop_face(gray, b), b, tid, None) for b, tid in self._finder.find(gray)]
+        return [(f.crop, f.box, f.track_id, None) for f in self._finder.find(frame.image)]
 
     def _crop_payloads(self, frame: CapturedFrame, items: Sequence[Item]) -> list[bytes]:
         if not items:
@@ -194,7 +191,7 @@ class ProducerService(Service):
     role = "producer"
 
     def __init__(self, settings: Settings, transport: Transport, sources: Sequence[tuple[str, Source]],
-                 ident: str | None = None, *, detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+                 ident: str | None = None, *, detector_factory: Callable[[], Detector] | None = None) -> None:
         super().__init__(settings, transport, ident)
         if not sources:
             raise ConfigError("no sources given to the producer")

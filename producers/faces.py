@@ -1,131 +1,94 @@
-"""Face detection (OpenCV Haar cascade, as the original tutorial) and 48x48 cropping.
+"""One camera's faces, frame by frame: detect, track between detections, frame and crop.
 
-A ``FaceDetector`` is not thread-safe (``CascadeClassifier`` keeps scratch buffers): make
-one per camera thread.
+A ``FaceFinder`` is not thread-safe (detectors keep scratch buffers): make one per camera
+thread.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from fer_pipeline.errors import ConfigError
-from fer_pipeline.messages import CROP_SIZE
-from fer_pipeline.producers.tracker import IouTracker
+from fer_pipeline.producers.detection import Detector, build_detector
+from fer_pipeline.producers.detection.base import as_gray, clip_box
+from fer_pipeline.producers.detection.framing import crop_face, framing_for
+from fer_pipeline.producers.tracker import FaceTracker
 from fer_pipeline.settings import ProducerSettings
-
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
-# The cascade's own window is 24x24: asking for smaller faces after a downscale is pointless.
-CASCADE_WINDOW = 24
 
 Box = tuple[int, int, int, int]
 
+__all__ = ["Face", "FaceFinder", "crop_face"]
 
-class FaceDetector:
-    """Finds frontal faces in a gray frame; boxes are (x, y, w, h) in source pixels."""
 
-    def __init__(self, settings: ProducerSettings) -> None:
-        import cv2
+@dataclass(frozen=True, slots=True)
+class Face:
+    """A face on one frame, ready to publish.
 
-        path = cv2.data.haarcascades + CASCADE_FILE
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise ConfigError(f"cannot load the Haar cascade {path}: reinstall opencv-python")
-        self._cascade = cascade
-        self.scale_factor = settings.scale_factor
-        self.min_neighbors = settings.min_neighbors
-        self.min_face = settings.min_face
-        self.detect_width = settings.detect_width
+    Attributes:
+        box: The FER2013-framed square the crop was cut from, clipped to the frame.
+        track_id: The person's id on this camera.
+        crop: 48x48 uint8, upright when the detector gave eyes and alignment is on.
+        detected: False when the tracker predicted the box on a frame without a detection.
+    """
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
-        """Detect faces.
-
-        Args:
-            gray: (H, W) uint8 frame.
-
-        Returns:
-            Boxes in ``gray``'s pixels, clipped to the frame, in the cascade's order.
-        """
-        import cv2
-
-        h, w = gray.shape[:2]
-        scale = 1.0
-        small = gray
-        if self.detect_width and w > self.detect_width:
-            # Haar cost grows with pixels; faces big enough to classify survive this.
-            scale = self.detect_width / w
-            small = cv2.resize(gray, (self.detect_width, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        min_size = max(CASCADE_WINDOW, round(self.min_face * scale))
-        found = self._cascade.detectMultiScale(
-            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_size, min_size))
-        boxes: list[Box] = []
-        for x, y, bw, bh in np.asarray(found).reshape(-1, 4):
-            box = _clip((round(x / scale), round(y / scale), round(bw / scale), round(bh / scale)), w, h)
-            if box is not None:
-                boxes.append(box)
-        return boxes
+    box: Box
+    track_id: int
+    crop: np.ndarray
+    detected: bool
 
 
 class FaceFinder:
-    """One camera's faces frame by frame: Haar every ``detect_every``-th frame (the first
-    included), the last boxes reused in between, and a track id per box (IoU tracker).
+    """Detects every ``detect_every``-th frame (the first included); the tracker carries each
+    face between detections (and through a detector's blinks), so a person present on a frame
+    gets a box on it, with one id while they stay.
 
     Args:
-        settings: Producer settings (Haar parameters, ``detect_width``, ``detect_every``, tracker).
+        settings: Producer settings (detector, thresholds, ``detect_every``, tracker).
         detector_factory: Builds the detector on first use (tests pass a scripted one).
     """
 
-    def __init__(self, settings: ProducerSettings,
-                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+    def __init__(self, settings: ProducerSettings, detector_factory: Callable[[], Detector] | None = None) -> None:
         self.detect_every = settings.detect_every
+        self.min_face = settings.min_face
+        self.align = settings.align
         self.detect_ms = 0.0  # time spent in detect(), for heartbeats and benchmarks
         self.detections = 0
-        self._factory = detector_factory or (lambda: FaceDetector(settings))
-        self._detector: FaceDetector | None = None
-        self._tracker = IouTracker(settings.tracker_iou, settings.tracker_max_missed)
+        self._factory = detector_factory or (lambda: build_detector(settings))
+        self._detector: Detector | None = None
+        self._tracker = FaceTracker(settings.tracker_iou, settings.tracker_max_missed, settings.tracker_coast)
         self._since_detect = settings.detect_every  # detect on the first frame
-        self._last: tuple[list[Box], list[int]] = ([], [])
 
-    def find(self, gray: np.ndarray) -> list[tuple[Box, int]]:
-        """(box, track id) of each face in this (H, W) uint8 frame."""
+    @property
+    def detector(self) -> Detector:
+        """The detector, built on first use (model files load in the camera's thread)."""
+        if self._detector is None:
+            self._detector = self._factory()
+        return self._detector
+
+    def find(self, image: np.ndarray) -> list[Face]:
+        """The faces on this (H, W, 3) BGR or (H, W) gray uint8 frame."""
+        self._tracker.predict()
         if self._since_detect >= self.detect_every:
-            if self._detector is None:
-                self._detector = self._factory()
+            detector = self.detector
             t0 = time.perf_counter()
-            boxes = self._detector.detect(gray)
+            found = [d for d in detector.detect(image) if max(d.box[2], d.box[3]) >= self.min_face]
             self.detect_ms += (time.perf_counter() - t0) * 1000
             self.detections += 1
-            self._last = (boxes, self._tracker.update(boxes))
+            self._tracker.update([d.box for d in found], [d.roll if d.eyes else None for d in found])
             self._since_detect = 0
-        # Between detections the last boxes are reused (faces move little in a few frames);
-        # the crops are still cut from each new frame.
         self._since_detect += 1
-        boxes, ids = self._last
-        return list(zip(boxes, ids))
-
-
-def crop_face(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The box's region resized to 48x48 uint8 (INTER_AREA, as the tutorial).
-
-    Raises:
-        ValueError: the box does not overlap the frame.
-    """
-    import cv2
-
-    h, w = gray.shape[:2]
-    clipped = _clip(box, w, h)
-    if clipped is None:
-        raise ValueError(f"box {box} is outside the {w}x{h} frame")
-    x, y, bw, bh = clipped
-    return cv2.resize(gray[y:y + bh, x:x + bw], (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
-
-
-def _clip(box: Box, w: int, h: int) -> Box | None:
-    x, y, bw, bh = (int(v) for v in box)
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(w, x + bw), min(h, y + bh)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1 - x0, y1 - y0
+        gray = as_gray(image)
+        h, w = gray.shape[:2]
+        framing = framing_for(self.detector.name)
+        faces: list[Face] = []
+        for tracked in sorted(self._tracker.faces(), key=lambda t: t.track_id):
+            roll = tracked.roll if self.align else 0.0
+            square = framing.apply(tracked.box, roll)
+            shown = clip_box(square, w, h)
+            if shown is None:  # predicted out of the frame: the person has left
+                continue
+            faces.append(Face(shown, tracked.track_id, crop_face(gray, square, roll), tracked.detected))
+        return faces

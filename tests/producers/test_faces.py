@@ -4,53 +4,68 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_pipeline.producers.faces import FaceDetector, crop_face
-from fer_pipeline.producers.tracker import iou
+from fer_pipeline.producers.detection import Detection
+from fer_pipeline.producers.faces import FaceFinder, crop_face
 from fer_pipeline.settings import ProducerSettings
 
 
-def gray_frames(path, indices):
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    for i in indices:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
-        ok, image = cap.read()
-        assert ok, f"cannot read frame {i} of {path}"
-        out.append(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-    cap.release()
-    return out
+class Scripted:
+    """A detector that returns what the test scripted for each call."""
+
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        return self.script.pop(0) if self.script else []
 
 
-@pytest.mark.data
-def test_haar_finds_the_woman_in_woman2(video_dir):
-    frames = gray_frames(video_dir / "woman2.mp4", [0, 150, 300])
-    full = FaceDetector(ProducerSettings())
-    small = FaceDetector(ProducerSettings(detect_width=320))
-    for gray in frames:
-        boxes = full.detect(gray)
-        assert boxes, "no face found at full size"
-        h, w = gray.shape
-        for x, y, bw, bh in boxes:
-            assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h and bw >= 30
-        # Downscaled detection reports boxes in full-size pixels, on the same face.
-        reduced = small.detect(gray)
-        assert reduced
-        best = max(iou(a, b) for a in boxes for b in reduced)
-        assert best > 0.5
-
-
-def test_blank_frame_has_no_faces():
-    assert FaceDetector(ProducerSettings()).detect(np.full((120, 160), 128, np.uint8)) == []
-
-
-def test_crop_face_resizes_and_clips():
+def test_crop_face_straight_inside_is_the_tutorials_resize():
     gray = np.arange(100 * 200, dtype=np.uint32).reshape(100, 200).astype(np.uint8)
     crop = crop_face(gray, (10, 20, 96, 48))
     assert crop.shape == (48, 48) and crop.dtype == np.uint8
     expected = cv2.resize(gray[20:68, 10:106], (48, 48), interpolation=cv2.INTER_AREA)
     assert np.array_equal(crop, expected)
-    # A box hanging over the edge is clipped to the frame, not padded.
-    edge = crop_face(gray, (180, 90, 40, 40))
-    assert np.array_equal(edge, cv2.resize(gray[90:100, 180:200], (48, 48), interpolation=cv2.INTER_AREA))
     with pytest.raises(ValueError, match="outside"):
         crop_face(gray, (300, 0, 10, 10))
+
+
+def test_crop_face_over_the_edge_repeats_the_border_instead_of_stretching():
+    gray = np.zeros((100, 100), np.uint8)
+    gray[:, 50:] = 200  # right half bright
+    crop = crop_face(gray, (60, 20, 80, 80))  # half the square hangs over the right edge
+    assert crop.shape == (48, 48)
+    assert crop[:, 30:].min() == 200  # the padding repeats the edge column, the face keeps its scale
+
+
+def test_crop_face_turns_a_rolled_face_upright():
+    """A bar drawn rolled 20 degrees counter-clockwise comes out horizontal."""
+    gray = np.zeros((200, 200), np.uint8)
+    cv2.rectangle(gray, (60, 95), (140, 105), 255, -1)
+    rot = cv2.getRotationMatrix2D((100, 100), 20, 1.0)
+    rolled = cv2.warpAffine(gray, rot, (200, 200))
+    upright = crop_face(rolled, (40, 40, 120, 120), roll=20)
+    straight = crop_face(gray, (40, 40, 120, 120))
+    assert np.abs(upright.astype(int) - straight.astype(int)).mean() < 8
+    assert np.abs(crop_face(rolled, (40, 40, 120, 120)).astype(int) - straight.astype(int)).mean() > 15
+
+
+def test_finder_detects_every_nth_frame_and_tracks_in_between():
+    settings = ProducerSettings(detect_every=3, min_face=10)
+    det = Scripted([[Detection((10 + 3 * t, 10, 40, 40))] for t in range(0, 12, 3)])
+    finder = FaceFinder(settings, lambda: det)
+    frames = [np.full((120, 160, 3), t, np.uint8) for t in range(10)]
+    found = [finder.find(f) for f in frames]
+    assert det.calls == 4  # frames 0, 3, 6, 9
+    assert all(len(faces) == 1 for faces in found)  # a box on every frame, not only detected ones
+    assert {faces[0].track_id for faces in found} == {0}
+    assert [faces[0].detected for faces in found] == [t % 3 == 0 for t in range(10)]
+    assert [int(faces[0].crop[0, 0]) for faces in found] == list(range(10))  # cut from each frame
+
+
+def test_finder_drops_faces_below_min_face():
+    finder = FaceFinder(ProducerSettings(min_face=30), lambda: Scripted([[Detection((0, 0, 20, 20))]]))
+    assert finder.find(np.zeros((64, 64, 3), np.uint8)) == []
