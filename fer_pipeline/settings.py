@@ -70,21 +70,25 @@ class StreamSettings(_Section):
     block_ms: int = Field(500, ge=1)
 
 
-DETECTORS = ("blazeface", "blazeface-short", "res10", "haar")
+DETECTORS = ("blazeface", "blazeface-full", "blazeface-short", "res10", "haar")
 
 
 class ProducerSettings(_Section):
-    # Face detector by name (producers/detection): BlazeFace full range finds the most faces
-    # per millisecond on real video (README's detector table); "haar" is the tutorial's.
-    detector: Literal["blazeface", "blazeface-short", "res10", "haar"] = "blazeface"
+    # Face detector by name (producers/detection): BlazeFace (full range, plus short range for
+    # close-ups) finds the most faces per millisecond on real video (README's detector table);
+    # "haar" is the tutorial's.
+    detector: Literal["blazeface", "blazeface-full", "blazeface-short", "res10", "haar"] = "blazeface"
     # Minimum detector score (0 = the detector's own default; Haar has no score).
     detect_score: float = Field(0.0, ge=0.0, lt=1.0)
+    # Detections scoring below this only continue a tracked face, never start one (ByteTrack's
+    # two thresholds: unsure boxes keep a known face tracked, but add no false faces).
+    track_score: float = Field(0.5, ge=0.0, le=1.0)
     # Turn each crop upright by the eye line where the detector returns eyes (BlazeFace).
     align: bool = True
     # Haar parameters (the tutorial's 1.3 / 5); min_face also bounds the other detectors.
     scale_factor: float = Field(1.3, gt=1.0)
     min_neighbors: int = Field(5, ge=0)
-    min_face: int = Field(30, ge=8)
+    min_face: int = Field(20, ge=8)
     # Detect on a frame downscaled to at most this width (0 = full size): Haar cost
     # grows with pixels, and faces big enough to classify survive the downscale.
     detect_width: int = Field(0, ge=0)
@@ -99,6 +103,13 @@ class ProducerSettings(_Section):
     # Frames a tracked face keeps its predicted box without a detection (between detections,
     # or when the detector blinks); longer leaves ghost boxes after a person leaves.
     tracker_coast: int = Field(8, ge=0)
+    # Detections in a row that may miss a tracked face before its predicted box is no longer
+    # shown (a detector's blink); more turn ghost boxes into false faces.
+    tracker_coast_misses: int = Field(1, ge=0)
+    # A frame whose 32x24 thumbnail differs from the last by more than this many gray levels
+    # on average is a cut: tracks are dropped and detection runs (0 = never). Cuts measure
+    # 26-30 in the demo clip, camera motion under 13.
+    scene_cut: float = Field(20.0, ge=0.0, le=255.0)
     max_image_pixels: int = Field(40_000_000, ge=1)
 
 

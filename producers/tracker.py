@@ -121,15 +121,21 @@ class FaceTracker:
             centres within half a face still match: small fast faces overlap little).
         max_missed: Frames a track is remembered without a matching detection, so a face
             that comes back after a short occlusion keeps its id; ids are never reused.
-        coast: Frames a confirmed track's predicted box is still reported without a
-            detection (longer and a face that left would leave a ghost box behind).
+        coast: Frames a track's predicted box is still reported since its last detection
+            (longer and a face that left would leave a ghost box behind).
         min_hits: Detections before a track is coasted through a detection that misses it:
             a newer track is reported between detections but dropped at the first miss, so
             one false detection never leaves a trail of boxes.
+        coast_misses: Detections in a row that may miss a confirmed track while its box is
+            still reported (the detector's blinks); between detections it is always reported.
+        birth_score: Detections below this score only continue existing tracks (see ``update``).
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 15, coast: int = 8, min_hits: int = 2) -> None:
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 15, coast: int = 8, min_hits: int = 2,
+                 birth_score: float = 0.0, coast_misses: int = 1) -> None:
         self.iou_threshold = iou_threshold
+        self.coast_misses = coast_misses
+        self.birth_score = birth_score
         self.max_missed = max_missed
         self.coast = coast
         self.min_hits = min_hits
@@ -141,6 +147,10 @@ class FaceTracker:
         """Remembered tracks: id -> current (predicted or corrected) box."""
         return {tid: t.box for tid, t in self._tracks.items()}
 
+    def reset(self) -> None:
+        """Forget every track (a scene cut); ids keep counting up, never reused."""
+        self._tracks.clear()
+
     def predict(self) -> None:
         """Advance every track by one frame; forget those unmatched for too long."""
         for tid in list(self._tracks):
@@ -149,38 +159,49 @@ class FaceTracker:
             if track.since_match > self.max_missed:
                 del self._tracks[tid]
 
-    def update(self, boxes: Sequence[Box], rolls: Sequence[float | None] | None = None) -> list[int]:
+    def update(self, boxes: Sequence[Box], rolls: Sequence[float | None] | None = None,
+               scores: Sequence[float] | None = None) -> list[int | None]:
         """Match this frame's detections to tracks (call after ``predict()``).
 
+        Detections scoring at least ``birth_score`` are matched first and may start tracks;
+        weaker ones (ByteTrack's idea) only continue a track no strong detection took: a
+        face the detector is unsure of on this frame stays tracked, while an unsure box on
+        nothing known is dropped, which is where false boxes come from.
+
         Returns:
-            One track id per box, in the order of ``boxes``.
+            One track id per box, in the order of ``boxes``; None for a weak box that matched
+            no track.
         """
-        rolls = list(rolls) if rolls is not None else [None] * len(boxes)
-        ids: list[int | None] = [None] * len(boxes)
+        n = len(boxes)
+        rolls = list(rolls) if rolls is not None else [None] * n
+        strong = [scores is None or scores[i] >= self.birth_score for i in range(n)]
+        ids: list[int | None] = [None] * n
         taken: set[int] = set()
-        for _, tid, i in self._pairs(boxes):
-            if tid in taken or ids[i] is not None:
-                continue
-            ids[i] = tid
-            taken.add(tid)
-            self._tracks[tid].correct(tuple(int(v) for v in boxes[i]), rolls[i])
+        for first in (True, False):
+            for _, tid, i in self._pairs(boxes):
+                if strong[i] != first or tid in taken or ids[i] is not None:
+                    continue
+                ids[i] = tid
+                taken.add(tid)
+                self._tracks[tid].correct(tuple(int(v) for v in boxes[i]), rolls[i])
         for tid, track in self._tracks.items():
             if tid not in taken:
                 track.misses += 1
         for i, box in enumerate(boxes):
-            if ids[i] is None:
+            if ids[i] is None and strong[i]:
                 ids[i] = self._next_id
                 self._tracks[self._next_id] = _Track.start(tuple(int(v) for v in box), rolls[i] or 0.0)
                 self._next_id += 1
-        return ids  # type: ignore[return-value]
+        return ids
 
     def faces(self) -> list[TrackedFace]:
         """This frame's faces: every track a detection matched on this frame, and the others
-        predicted for at most ``coast`` frames since their last detection (young tracks only
-        until a detection misses them)."""
+        predicted for at most ``coast`` frames since their last detection and through at most
+        ``coast_misses`` detections that missed them (young tracks: none)."""
         out = []
         for tid, t in self._tracks.items():
-            if t.matched_now or (t.since_match <= self.coast and (t.hits >= self.min_hits or not t.misses)):
+            allowed = self.coast_misses if t.hits >= self.min_hits else 0
+            if t.matched_now or (t.since_match <= self.coast and t.misses <= allowed):
                 box = t.box
                 if box[2] > 0 and box[3] > 0:
                     out.append(TrackedFace(box, tid, t.roll, t.matched_now))

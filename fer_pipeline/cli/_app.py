@@ -36,6 +36,12 @@ CameraIds = Annotated[Optional[list[str]], typer.Option(
 Realtime = Annotated[Optional[bool], typer.Option(
     "--realtime/--fast", help="Replay files at native fps, or as fast as possible.", show_default=False)]
 Loop = Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default=False)]
+DetectorName = Annotated[Optional[str], typer.Option(
+    "--detector", help="Face detector: blazeface (default), blazeface-short, res10 or haar (the tutorial's).",
+    show_default=False)]
+DetectEvery = Annotated[Optional[int], typer.Option(
+    help="Run detection every Nth frame; the tracker predicts each face in between (default: 1).",
+    show_default=False)]
 
 
 def resolve_sources(specs: list[str] | None) -> list[str]:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from fer_pipeline.cli._app import (
-    CameraIds, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings, resolve_sources, setup_logging,
+    CameraIds, DetectEvery, DetectorName, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings,
+    resolve_sources, setup_logging,
 )
 from fer_pipeline.errors import ConfigError
 
@@ -62,14 +63,14 @@ def producer(
     prefix: Prefix = None,
     realtime: Realtime = None,
     loop: Loop = None,
-    scale_factor: Annotated[Optional[float], typer.Option(help="Haar scaleFactor (default: 1.3).",
+    scale_factor: Annotated[Optional[float], typer.Option(help="Haar scaleFactor (default: 1.3; --detector haar).",
                                                           show_default=False)] = None,
-    min_neighbors: Annotated[Optional[int], typer.Option(help="Haar minNeighbors (default: 5).",
+    min_neighbors: Annotated[Optional[int], typer.Option(help="Haar minNeighbors (default: 5; --detector haar).",
                                                          show_default=False)] = None,
     detect_width: Annotated[Optional[int], typer.Option(help="Detect on frames downscaled to this width "
                                                         "(0 = full size).", show_default=False)] = None,
-    detect_every: Annotated[Optional[int], typer.Option(help="Run detection every Nth frame; track in between.",
-                                                        show_default=False)] = None,
+    detect_every: DetectEvery = None,
+    detector: DetectorName = None,
     frames: Annotated[Optional[bool], typer.Option("--frames/--no-frames", help="Publish JPEG frames for "
                                                    "display consumers.", show_default=False)] = None,
     ident: Ident = None,
@@ -80,7 +81,7 @@ def producer(
 
     s = build_settings(redis_url=redis_url, prefix=prefix, producer={
         "realtime": realtime, "loop": loop, "scale_factor": scale_factor, "min_neighbors": min_neighbors,
-        "detect_width": detect_width, "detect_every": detect_every, "publish_frames": frames})
+        "detect_width": detect_width, "detect_every": detect_every, "publish_frames": frames, "detector": detector})
     setup_logging(s.log_level)
     transport = Transport.connect(s)
     _serve(build_producer_service(s, transport, resolve_sources(source), camera_id, ident=ident))

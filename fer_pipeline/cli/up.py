@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from fer_pipeline.cli._app import (
-    CameraIds, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings, resolve_sources, setup_logging,
+    CameraIds, DetectEvery, DetectorName, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings,
+    resolve_sources, setup_logging,
 )
 from fer_pipeline.errors import ConfigError
 
@@ -39,6 +40,8 @@ def up(
                                                    show_default=False)] = None,
     realtime: Realtime = None,
     loop: Loop = None,
+    detector: DetectorName = None,
+    detect_every: DetectEvery = None,
     model: Annotated[Optional[Path], typer.Option(help="model.json for the workers.", show_default=False)] = None,
 ) -> None:
     """Run the whole pipeline on this machine and show live progress (Ctrl-C stops cleanly)."""
@@ -52,7 +55,8 @@ def up(
     if camera_id and len(camera_id) != len(specs):
         raise ConfigError(f"{len(camera_id)} --camera-id for {len(specs)} --source: give one per source or none")
     s = build_settings(redis_url=redis_url, prefix=prefix,
-                       producer={"realtime": realtime, "loop": loop},
+                       producer={"realtime": realtime, "loop": loop, "detector": detector,
+                                 "detect_every": detect_every},
                        worker={"model": model},
                        consumer={"out_dir": out, "db": out / "emotions.sqlite", "window": window})
     setup_logging("WARNING")

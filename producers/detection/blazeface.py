@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.producers.detection.base import Detection, as_bgr, clip_box
+from fer_pipeline.producers.detection.base import Detection, as_bgr, clip_box, nms
+from fer_pipeline.producers.detection.framing import Framing
 from fer_pipeline.settings import shipped_path
 
 RAW_SCORE_LIMIT = 80.0  # MediaPipe clips logits before the sigmoid
@@ -142,3 +143,44 @@ class BlazeFaceDetector:
             left, right = sorted(((float(x), float(y)) for x, y in pts), key=lambda p: p[0])
             out.append(Detection(clipped, float(scores[best]), (left, right)))
         return out
+
+
+class BlazeFaceBothRanges:
+    """Full range on every frame, plus short range for faces close to the camera.
+
+    The full-range model finds small and medium faces but scores close-ups low (a singer's
+    face filling half the frame: 0.29-0.56), which the short-range model, made for faces
+    within arm's length, finds at 0.6-0.75. Short-range boxes are kept only when large
+    (``min_share`` of the frame's shorter side) and sure (``short_score``): on small faces it
+    misplaces boxes. They are re-framed into the full-range model's framing, so one framing
+    serves both, and overlapping boxes are merged by score.
+
+    Args:
+        min_score: The full-range threshold (low: the tracker only lets weak boxes continue a
+            face, see ``FaceTracker.update``).
+        framings: The two models' fitted framings (``full``, ``short``).
+    """
+
+    name = "blazeface"
+    short_score = 0.6
+    min_share = 0.35
+
+    def __init__(self, min_score: float, framings: dict[str, Framing]) -> None:
+        self.full = BlazeFaceDetector(FULL_RANGE, min_score, name="blazeface-full")
+        self.short = BlazeFaceDetector(SHORT_RANGE, self.short_score, name="blazeface-short")
+        self._full_framing, self._short_framing = framings["full"], framings["short"]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        found = self.full.detect(image)
+        for d in self.short.detect(image):
+            if max(d.box[2], d.box[3]) < self.min_share * min(h, w):
+                continue
+            square = self._short_framing.apply(d.box, d.roll)
+            box = clip_box(self._full_framing.invert(square, 1.0, d.roll), w, h)
+            if box is not None:
+                found.append(Detection(box, d.score, d.eyes))
+        if len(found) < 2:
+            return found
+        corners = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (d.box for d in found)], float)
+        return [found[i] for i in nms(corners, np.array([d.score for d in found]), NMS_IOU)]

@@ -53,8 +53,20 @@ def test_predicts_motion_between_detections():
             assert face.detected == (t % 4 == 0)
 
 
+def test_coasting_stops_after_coast_misses_detections():
+    """Detected every frame: a confirmed face that the detector misses is still boxed through
+    ``coast_misses`` misses (a blink), not longer (a ghost)."""
+    tr = FaceTracker(coast=8, coast_misses=1)
+    (a,), _ = step(tr, [(100, 100, 50, 50)])
+    step(tr, [(101, 100, 50, 50)])
+    _, faces = step(tr, [])
+    assert a in faces and not faces[a].detected
+    _, faces = step(tr, [])
+    assert a not in faces
+
+
 def test_holds_the_id_through_a_short_occlusion_and_coasts_only_so_long():
-    tr = FaceTracker(max_missed=15, coast=3)
+    tr = FaceTracker(max_missed=15, coast=3, coast_misses=10)
     (a,), _ = step(tr, [(100, 100, 50, 50)])
     step(tr, [(101, 100, 50, 50)])
     for k in range(6):  # hidden for 6 detections: reported for `coast` frames, then not
