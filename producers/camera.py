@@ -99,8 +99,14 @@ class CameraProducer:
 
     @property
     def detect_ms(self) -> float:
-        """Milliseconds this camera has spent in face detection."""
+        """Milliseconds (wall clock) this camera has spent in face detection."""
         return self._finder.detect_ms
+
+    @property
+    def detect_cpu_ms(self) -> float:
+        """CPU milliseconds of this camera's thread in face detection (wall time grows with
+        the machine's load; this is the cost)."""
+        return self._finder.detect_cpu_ms
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
@@ -108,6 +114,10 @@ class CameraProducer:
         self.log.info("camera %s: %s source at %.2f fps (%s)", self.camera_id, self.source.kind,
                       self.source.fps, "finite" if self.source.finite else "live")
         try:
+            if self.source.kind != "replay":  # replays carry their faces; others need the detector
+                # Loaded before the first frame is stamped, or a file camera starts behind
+                # real time by the model's load time and never catches up.
+                self._finder.detector  # noqa: B018
             for frame in self.source.frames(self.stop):
                 self.process(frame)
                 if self.stop.is_set():
@@ -270,9 +280,11 @@ class ProducerService(Service):
             totals["source_reconnects"] += cam.source.stats["reconnects"]
             totals["images_skipped"] += cam.source.stats["skipped"]
             totals["stale_frames_skipped"] += cam.source.stats["stale_skipped"]
+            totals["realtime_lost_ms"] += cam.source.stats["realtime_lost_ms"]
         for key, value in totals.items():
             self.counters[key] = value
         self.counters["detect_ms"] = round(sum(c.detect_ms for c in self.cameras), 1)
+        self.counters["detect_cpu_ms"] = round(sum(c.detect_cpu_ms for c in self.cameras), 1)
 
 
 def camera_ids_for(sources: Sequence[Source], explicit: Sequence[str] | None) -> list[str]:

@@ -73,8 +73,9 @@ class CapturedFrame:
 
 class Source(ABC):
     """A stream of frames. ``fps`` is the native (or requested) rate; ``finite`` says
-    whether ``frames()`` ends on its own. ``stats`` counts ``reconnects`` and ``skipped``
-    (and, for live sources, ``stale_skipped``)."""
+    whether ``frames()`` ends on its own. ``stats`` counts ``reconnects``, ``skipped``,
+    ``realtime_lost_ms`` (how far a paced source fell behind its frame rate) and, for live
+    sources, ``stale_skipped``."""
 
     kind: str = "source"
 
@@ -100,17 +101,22 @@ class Source(ABC):
 
 class Pacer:
     """Paces a finite source to ``fps`` on the monotonic clock; when behind it does not
-    sleep and forgets the lag (no catch-up bursts). ``fps <= 0`` means as fast as possible."""
+    sleep and forgets the lag (no catch-up bursts), but adds it up in ``lost_s``: a camera
+    replayed slower than real time shows it (the producer's ``realtime_lost_ms``).
+    ``fps <= 0`` means as fast as possible."""
 
     def __init__(self, fps: float) -> None:
         self.period = 1.0 / fps if fps > 0 else 0.0
         self._due: float | None = None
+        self.lost_s = 0.0
 
     def wait(self, stop: threading.Event) -> None:
         if not self.period:
             return
         now = time.monotonic()
         if self._due is None or self._due <= now:
+            if self._due is not None:
+                self.lost_s += now - self._due
             self._due = now  # on time or behind: start the next period from now
         else:
             stop.wait(self._due - now)
@@ -159,6 +165,7 @@ class VideoFileSource(Source):
                     log.warning("video %s yields no frames after rewinding; ending", self.path)
                     return
             self._pacer.wait(stop)
+            self.stats["realtime_lost_ms"] = round(self._pacer.lost_s * 1000)
             yield CapturedFrame(index, time.time(), image)
             index += 1
 
@@ -346,6 +353,7 @@ class ImageFolderSource(Source):
                     continue
                 produced = True
                 self._pacer.wait(stop)
+                self.stats["realtime_lost_ms"] = round(self._pacer.lost_s * 1000)
                 yield CapturedFrame(index, time.time(), image)
                 index += 1
             if not self._loop or not produced:
@@ -398,6 +406,7 @@ class ReplaySource(Source):
                 crops.append(LabelledCrop(self.images[r], self.truths[r], box, r))
             row += self.faces
             self._pacer.wait(stop)
+            self.stats["realtime_lost_ms"] = round(self._pacer.lost_s * 1000)
             yield CapturedFrame(index, time.time(), mosaic, crops)
             index += 1
 

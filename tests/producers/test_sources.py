@@ -280,3 +280,19 @@ def test_live_source_that_cannot_open():
         LiveSource(7, "cam7", lambda: FakeCapture(0, opened=False))
     with pytest.raises(SourceError, match=r"stream 'rtsp://u:\*\*\*@h/x'"):
         LiveSource("rtsp://u:secret@h/x", "h", lambda: FakeCapture(0, opened=False))
+
+
+def test_pacer_adds_up_the_time_a_slow_consumer_lost():
+    import threading
+    import time
+
+    from fer_pipeline.producers.sources import Pacer
+
+    pacer, stop = Pacer(100.0), threading.Event()  # a frame every 10 ms
+    pacer.wait(stop)
+    time.sleep(0.05)  # the consumer took 50 ms over one frame: 40 ms behind
+    pacer.wait(stop)
+    assert 0.035 <= pacer.lost_s <= 0.2
+    before = pacer.lost_s
+    pacer.wait(stop)  # on time again: sleeps, loses nothing
+    assert pacer.lost_s == before

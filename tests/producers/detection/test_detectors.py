@@ -1,0 +1,115 @@
+"""Each detector finds the hand-annotated faces on a few frames of the committed demo clip
+(benchmarks/annotations/real_faces.json, same clip), and puts no box on anything else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_pipeline.producers.detection import build_detector
+from fer_pipeline.producers.detection.framing import framing_for
+from fer_pipeline.producers.tracker import iou
+from fer_pipeline.settings import DETECTORS, ProducerSettings, shipped_path
+
+ROOT = Path(__file__).resolve().parents[3]
+ANNOTATIONS = ROOT / "benchmarks" / "annotations" / "real_faces.json"
+DEMO = shipped_path("demo") / "short_hamilton_clip.mp4"
+# Frames of the demo clip on which each detector finds every clear frontal face (measured;
+# the benchmark has the full picture): the tutorial's Haar misses the singer's close-ups.
+FRAMES = {
+    "blazeface": (18, 88, 159, 221, 274),
+    "blazeface-full": (18, 88, 159, 221),
+    "blazeface-short": (88, 159, 168),
+    "res10": (88, 159, 221),
+    "haar": (88, 221, 239),
+}
+
+
+@pytest.fixture(scope="module")
+def demo_frames() -> dict[int, np.ndarray]:
+    wanted = {i for frames in FRAMES.values() for i in frames}
+    cap = cv2.VideoCapture(str(DEMO))
+    out, index = {}, 0
+    while len(out) < len(wanted):
+        ok, image = cap.read()
+        assert ok, f"the demo clip ended before frame {max(wanted)}"
+        if index in wanted:
+            out[index] = image
+        index += 1
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def annotated() -> dict:
+    return json.loads(ANNOTATIONS.read_text())["videos"]["short_hamilton_clip.mp4"]["frames"]
+
+
+def test_every_detector_is_listed():
+    assert set(FRAMES) == set(DETECTORS)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_finds_the_annotated_faces_and_nothing_else(name, demo_frames, annotated):
+    detector = build_detector(ProducerSettings(detector=name))
+    framing = framing_for(name)
+    for index in FRAMES[name]:
+        faces = annotated[str(index)]
+        clear = [f["box"] for f in faces if f["pose"] == "frontal" and not f["occluded"] and not f["ambiguous"]]
+        anything = [f["box"] for f in faces]
+        found = detector.detect(demo_frames[index])
+        squares = [framing.apply(d.box, d.roll) for d in found]
+        for box in clear:
+            assert any(iou(box, s) >= 0.4 for s in squares), f"{name} missed {box} on frame {index}: {squares}"
+        for s in squares:  # every box lies on some annotated face (profiles and blurred heads included)
+            assert any(iou(a, s) > 0.1 for a in anything), f"{name}: a box on no face, {s} on frame {index}"
+        h, w = demo_frames[index].shape[:2]
+        for d in found:
+            x, y, bw, bh = d.box
+            assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h and 0 <= d.score <= 1
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_blank_or_gray_frame(name):
+    detector = build_detector(ProducerSettings(detector=name))
+    assert detector.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+    assert detector.detect(np.full((240, 320), 128, np.uint8)) == []  # gray frames are accepted
+
+
+def test_blazeface_eyes_give_the_roll(demo_frames):
+    """The singer, rotated 15 degrees counter-clockwise: BlazeFace's eye line says so."""
+    detector = build_detector(ProducerSettings(detector="blazeface"))
+    image = demo_frames[159]
+    (upright,) = detector.detect(image)
+    x, y, w, h = upright.box
+    rot = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), 15, 1.0)
+    (rolled,) = detector.detect(cv2.warpAffine(image, rot, image.shape[1::-1]))
+    assert rolled.eyes is not None
+    assert rolled.roll - upright.roll == pytest.approx(15, abs=5)
+
+
+def test_unknown_detector_is_a_config_error():
+    from fer_pipeline.errors import ConfigError
+
+    settings = ProducerSettings.model_construct(detector="nope")
+    with pytest.raises(ConfigError, match="unknown face detector"):
+        build_detector(settings)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", DETECTORS)
+def test_finds_the_woman_in_woman2(name, video_dir):
+    detector = build_detector(ProducerSettings(detector=name))
+    cap = cv2.VideoCapture(str(video_dir / "woman2.mp4"))
+    for index in (0, 150, 300):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, image = cap.read()
+        assert ok
+        found = detector.detect(image)
+        assert found, f"{name} found no face on frame {index}"
+        assert max(d.box[2] for d in found) >= 80  # the woman's face, not a speck
+    cap.release()
