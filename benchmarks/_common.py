@@ -111,6 +111,23 @@ def _looks_numeric(text: str) -> bool:
     return stripped.isdigit()
 
 
+def letterbox(image, width: int, height: int):
+    """``image`` scaled to fit inside width x height keeping its aspect ratio, centred on black
+    (how a 16:9 clip shows on a 4:3 camera); returns (image, scale, x offset, y offset)."""
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = round(w * s), round(h * s)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    scaled = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    out = np.zeros((height, width, *image.shape[2:]), np.uint8)
+    y0, x0 = (height - nh) // 2, (width - nw) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = scaled
+    return out, s, x0, y0
+
+
 # -- timing -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Throughput:
@@ -297,3 +314,8 @@ def finish(name: str, results: dict, machine: dict, out_dir: Path | None = None)
     path = write_result(name, results, out_dir)
     print(f"\nwrote {path}")
     return path
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """A comma-separated command-line list of integers ("1,2,8")."""
+    return tuple(int(v) for v in text.split(",") if v.strip())

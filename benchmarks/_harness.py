@@ -1,6 +1,6 @@
-"""Process and measurement plumbing for the end-to-end benchmark: spawning and stopping real
-role processes, a label reader that timestamps arrivals, a sampler of backlog and memory, and
-exact-to-a-poll heartbeat snapshots."""
+"""Process and measurement plumbing for the end-to-end benchmarks (``pipeline.py``, ``cameras.py``):
+spawning and stopping real role processes, a pool of workers and the logger, a label reader that
+timestamps arrivals, a sampler of backlog and memory, and exact-to-a-poll heartbeat snapshots."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks._common import rss_mb
+from benchmarks._common import cpu_seconds, delete_prefix, rss_mb, unique_prefix
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import messages_held
 
@@ -79,6 +80,7 @@ class Observed:
     inferred_at: float
     received_at: float
     correct: bool | None
+    frame_index: int = -1  # the crop's frame: the real-video run times each camera's frames by it
 
 
 class LabelReader(threading.Thread):
@@ -109,7 +111,8 @@ class LabelReader(threading.Thread):
                         m = msgpack.unpackb(payload, raw=False)
                         truth = m.get("truth")
                         batch.append(Observed(m["camera_id"], m["captured_at"], m["published_at"], m["inferred_at"],
-                                              now, None if truth is None else truth == m["emotion"]))
+                                              now, None if truth is None else truth == m["emotion"],
+                                              m.get("frame_index", -1)))
             if batch:
                 with self.lock:
                     self.seen.extend(batch)
@@ -164,6 +167,71 @@ class Sampler(threading.Thread):
         self.stop_event.set()
         self.join(2)
         return self.samples
+
+
+# -- a pool of workers and the logger -----------------------------------------------------------------------------
+class Pool:
+    """A logger and W workers on one prefix; producers come and go per measurement."""
+
+    def __init__(self, base: Settings, workers: int, log_dir: Path, tag: str) -> None:
+        from fer_pipeline.transport import Transport
+
+        self.settings = base.with_updates(redis={"prefix": unique_prefix(tag)},
+                                          consumer={"db": log_dir / f"{tag}.sqlite"},
+                                          producer={"publish_frames": False, "realtime": True})
+        self.env = child_env(self.settings)
+        self.transport = Transport.connect(self.settings)
+        self.client, self.keys = self.transport.client, self.transport.keys
+        self.log_dir = log_dir
+        self.logger = spawn(f"{tag}-logger", ["logger", "--ident", "bench-logger"], self.env, log_dir)
+        self.workers = [spawn(f"{tag}-worker{i}", ["worker", "--ident", f"bench-w{i}"], self.env, log_dir)
+                        for i in range(workers)]
+        try:
+            wait_for(lambda: all(self.client.exists(self.keys.health("worker", f"bench-w{i}"))
+                                 for i in range(workers))
+                     and self.client.exists(self.keys.health("logger", "bench-logger")),
+                     90, f"{workers} worker(s) and the logger to start", [self.logger, *self.workers])
+        except BaseException:
+            stop([*self.workers, self.logger])
+            delete_prefix(self.client, self.settings.redis.prefix)
+            self.transport.close()
+            raise
+        self.reader = LabelReader(self.client, self.keys.labels)
+        self.reader.start()
+
+    def worker_totals(self) -> dict[str, float]:
+        tot: Counter[str] = Counter()
+        for i in range(len(self.workers)):
+            hb = heartbeat(self.client, self.keys, "worker", f"bench-w{i}")
+            tot.update({k: hb.get(k, 0.0) for k in ("crops_labelled", "batches", "infer_ms")})
+        return dict(tot)
+
+    def worker_cpu(self) -> float:
+        return sum(cpu_seconds(w.popen.pid) or 0.0 for w in self.workers)
+
+    def drain(self, timeout_s: float = 60.0) -> float | None:
+        """Seconds until the workers have labelled every queued crop (None: gave up)."""
+        from fer_pipeline.streams import WORKERS_GROUP
+
+        t = time.monotonic()
+        while time.monotonic() - t < timeout_s:
+            lag, pending = self.transport.backlog(self.keys.crops, WORKERS_GROUP)
+            if lag == 0 and pending == 0:
+                return time.monotonic() - t
+            time.sleep(0.1)
+        return None
+
+    def close(self) -> dict:
+        self.reader.close()
+        codes = stop([*self.workers])
+        # The logger stops after the workers so it reads every label first.
+        time.sleep(0.5)
+        codes.update(stop([self.logger]))
+        logged = count_rows(self.settings.consumer.db)
+        published = self.transport.stats().get(f"published:{self.keys.labels}", 0)
+        delete_prefix(self.client, self.settings.redis.prefix)
+        self.transport.close()
+        return {"exit_codes": codes, "labels_published": published, "labels_logged": logged}
 
 
 def heartbeat(client, keys, role: str, ident: str) -> dict[str, float]:

@@ -11,6 +11,8 @@ capture->label latency as (arrival here) - (the crop's capture time).
 Per configuration: sustained labelled faces/s, latency p50/p95/p99, frames the producer
 could not make on time, crops dropped by the backlog policy or trimmed unread, Redis memory
 of the run's keys, worker RSS and CPU, accuracy against the replayed truth labels.
+
+Real video, N producers with real detection: ``cameras.py`` (``--real-video`` here forwards to it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
-    DEFAULT_REDIS_URL, cpu_seconds, data_dir, delete_prefix, machine_info, ratio, section, summarize_latencies,
-    finish, table, unique_prefix,
+    DEFAULT_REDIS_URL, data_dir, finish, int_list, machine_info, ratio, section, summarize_latencies, table,
 )
 from benchmarks._harness import (  # noqa: E402
-    LabelReader, Sampler, Samples, child_env, count_rows, final_counters, fresh_heartbeat, heartbeat, spawn, stop,
-    wait_for,
+    Pool, Sampler, Samples, child_env, final_counters, fresh_heartbeat, spawn, stop, wait_for,
 )
 from fer_pipeline.settings import Settings  # noqa: E402
 
@@ -54,44 +53,8 @@ class Config:
         return self.cameras * self.fps * self.faces
 
 
-class Pool:
-    """A logger and W workers on one prefix; producers come and go per measurement."""
-
-    def __init__(self, base: Settings, workers: int, log_dir: Path, tag: str) -> None:
-        from fer_pipeline.transport import Transport
-
-        self.settings = base.with_updates(redis={"prefix": unique_prefix(tag)},
-                                          consumer={"db": log_dir / f"{tag}.sqlite"},
-                                          producer={"publish_frames": False, "realtime": True})
-        self.env = child_env(self.settings)
-        self.transport = Transport.connect(self.settings)
-        self.client, self.keys = self.transport.client, self.transport.keys
-        self.log_dir = log_dir
-        self.logger = spawn(f"{tag}-logger", ["logger", "--ident", "bench-logger"], self.env, log_dir)
-        self.workers = [spawn(f"{tag}-worker{i}", ["worker", "--ident", f"bench-w{i}"], self.env, log_dir)
-                        for i in range(workers)]
-        try:
-            wait_for(lambda: all(self.client.exists(self.keys.health("worker", f"bench-w{i}"))
-                                 for i in range(workers))
-                     and self.client.exists(self.keys.health("logger", "bench-logger")),
-                     90, f"{workers} worker(s) and the logger to start", [self.logger, *self.workers])
-        except BaseException:
-            stop([*self.workers, self.logger])
-            delete_prefix(self.client, self.settings.redis.prefix)
-            self.transport.close()
-            raise
-        self.reader = LabelReader(self.client, self.keys.labels)
-        self.reader.start()
-
-    def worker_totals(self) -> dict[str, float]:
-        tot: Counter[str] = Counter()
-        for i in range(len(self.workers)):
-            hb = heartbeat(self.client, self.keys, "worker", f"bench-w{i}")
-            tot.update({k: hb.get(k, 0.0) for k in ("crops_labelled", "batches", "infer_ms")})
-        return dict(tot)
-
-    def worker_cpu(self) -> float:
-        return sum(cpu_seconds(w.popen.pid) or 0.0 for w in self.workers)
+class ReplayPool(Pool):
+    """The shared pool, measured with one replay producer at a time."""
 
     def measure(self, cfg: Config, npz: Path, *, fast: bool = False, max_crop_backlog: int | None = None) -> dict:
         """Start a producer with ``cfg.cameras`` replay cameras, measure a window, stop it, drain.
@@ -126,25 +89,13 @@ class Pool:
             if sampler is not None and sampler.is_alive():
                 sampler.close()
             code = stop([producer])[producer.name]
-        drain_s = self._drain()
+        drain_s = self.drain()
         stats_after = self.transport.stats()
         result = self._summarise(cfg, tag, fast, producer, code, (p0, p1), (w0, w1), (c0, c1), (t0, t1), samples,
                                stats_before, stats_after, drain_s)
         result["max_crop_backlog"] = max_crop_backlog or self.settings.streams.max_crop_backlog
         result["accounting"] = accounting(final_counters(producer), stats_before, stats_after, self.keys.crops)
         return result
-
-    def _drain(self, timeout_s: float = 60.0) -> float | None:
-        """Seconds until the workers have labelled every queued crop (None: gave up)."""
-        from fer_pipeline.streams import WORKERS_GROUP
-
-        t = time.monotonic()
-        while time.monotonic() - t < timeout_s:
-            lag, pending = self.transport.backlog(self.keys.crops, WORKERS_GROUP)
-            if lag == 0 and pending == 0:
-                return time.monotonic() - t
-            time.sleep(0.1)
-        return None
 
     def _summarise(self, cfg, tag, fast, producer, code, p, w, c, t, samples: Samples, before, after, drain_s) -> dict:
         (p0, p1), (w0, w1), (c0, c1), (t0, t1) = p, w, c, t
@@ -188,18 +139,6 @@ class Pool:
             "worker_cpu_util": (c1 - c0) / span / len(self.workers),
             "drain_s": drain_s,
         }
-
-    def close(self) -> dict:
-        self.reader.close()
-        codes = stop([*self.workers])
-        # The logger stops after the workers so it reads every label first.
-        time.sleep(0.5)
-        codes.update(stop([self.logger]))
-        logged = count_rows(self.settings.consumer.db)
-        published = self.transport.stats().get(f"published:{self.keys.labels}", 0)
-        delete_prefix(self.client, self.settings.redis.prefix)
-        self.transport.close()
-        return {"exit_codes": codes, "labels_published": published, "labels_logged": logged}
 
 
 def accounting(final: dict | None, before: dict, after: dict, crops_key: str) -> dict:
@@ -270,7 +209,7 @@ def run(*, workers=(1, 2), cameras=(1, 2, 4, 8, 12, 16, 24), faces: int = 2, win
         log_dir = Path(tmp)
         for w in workers:
             section(f"Sweep: {w} worker(s), replay cameras at {FPS:g} fps x {faces} faces")
-            pool = Pool(base, w, log_dir, f"w{w}")
+            pool = ReplayPool(base, w, log_dir, f"w{w}")
             try:
                 for k in cameras:
                     r = pool.measure(Config(w, k, faces, window_s=window_s, warmup_s=warmup_s), npz)
@@ -337,14 +276,15 @@ def headline(results: dict) -> dict:
     return out
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workers", type=_ints, default=(1, 2), help="comma-separated worker counts (default 1,2)")
-    ap.add_argument("--cameras", type=_ints, default=(1, 2, 4, 8, 12, 16, 24),
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--real-video" in argv:
+        return real_video(argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="--real-video [OPTIONS]: run benchmarks.cameras instead (see its --help; "
+                                        "--cameras-real N is its --cameras N).")
+    ap.add_argument("--workers", type=int_list, default=(1, 2), help="comma-separated worker counts (default 1,2)")
+    ap.add_argument("--cameras", type=int_list, default=(1, 2, 4, 8, 12, 16, 24),
                     help="comma-separated camera counts, ascending (default 1,2,4,8,12,16,24)")
     ap.add_argument("--faces", type=int, default=2, help="faces per frame")
     ap.add_argument("--window", type=float, default=10.0, help="measurement window per configuration, seconds")
@@ -363,6 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         overload_backlog=a.overload_backlog, quick=a.quick, redis_url=a.redis_url,
         npz=a.npz, out_dir=a.out_dir)
     return 0
+
+
+def real_video(argv: list[str]) -> int:
+    """The real-video scenario moved to ``cameras.py``; its documented ``--real-video`` command still
+    runs it, with ``--cameras-real`` (named so beside the sweep's ``--cameras``) as its ``--cameras``."""
+    from benchmarks import cameras
+
+    forwarded = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if name == "--cameras-real":
+            arg = f"--cameras{sep}{value}"
+        if arg != "--real-video":
+            forwarded.append(arg)
+    return cameras.main(forwarded)
 
 
 if __name__ == "__main__":

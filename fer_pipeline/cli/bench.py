@@ -1,5 +1,5 @@
-"""`fer-pipeline bench`: the benchmark suite (inference, end-to-end pipeline, face detection,
-the emotion report over a large log).
+"""`fer-pipeline bench`: the benchmark suite (inference, end-to-end pipeline, real-video cameras,
+face detection, the emotion report over a large log).
 
 The benchmarks live in the source checkout's ``benchmarks/`` folder (they are not part of
 the installed package); each prints tables and writes JSON under ``benchmarks/results/``.
@@ -16,9 +16,10 @@ import typer
 
 from fer_pipeline.cli._app import app
 from fer_pipeline.errors import ConfigError, DataError
-from fer_pipeline.settings import REPO_ROOT
+from fer_pipeline.settings import DETECTORS, REPO_ROOT, ProducerSettings
 
-bench_app = typer.Typer(help="Benchmarks: inference speed, end-to-end sweeps and overload, detection cost.",
+bench_app = typer.Typer(help="Benchmarks: inference speed, end-to-end sweeps and overload, real-video cameras, "
+                        "detection cost.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -97,6 +98,33 @@ def pipeline(
          quick=quick, redis_url=redis_url, npz=npz, out_dir=out_dir)
 
 
+@bench_app.command("cameras")
+def cameras_benchmark(
+    cameras: Annotated[str, typer.Option(help="Comma-separated camera counts, one run each.")] = "8",
+    detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(DETECTORS)}.")] = (
+        ProducerSettings.model_fields["detector"].default),
+    detect_every: Annotated[str, typer.Option(help="Comma-separated detect_every values, one run each (with every "
+                                              "camera count).")] = "1,2,3",
+    frames: Annotated[bool, typer.Option("--frames/--no-frames", help="Producers also publish JPEG frames.")] = False,
+    seconds: Annotated[float, typer.Option(help="Video length per camera, seconds.", min=1.0)] = 25.0,
+    profile_frames: Annotated[int, typer.Option(help="Frames in the per-stage CPU profile of one camera (0: no "
+                                                "profile).", min=0)] = 300,
+    wait_quiet: Annotated[float, typer.Option(help="Before each run, wait up to this many seconds for other busy "
+                                              "processes to end (a shared machine).", min=0.0)] = 0.0,
+    redis_url: BenchRedis = LOCAL_REDIS,
+    videos: Annotated[Optional[Path], typer.Option(help="Folder with the two shared videos [default: "
+                                                   "../shared/data/video].", show_default=False)] = None,
+    out_dir: OutDir = None,
+) -> None:
+    """N producer processes with real detection on 640x480 video at native rate, one worker and the
+    logger: how far each camera falls behind real time, and where one camera's CPU goes."""
+    if detector not in DETECTORS:  # before minutes of video preparation, not in every producer's log
+        raise ConfigError(f"unknown detector {detector!r}: expected one of {', '.join(DETECTORS)}")
+    _run("cameras", cameras=_ints(cameras), detector=detector, detect_every=_ints(detect_every), frames=frames,
+         seconds=seconds, profile_frames=profile_frames, wait_quiet=wait_quiet, redis_url=redis_url, videos=videos,
+         out_dir=out_dir)
+
+
 @bench_app.command("detection")
 def detection(
     quick: Quick = False,
@@ -104,10 +132,13 @@ def detection(
                                                  show_default=False)] = None,
     videos: Annotated[Optional[Path], typer.Option(help="Folder with the two shared videos [default: "
                                                    "../shared/data/video].", show_default=False)] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only this setting (repeatable), e.g. "
+                                                      "'blazeface every 3rd'.", show_default=False)] = None,
     out_dir: OutDir = None,
 ) -> None:
-    """Haar cost per frame at 640x480 and 1280x720, and the speed/recall of downscaling and detect-every-N."""
-    _run("detection", quick=quick, limit=limit, videos=videos, out_dir=out_dir)
+    """Every face detector as the producer runs it: recall and false boxes on annotated real frames
+    and labelled scenes, ms per frame, crop accuracy, track fragmentation, demo coverage."""
+    _run("detection", quick=quick, limit=limit, videos=videos, out_dir=out_dir, only=tuple(only or ()))
 
 
 @bench_app.command("report")

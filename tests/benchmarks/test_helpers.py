@@ -12,7 +12,6 @@ import pytest
 
 from benchmarks._common import fmt, percentiles, ratio, summarize_latencies, table, write_result
 from benchmarks._harness import Proc, final_counters
-from benchmarks.detection import fit, matched
 from benchmarks.pipeline import accounting, holds
 
 
@@ -58,21 +57,6 @@ def test_write_result_is_json_with_timestamp(tmp_path):
     path = write_result("demo", {"value": np.float32(1.5), "where": Path("/x")}, tmp_path)
     data = json.loads(path.read_text())
     assert data["benchmark"] == "demo" and data["value"] == 1.5 and data["where"] == "/x" and "created" in data
-
-
-def test_matched_is_one_to_one_at_iou_half():
-    ref = [(0, 0, 100, 100), (200, 200, 50, 50)]
-    assert matched(ref, [(5, 5, 100, 100)]) == 1
-    assert matched(ref, [(5, 5, 100, 100), (2, 2, 100, 100)]) == 1  # two candidates, one face
-    assert matched(ref, [(60, 60, 100, 100)]) == 0  # IoU ~0.09
-    assert matched(ref, ref) == 2 and matched([], ref) == 0
-
-
-def test_fit_letterboxes_without_distortion():
-    image = np.full((36, 64, 3), 200, np.uint8)
-    out = fit(image, 64, 48)
-    assert out.shape == (48, 64, 3)
-    assert (out[:6] == 0).all() and (out[-6:] == 0).all() and (out[6:42] == 200).all()
 
 
 def _run(**over) -> dict:
@@ -121,3 +105,120 @@ def test_bench_cli_rejects_bad_lists():
         with pytest.raises(ConfigError):
             _ints(bad)
     assert _ints("4") == (4,)
+
+
+def test_face_metrics_match_and_score():
+    from benchmarks.face_metrics import Identities, Tally, match, score_frame
+
+    truth = [(0, 0, 50, 50), (100, 0, 50, 50)]
+    found = [(102, 2, 50, 50), (1, 1, 48, 48), (300, 300, 20, 20)]
+    assert sorted(match(truth, found)) == [(0, 1), (1, 0)]
+    s = score_frame(truth, [], found)
+    assert len(s.matched) == 2 and s.false == 1
+    # A box on an ignore region (a face too small to require) is neither found nor false.
+    s2 = score_frame(truth[:1], [(300, 300, 22, 22)], found)
+    assert len(s2.matched) == 1 and s2.false == 1  # (102, 2) matches nothing required or ignored
+    tally = Tally()
+    tally.add(s)
+    tally.add(score_frame([], [], []))
+    d = tally.as_dict()
+    assert d["recall"] == 1.0 and d["false_per_frame"] == 0.5 and d["frames_with_face_found"] == 1.0
+    ids = Identities()
+    for t in (1, 1, 2, 2, 1):
+        ids.add(7, t)
+    ids.add(8, 2)
+    out = ids.as_dict()
+    assert out["switches"] == 2 and out["fragments_per_identity"] == 1.5 and out["shared_ids"] == 1
+
+
+# -- the real-video scenario: benchmarks/cameras.py ---------------------------------------------------------------
+def test_common_letterbox_centres_on_black():
+    from benchmarks._common import letterbox as common_letterbox
+
+    out, scale, x0, y0 = common_letterbox(np.full((336, 596, 3), 90, np.uint8), 640, 480)
+    assert out.shape == (480, 640, 3) and scale == pytest.approx(640 / 596)
+    assert (x0, y0) == (0, 59) and (out[:y0] == 0).all() and (out[y0 + 361:] == 0).all()
+    assert abs(int(out[240, 320, 0]) - 90) <= 1
+
+
+def test_lag_profile_measures_how_far_behind_a_camera_ends():
+    from benchmarks.cameras import lag_profile
+
+    fps = 10.0
+    on_time = {i: 100.0 + i / fps for i in range(50)}
+    p = lag_profile(on_time, fps, settle_at=101.0)
+    assert p["lag_s"] == pytest.approx(0.0, abs=1e-9) and p["max_lag_s"] == pytest.approx(0.0, abs=1e-9)
+    assert p["fps_after_settle"] == pytest.approx(10.0) and p["settle_frame"] == 10
+    # Half a second lost at start-up (frame 1 late), then 0.01 s more every frame after frame 20.
+    late = {i: 100.0 + i / fps + (0.5 if i else 0.0) + max(0, i - 20) * 0.01 for i in range(50)}
+    p = lag_profile(late, fps, settle_at=103.0)
+    assert p["lag_s"] == pytest.approx(0.5 + 29 * 0.01) and p["max_lag_s"] == pytest.approx(p["lag_s"])
+    assert p["lag_at_settle_s"] == pytest.approx(0.5 + 5 * 0.01)  # frame 25 is the first at or after 103 s
+    assert p["lag_growth_s"] == pytest.approx(24 * 0.01) and p["first_at"] == pytest.approx(100.0)
+    assert p["wall_s"] == pytest.approx(4.9 + 0.79)
+    # A camera first seen at frame 5 (no face before): its start is extrapolated back.
+    assert lag_profile({5: 10.5, 6: 10.6}, fps)["first_at"] == pytest.approx(10.0)
+    assert lag_profile({}, fps)["lag_s"] is None
+
+
+def test_frames_by_camera_keeps_one_time_per_frame():
+    from benchmarks._harness import Observed
+    from benchmarks.cameras import frames_by_camera
+
+    seen = [Observed("a", 1.0, 0, 0, 0, None, 0), Observed("a", 1.0, 0, 0, 0, None, 0),
+            Observed("a", 1.1, 0, 0, 0, None, 3), Observed("b", 2.0, 0, 0, 0, None, 0),
+            Observed("c", 2.0, 0, 0, 0, None)]  # no frame index: not counted
+    assert frames_by_camera(seen) == {"a": {0: 1.0, 3: 1.1}, "b": {0: 2.0}}
+
+
+def test_cpu_share_and_interpolated_cpu():
+    from benchmarks.cameras import cpu_at, cpu_share
+
+    before = {"user": 100, "nice": 0, "system": 50, "idle": 800, "iowait": 0, "irq": 0, "softirq": 0, "steal": 0}
+    after = {**before, "user": 250, "system": 100, "idle": 850, "steal": 50}
+    share = cpu_share(before, after)
+    assert share == {"busy": pytest.approx(200 / 300), "steal": pytest.approx(50 / 300), "idle": pytest.approx(50 / 300)}
+    assert cpu_share(before, before)["busy"] is None
+    samples = [(10.0, 1.0), (11.0, 2.0), (12.0, 2.5)]
+    assert cpu_at(samples, 10.5) == pytest.approx(1.5) and cpu_at(samples, 12.0) == pytest.approx(2.5)
+    assert cpu_at(samples, 9.0) is None and cpu_at([], 1.0) is None
+
+
+def test_parse_finished_keeps_float_counters():
+    from benchmarks.cameras import parse_finished
+
+    text = ("12:00:00 I fer.producer:x: producer run ab12 finished: {'frames': 3, 'detect_ms': 20.5}\n"
+            "12:00:00 I fer.producer:x: producer x stopped after 2.0s: detect_ms=20.5 frames=3\n")
+    assert parse_finished(text) == {"frames": 3, "detect_ms": 20.5}
+    assert parse_finished("producer run ab finished: {oops\n") is None
+    assert parse_finished("nothing here\n") is None
+
+
+def test_real_video_flag_of_the_pipeline_benchmark_forwards_to_cameras(monkeypatch):
+    from benchmarks import cameras, pipeline
+
+    seen = []
+    monkeypatch.setattr(cameras, "main", lambda argv: seen.append(argv) or 0)
+    assert pipeline.main(["--real-video", "--cameras-real", "8", "--detect-every", "1,2,3", "--cameras-real=4"]) == 0
+    assert seen == [["--cameras", "8", "--detect-every", "1,2,3", "--cameras=4"]]
+
+
+def test_bench_cameras_command_passes_what_run_accepts(monkeypatch):
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from benchmarks import cameras
+    from fer_pipeline.cli import app
+    from fer_pipeline.errors import ConfigError
+
+    signature, got = inspect.signature(cameras.run), {}
+    monkeypatch.setattr(cameras, "run", lambda **kw: got.update(kw) or {})
+    result = CliRunner().invoke(app, ["bench", "cameras", "--cameras", "4,8", "--seconds", "5"])
+    assert result.exit_code == 0, result.output
+    signature.bind(**got)  # every option is a keyword of the real run()
+    assert got["cameras"] == (4, 8) and got["detect_every"] == (1, 2, 3) and got["frames"] is False
+    assert got["seconds"] == 5.0 and got["profile_frames"] == 300 and got["detector"] == cameras.DEFAULT_DETECTOR
+    got.clear()
+    bad = CliRunner().invoke(app, ["bench", "cameras", "--detector", "nope"])
+    assert isinstance(bad.exception, ConfigError) and not got  # refused before any video is prepared
