@@ -92,7 +92,10 @@ class ProducerSettings(_Section):
     # Detect on a frame downscaled to at most this width (0 = full size): Haar cost
     # grows with pixels, and faces big enough to classify survive the downscale.
     detect_width: int = Field(0, ge=0)
-    detect_every: int = Field(1, ge=1)
+    # Detect every Nth frame; the Kalman tracker predicts each face in between. 3 keeps 8
+    # cameras of 640x480 at 30 fps in real time on 2 cores with BlazeFace and costs about one
+    # face in a hundred of recall on the annotated real frames (BENCHMARKS.md, section 4).
+    detect_every: int = Field(3, ge=1)
     realtime: bool = True
     loop: bool = False
     publish_frames: bool = True
@@ -111,6 +114,11 @@ class ProducerSettings(_Section):
     # 26-30 in the demo clip, camera motion under 13.
     scene_cut: float = Field(20.0, ge=0.0, le=255.0)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    # FFmpeg threads decoding each video file (0 = FFmpeg's own choice) and OpenCV's threads in
+    # a producer process (0 = OpenCV's default): cameras are the parallelism, so one each saves
+    # the CPU that helper threads spend contending (a third of decoding's).
+    decode_threads: int = Field(1, ge=0, le=64)
+    opencv_threads: int = Field(1, ge=0, le=64)
 
 
 class WorkerSettings(_Section):

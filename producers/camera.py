@@ -231,6 +231,10 @@ class ProducerService(Service):
     def setup(self) -> None:
         self._register()
         if not self._threads:
+            if self.settings.producer.opencv_threads:
+                import cv2
+
+                cv2.setNumThreads(self.settings.producer.opencv_threads)
             self.publisher.start()
             self.log.info("producer run %s: %d camera(s): %s", self.run_id, len(self.cameras),
                           ", ".join(c.camera_id for c in self.cameras))

@@ -40,7 +40,7 @@ DetectorName = Annotated[Optional[str], typer.Option(
     "--detector", help="Face detector: blazeface (default), blazeface-short, res10 or haar (the tutorial's).",
     show_default=False)]
 DetectEvery = Annotated[Optional[int], typer.Option(
-    help="Run detection every Nth frame; the tracker predicts each face in between (default: 1).",
+    help="Run detection every Nth frame; the tracker predicts each face in between (default: 3).",
     show_default=False)]
 
 

@@ -70,25 +70,26 @@ class Letterbox:
     def fit(cls, bgr: np.ndarray, size: int) -> Letterbox:
         """Scale ``bgr`` to fit ``size`` x ``size``, keeping the aspect ratio.
 
-        INTER_AREA straight to the model's size costs 1.4 ms for 640x480 -> 192 (a
-        non-integer ratio takes OpenCV's slow path); shrinking by a whole factor first
-        (INTER_AREA's fast path, on a view cropped to a multiple of it) and then linearly the
-        rest of the way costs 0.13 ms and still averages every source pixel.
+        INTER_AREA straight to the model's size costs 1.4 ms for 640x480 -> 192 (OpenCV's
+        slow path for a non-integer ratio; whole ratios other than 2 are hardly faster).
+        Halving with INTER_AREA (its vectorised case: 0.08 ms) while the frame is at least
+        twice the input, then a linear step the rest of the way, still averages every
+        source pixel and costs 0.15 ms.
         """
         import cv2
 
-        h, w = bgr.shape[:2]
-        k = max(1, int(max(h, w) / size))
-        if k > 1:
-            h0, w0 = h - h % k, w - w % k
-            bgr = cv2.resize(bgr[:h0, :w0], (w0 // k, h0 // k), interpolation=cv2.INTER_AREA)
-        else:
-            h0, w0 = h, w
+        h0, w0 = bgr.shape[:2]
+        while max(bgr.shape[:2]) >= 2 * size:
+            h, w = bgr.shape[:2]
+            bgr = cv2.resize(bgr[:h - h % 2, :w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        # The halvings may have dropped an odd last row or column: scale by what was used.
+        k = w0 // bgr.shape[1] if bgr.shape[1] < w0 else 1
+        used_w, used_h = bgr.shape[1] * k, bgr.shape[0] * k
         scale = size / max(bgr.shape[:2])
         nw, nh = max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))
         if (nw, nh) != (bgr.shape[1], bgr.shape[0]):
             bgr = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        return cls(bgr, w0 / nw, h0 / nh)
+        return cls(bgr, used_w / nw, used_h / nh)
 
     def shrink(self, size: int) -> Letterbox:
         """The same frame fitted to a smaller square (cheap: from these pixels, not the frame's)."""
@@ -97,7 +98,7 @@ class Letterbox:
         nh, nw = self.image.shape[:2]
         f = size / max(nh, nw)
         tw, th = max(1, round(nw * f)), max(1, round(nh * f))
-        small = cv2.resize(self.image, (tw, th), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(self.image, (tw, th), interpolation=cv2.INTER_LINEAR)
         return Letterbox(small, self.scale_x * nw / tw, self.scale_y * nh / th)
 
 
