@@ -12,9 +12,10 @@ Two fits, side by side:
   boxes). This is what ships: it relates the detectors as they behave on real faces.
 - **scenes**: every detector on labelled scenes (``benchmarks/scenes.py``, seeds apart from
   the detection benchmark's) where each face's FER2013 square is known exactly. The DNN
-  detectors box a pasted 48x48 face without its head around it much tighter than a real one
-  (BlazeFace: 0.76 of the square against about 1.0 of a real face's Haar box), so this fit
-  crops real faces too loosely; it is kept as a check (Haar's scene fit should be ~1).
+  detectors box a pasted 48x48 face without its head around it tighter than a real one
+  (BlazeFace's square is 1.13-1.28 times its box there, depending on the faces' sizes, against
+  1.06 on real faces), so this fit would crop real faces too loosely; it is kept as a check
+  (Haar's scene fit should be ~1).
 
 Prints the constants to paste into ``producers/detection/framing.py`` and writes
 ``benchmarks/results/framing.json``.

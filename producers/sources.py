@@ -152,7 +152,6 @@ class VideoFileSource(Source):
     kind = "file"
 
     def __init__(self, path: Path, settings: Settings) -> None:
-        import cv2
 
         what = f"cannot open video file '{path}'"
         if not path.exists():
@@ -168,7 +167,6 @@ class VideoFileSource(Source):
         self._pacer = Pacer(self.fps if settings.producer.realtime else 0.0)
 
     def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
-        import cv2
 
         index = 0
         while not stop.is_set():

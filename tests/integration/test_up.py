@@ -73,12 +73,16 @@ def test_two_cameras_two_workers(redis_settings, video_dir, tmp_path):
 
 
 def test_demo_with_embedded_broker(tmp_path):
-    """The README's first command: no Redis URL, the shipped demo clip."""
+    """The README's first command: no Redis URL, the shipped demo clip. A face is visible in
+    about 13 of every 15 frames; the default detector and tracker label one in most of them
+    (the tutorial's Haar labelled 34%)."""
     out = tmp_path / "out"
     r = run_up("--source", "demo", "--fast", "--out", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "embedded broker: redis-server" in r.stdout
-    assert len(log_rows(out / "emotions.sqlite")) > 20
+    with sqlite3.connect(out / "emotions.sqlite") as con:
+        frames = {f for (f,) in con.execute("SELECT DISTINCT frame_index FROM labels")}
+    assert len(frames) >= 0.8 * 275, f"{len(frames)} of 275 frames carry a labelled face"
     assert frame_count(out / "short_hamilton_clip.mp4") == 275
 
 
