@@ -78,7 +78,8 @@ class ProducerSettings(_Section):
     # close-ups) finds the most faces per millisecond on real video (README's detector table);
     # "haar" is the tutorial's.
     detector: Literal["blazeface", "blazeface-full", "blazeface-short", "res10", "haar"] = "blazeface"
-    # Minimum detector score (0 = the detector's own default; Haar has no score).
+    # Minimum detector score (0 = the detector's own default; Haar has no score). BlazeFace's
+    # short-range boxes keep their own 0.6 (alone, that model invents large boxes).
     detect_score: float = Field(0.0, ge=0.0, lt=1.0)
     # Detections scoring below this only continue a tracked face, never start one (ByteTrack's
     # two thresholds: unsure boxes keep a known face tracked, but add no false faces).

@@ -60,8 +60,12 @@ class FaceFinder:
         self.detections = 0
         self._factory = detector_factory or (lambda: build_detector(settings))
         self._detector: Detector | None = None
-        self._tracker = FaceTracker(settings.tracker_iou, settings.tracker_max_missed, settings.tracker_coast,
-                                    birth_score=settings.track_score, coast_misses=settings.tracker_coast_misses)
+        # Between detections every face must stay shown and remembered, whatever the tracker
+        # settings say: coasting shorter than the gap would blink the boxes off.
+        gap = settings.detect_every
+        self._tracker = FaceTracker(settings.tracker_iou, max(settings.tracker_max_missed, gap),
+                                    max(settings.tracker_coast, gap - 1), birth_score=settings.track_score,
+                                    coast_misses=settings.tracker_coast_misses)
         self._since_detect = settings.detect_every  # detect on the first frame
         self.scene_cut = settings.scene_cut
         self.cuts = 0

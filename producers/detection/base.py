@@ -57,8 +57,11 @@ class Detector(Protocol):
 
 
 def clip_box(box: tuple[float, float, float, float], w: int, h: int) -> Box | None:
-    """``box`` rounded and clipped to a w x h frame; None when nothing of it is inside."""
+    """``box`` rounded and clipped to a w x h frame; None when nothing of it is inside (or
+    it is not finite)."""
     x, y, bw, bh = box
+    if not all(np.isfinite(v) for v in box):
+        return None
     x0, y0 = max(0, round(x)), max(0, round(y))
     x1, y1 = min(w, round(x + bw)), min(h, round(y + bh))
     if x1 <= x0 or y1 <= y0:

@@ -79,11 +79,12 @@ class Letterbox:
         import cv2
 
         h0, w0 = bgr.shape[:2]
-        while max(bgr.shape[:2]) >= 2 * size:
+        k = 1  # the frame's pixels per pixel of the halved image
+        while max(bgr.shape[:2]) >= 2 * size and min(bgr.shape[:2]) >= 2:
             h, w = bgr.shape[:2]
             bgr = cv2.resize(bgr[:h - h % 2, :w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            k *= 2
         # The halvings may have dropped an odd last row or column: scale by what was used.
-        k = w0 // bgr.shape[1] if bgr.shape[1] < w0 else 1
         used_w, used_h = bgr.shape[1] * k, bgr.shape[0] * k
         scale = size / max(bgr.shape[:2])
         nw, nh = max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))
@@ -173,7 +174,11 @@ class BlazeFaceDetector:
     def _merge(corners: np.ndarray, scores: np.ndarray, eyes: np.ndarray, w: int, h: int) -> list[Detection]:
         """MediaPipe's weighted NMS: each kept face averages the boxes and eyes that overlap it,
         weighted by score, which steadies boxes from frame to frame."""
-        area = np.prod(np.maximum(0, corners[:, 2:] - corners[:, :2]), axis=1)
+        # A non-finite or empty box (a model's odd output) would poison its group's average.
+        sane = (np.isfinite(corners).all(axis=1) & np.isfinite(eyes).all(axis=(1, 2))
+                & (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1]))
+        corners, scores, eyes = corners[sane], scores[sane], eyes[sane]
+        area = np.prod(corners[:, 2:] - corners[:, :2], axis=1)
         remaining = np.arange(len(scores))
         out: list[Detection] = []
         while remaining.size:
@@ -182,6 +187,7 @@ class BlazeFaceDetector:
             br = np.minimum(corners[best, 2:], corners[remaining, 2:])
             inter = np.prod(np.maximum(0, br - tl), axis=1)
             overlap = inter / np.maximum(1e-9, area[best] + area[remaining] - inter)
+            overlap[0] = 1.0  # the best box always leads its own group
             group = remaining[overlap > NMS_IOU]
             remaining = remaining[overlap <= NMS_IOU]
             weights = scores[group][:, None]

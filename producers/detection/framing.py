@@ -125,14 +125,18 @@ def crop_face(gray: np.ndarray, box: FloatBox | Box, roll: float = 0.0) -> np.nd
     x1, y1 = min(w, math.ceil(cx + reach)), min(h, math.ceil(cy + reach))
     region = gray[y0:y1, x0:x1]
     f = min(1.0, CROP_SIZE / side)
+    fx = fy = 1.0
     if f < 1.0:
         region = cv2.resize(region, (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))),
                             interpolation=cv2.INTER_AREA)
         fx, fy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)
-    else:
-        fx = fy = 1.0
-    rcx, rcy = (cx - x0) * fx, (cy - y0) * fy
-    m = cv2.getRotationMatrix2D((rcx, rcy), -roll, CROP_SIZE / (side * fx))
-    m[0, 2] += CROP_SIZE / 2 - rcx
-    m[1, 2] += CROP_SIZE / 2 - rcy
+    # Frame -> crop: turn by -roll about the face's centre and scale the square to 48 px; the
+    # region's own (possibly unequal) shrink is undone first, so the face is never stretched.
+    to_crop = cv2.getRotationMatrix2D((cx, cy), -roll, CROP_SIZE / side)
+    to_crop[:, 2] += (CROP_SIZE / 2 - cx, CROP_SIZE / 2 - cy)
+    # warpAffine works on pixel indices (a pixel's centre is its index), the geometry above on
+    # continuous coordinates (pixel i spans [i, i + 1)): convert on both sides.
+    region_to_frame = np.array([[1 / fx, 0.0, x0 + 0.5 / fx], [0.0, 1 / fy, y0 + 0.5 / fy], [0.0, 0.0, 1.0]])
+    m = to_crop @ region_to_frame
+    m[:, 2] -= 0.5
     return cv2.warpAffine(region, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

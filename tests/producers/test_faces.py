@@ -69,3 +69,32 @@ def test_finder_detects_every_nth_frame_and_tracks_in_between():
 def test_finder_drops_faces_below_min_face():
     finder = FaceFinder(ProducerSettings(min_face=30), lambda: Scripted([[Detection((0, 0, 20, 20))]]))
     assert finder.find(np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_finder_keeps_faces_between_sparse_detections_whatever_the_tracker_settings():
+    settings = ProducerSettings(detect_every=10, tracker_coast=2, tracker_max_missed=0, min_face=10)
+    det = Scripted([[Detection((20, 20, 40, 40))]] * 5)
+    finder = FaceFinder(settings, lambda: det)
+    found = [finder.find(np.zeros((120, 160, 3), np.uint8)) for _ in range(30)]
+    assert all(len(f) == 1 for f in found) and {f[0].track_id for f in found} == {0}
+
+
+def test_crop_face_maps_a_point_exactly_when_the_region_shrinks_unevenly():
+    """A square mostly below the frame: its region is shrunk by different factors across and
+    down (72/150 and 22/45); a bright dot lands where the geometry says (not stretched)."""
+    gray = np.zeros((300, 400), np.uint8)
+    gray[286:295, 146:155] = 255  # centre (150, 290)
+    crop = crop_face(gray, (100, 280, 100, 100), roll=0.001)  # rolled: the warp path
+    ys, xs = np.nonzero(crop)
+    w = crop[ys, xs].astype(float)
+    # The dot's centre (150.5, 290.5) is 0.5 right of and 39.5 above the square's (150, 330);
+    # 100 px -> 48: (24.24, 5.04), pixel indices (23.74, 4.54).
+    # (Stretching the region's rows by its columns' factor, as an earlier version did, put it
+    # 0.35 px lower.)
+    assert abs((xs * w).sum() / w.sum() - 23.74) < 0.15 and abs((ys * w).sum() / w.sum() - 4.54) < 0.15
+
+
+@pytest.mark.parametrize("shape", [(20, 8192, 3), (2000, 5, 3), (1600, 63, 3), (1, 1, 3), (3, 2)])
+def test_odd_frame_shapes_run_through_blazeface(shape):
+    finder = FaceFinder(ProducerSettings())
+    assert finder.find(np.zeros(shape, np.uint8)) == []

@@ -113,3 +113,25 @@ def test_finds_the_woman_in_woman2(name, video_dir):
         assert found, f"{name} found no face on frame {index}"
         assert max(d.box[2] for d in found) >= 80  # the woman's face, not a speck
     cap.release()
+
+
+def test_blazeface_maps_boxes_back_on_narrow_frames(demo_frames):
+    """A face pasted into a tall, narrow frame comes back where it was (the halvings' scale)."""
+    detector = build_detector(ProducerSettings(detector="blazeface-full"))
+    (face,) = detector.detect(demo_frames[159])
+    x, y, w, h = face.box
+    patch = demo_frames[159][max(0, y - h):y + 2 * h, max(0, x - w // 2):x + w + w // 2]
+    tall = np.zeros((patch.shape[0] * 6, patch.shape[1], 3), np.uint8)
+    tall[3 * patch.shape[0]:4 * patch.shape[0]] = patch
+    found = detector.detect(tall)
+    want = (face.box[0] - max(0, x - w // 2), face.box[1] - max(0, y - h) + 3 * patch.shape[0], w, h)
+    assert found and max(iou(want, d.box) for d in found) > 0.6
+
+
+def test_blazeface_ignores_non_finite_or_empty_model_boxes():
+    from fer_pipeline.producers.detection.blazeface import BlazeFaceDetector
+
+    corners = np.array([[50, 50, 50, 80.0], [np.nan, 1, 2, 3], [100, 100, 160, 170]])
+    eyes = np.array([[[10, 10], [20, 10.0]]] * 3)
+    out = BlazeFaceDetector._merge(corners, np.array([0.9, 0.8, 0.7]), eyes, 640, 480)
+    assert [d.box for d in out] == [(100, 100, 60, 70)]
