@@ -278,23 +278,33 @@ def count_rows(db: Path) -> int | None:
         return None
 
 
+def producer_finished(line: str) -> tuple[bool, dict | None]:
+    """Whether a log line is a producer's "producer run X finished: {...}", and its counters
+    (None when they do not parse)."""
+    import ast
+
+    head, sep, tail = line.partition(" finished: ")
+    if not (sep and "producer run" in head):
+        return False, None
+    try:
+        value = ast.literal_eval(tail.strip())
+    except (ValueError, SyntaxError):
+        return True, None
+    return True, value if isinstance(value, dict) else None
+
+
 def final_counters(proc: Proc) -> dict[str, int] | None:
     """The counters a producer logs when it ends: "producer run X finished: {...}" or the
     service's "producer ID stopped after Ns: k=v k=v" line, whichever comes last."""
-    import ast
 
     try:
         lines = proc.log.read_text(errors="replace").splitlines()
     except OSError:
         return None
     for line in reversed(lines):
-        head, sep, tail = line.partition(" finished: ")
-        if sep and "producer run" in head:
-            try:
-                value = ast.literal_eval(tail.strip())
-            except (ValueError, SyntaxError):
-                return None
-            return value if isinstance(value, dict) else None
+        is_finished, value = producer_finished(line)
+        if is_finished:
+            return value
         head, sep, tail = line.partition(" stopped after ")
         if sep and "producer" in head and ": " in tail:
             out = {}

@@ -31,7 +31,7 @@ from benchmarks._common import (  # noqa: E402
     DEFAULT_REDIS_URL, REPO_ROOT, busy_processes, cpu_seconds, data_dir, delete_prefix, finish, int_list, letterbox,
     machine_info, ratio, section, table, unique_prefix, write_result,
 )
-from benchmarks._harness import Pool, Proc, spawn, stop  # noqa: E402
+from benchmarks._harness import Pool, Proc, producer_finished, spawn, stop  # noqa: E402
 from fer_pipeline.settings import ProducerSettings, Settings  # noqa: E402
 
 # The target: "8 cameras of 640x480 at 30 fps replayed at native rate on this 2-core machine with one worker
@@ -122,16 +122,10 @@ def write_letterboxed(src: Path, dst: Path, frames: int) -> int:
 def parse_finished(text: str) -> dict | None:
     """The counters of the last "producer run X finished: {...}" line of a producer's log
     (floats kept: detect_ms is one; ``final_counters`` keeps the service line's ints only)."""
-    import ast
-
     for line in reversed(text.splitlines()):
-        head, sep, tail = line.partition(" finished: ")
-        if sep and "producer run" in head:
-            try:
-                value = ast.literal_eval(tail.strip())
-            except (ValueError, SyntaxError):
-                return None
-            return value if isinstance(value, dict) else None
+        is_finished, value = producer_finished(line)
+        if is_finished:
+            return value
     return None
 
 

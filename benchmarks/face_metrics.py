@@ -9,18 +9,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fer_pipeline.producers.tracker import iou
+
 Box = tuple[float, float, float, float]
 IOU_MATCH = 0.4  # loose enough for detectors that frame a face differently from the truth
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def match(truth: Sequence[Box], found: Sequence[Box], iou_min: float = IOU_MATCH) -> list[tuple[int, int]]:

@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import data_dir  # noqa: E402
+from fer_pipeline.producers.tracker import iou  # noqa: E402
 
 Box = tuple[int, int, int, int]
 
@@ -226,17 +227,6 @@ def _quilt(image: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndarra
 
 
 # -- geometry -------------------------------------------------------------------------------------------
-def _iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = min(ax + aw, bx + bw) - max(ax, bx)
-    ih = min(ay + ah, by + bh) - max(ay, by)
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / (aw * ah + bw * bh - inter)
-
-
 def _visible(box: Box, size: tuple[int, int]) -> float:
     x, y, w, h = box
     iw = max(0, min(x + w, size[0]) - max(x, 0))
@@ -502,7 +492,7 @@ class _Scene:
         return min(self.cfg.max_side, max(self.cfg.min_side, round(t.side)))
 
     def _blocked(self, box: Box, me: _Track | None) -> bool:
-        return any(_iou(box, _box(o.cx, o.cy, self._side(o))) >= MAX_IOU for o in self.tracks if o is not me)
+        return any(iou(box, _box(o.cx, o.cy, self._side(o))) >= MAX_IOU for o in self.tracks if o is not me)
 
     # -- drawing ----------------------------------------------------------------------------------------
     def render(self, index: int, noise: np.random.Generator) -> SceneFrame:
