@@ -37,7 +37,8 @@ Realtime = Annotated[Optional[bool], typer.Option(
     "--realtime/--fast", help="Replay files at native fps, or as fast as possible.", show_default=False)]
 Loop = Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default=False)]
 DetectorName = Annotated[Optional[str], typer.Option(
-    "--detector", help="Face detector: blazeface (default), blazeface-short, res10 or haar (the tutorial's).",
+    "--detector", help="Face detector: blazeface (default), blazeface-full, blazeface-short, res10 or haar "
+    "(the tutorial's).",
     show_default=False)]
 DetectEvery = Annotated[Optional[int], typer.Option(
     help="Run detection every Nth frame; the tracker predicts each face in between (default: 3).",
