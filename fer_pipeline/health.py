@@ -21,6 +21,9 @@ GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
 # Heartbeat counters worth a column in the per-process table.
 PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelled", "batches", "labels_logged",
                     "frames_drawn", "dead_letters", "reconnects", "infer_ms")
+# Read from heartbeats too, for the problems and /metrics, without a column of their own.
+COLLECTED_COUNTERS = (*PROCESS_COUNTERS, "realtime_lost_ms")
+LOST_WARN_S = 1.0  # a producer this far behind its sources' frame rate is named in the problems
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
     alive: Counter[str] = Counter()
     for role, ident, info in sorted(transport.alive()):
         alive[role] += 1
-        counters = {k: _num(info[k]) for k in PROCESS_COUNTERS if k in info}
+        counters = {k: _num(info[k]) for k in COLLECTED_COUNTERS if k in info}
         started = _num(info.get("started")) or now
         processes.append(ProcessState(role=role, ident=ident, uptime_s=round(max(0.0, now - started), 1),
                                       counters=counters))
@@ -169,6 +172,12 @@ def problems(status: PipelineStatus) -> list[str]:
             out.append(f"{stream}: {n:,} messages trimmed before a consumer read them")
     if status.crops_dropped:
         out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")
+    for p in status.processes:
+        lost = p.counters.get("realtime_lost_ms", 0) / 1000
+        if p.role == "producer" and lost >= LOST_WARN_S:
+            # A paced file replays slower than real time; a live camera would drop frames instead.
+            out.append(f"producer {p.ident}: its cameras fell {lost:,.1f} s behind real time "
+                       "(too slow for the frame rate: raise --detect-every or add cores)")
     return out
 
 

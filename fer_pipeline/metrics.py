@@ -24,6 +24,8 @@ PROCESS_COUNTERS = {
     "frames_drawn": ("fer_frames_drawn_total", "Frames annotated by display consumers."),
     "dead_letters": ("fer_process_dead_letters_total", "Messages a process sent to the dead-letter stream."),
     "reconnects": ("fer_reconnects_total", "Redis reconnect attempts."),
+    "realtime_lost_ms": ("fer_realtime_lost_milliseconds_total",
+                         "Time paced file sources fell behind their frame rate (producers too slow)."),
 }
 # Bounds of the latency histograms, seconds: a frame budget is 33 ms, a stall is seconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -64,6 +64,8 @@ class Progress:
             "frames": int(self.total("producer", "frames")),
             "faces": int(self.total("producer", "crops_published")),
             "crops_dropped": int(self.total("producer", "crops_dropped")),
+            # Paced files replayed slower than their frame rate: the producers are too slow.
+            "behind_s": round(self.total("producer", "realtime_lost_ms") / 1000, 1),
             "labelled": int(self.total("worker", "crops_labelled")),
             "labels_per_s": round(self.rate, 1),
             "logged": int(self.total("logger", "labels_logged")),
@@ -91,7 +93,8 @@ def render(snap: dict):
     emo = snap["emotions"]
     total = sum(emo.values()) or 1
     t.add_row("emotions", "  ".join(f"{e} {emo.get(e, 0)} ({100 * emo.get(e, 0) / total:.0f}%)" for e in EMOTIONS))
-    t.add_row("problems", f"dead letters {snap['dead_letters']}   trimmed unread {snap['trimmed_unread']}")
+    behind = f"   behind real time {snap['behind_s']:,.1f} s" if snap.get("behind_s") else ""
+    t.add_row("problems", f"dead letters {snap['dead_letters']}   trimmed unread {snap['trimmed_unread']}{behind}")
     return t
 
 

@@ -161,6 +161,10 @@ def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: floa
           f"in the log {logged:,}  dead letters {stats.get('dead_letters', 0)}  "
           f"dropped {int(progress.total('producer', 'crops_dropped'))}  "
           f"trimmed unread {sum(v for k, v in stats.items() if k.startswith('trimmed_unread:'))}")
+    behind = progress.total("producer", "realtime_lost_ms") / 1000
+    if behind >= 1.0:
+        print(f"  cameras fell behind real time by {behind:,.1f} s in all: detection is too slow for their frame "
+              "rate here (raise --detect-every, or use --fast for files)")
     print(f"  emotion log: {sup.settings.consumer.db}")
     for v in videos:
         print(f"  annotated video: {v}")

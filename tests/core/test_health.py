@@ -34,7 +34,8 @@ def test_lag_pending_and_alive_per_group(real_transport):
     t.ack(t.keys.labels, LOGGER_GROUP, [e.id for e in t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10,
                                                                      block_ms=None, own_pending=True)])
     t.heartbeat("worker", "w1", 5.0, {"role": "worker", "started": 1.0, "crops_labelled": 7, "batches": 2})
-    t.heartbeat("producer", "p1", 5.0, {"role": "producer", "crops_dropped": 3, "frames": 10})
+    t.heartbeat("producer", "p1", 5.0, {"role": "producer", "crops_dropped": 3, "frames": 10,
+                                        "realtime_lost_ms": 2500})
     t.client.sadd(t.keys.cameras, "door")
     t.publish(t.keys.frames("door"), [b"f"], maxlen=100)
 
@@ -54,6 +55,7 @@ def test_lag_pending_and_alive_per_group(real_transport):
     assert any("group display" in p and "no display alive" in p for p in st.problems)
     assert not any("group workers" in p for p in st.problems)
     assert any("dropped 3 crops" in p for p in st.problems)
+    assert any("producer p1" in p and "2.5 s behind real time" in p for p in st.problems)
 
 
 def test_dead_letters_trimmed_and_rate(real_transport):
