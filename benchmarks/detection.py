@@ -29,6 +29,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +124,21 @@ def load_real(video_dir: Path, annotations: dict, limit: int | None) -> list[Rea
     return clips
 
 
+@lru_cache(maxsize=1)
+def scene_inputs() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """PublicTest images and labels, and the scenes' backgrounds: read once per run (the crop
+    accuracy of every setting needs the images again)."""
+    from benchmarks import scenes
+
+    images, labels = scenes.load_publictest()
+    return images, labels, scenes.load_backgrounds(size=SIZE, count=8, seed=7)
+
+
 def load_scenes(quick: bool) -> list[list]:
     """Scenes as lists of (gray frame, faces): generated once, shared by every setting."""
     from benchmarks import scenes
 
-    images, labels = scenes.load_publictest()
-    backgrounds = scenes.load_backgrounds(size=SIZE, count=8, seed=7)
+    images, labels, backgrounds = scene_inputs()
     out = []
     for seed in SCENE_SEEDS[:1] if quick else SCENE_SEEDS:
         frames = scenes.generate_scene(images, labels, backgrounds=backgrounds, seed=seed,
@@ -143,8 +153,7 @@ def load_stills(quick: bool) -> list[tuple]:
     accuracy of the crop path is measured over many people, not a few tracked ones."""
     from benchmarks import scenes
 
-    images, labels = scenes.load_publictest()
-    backgrounds = scenes.load_backgrounds(size=SIZE, count=8, seed=7)
+    images, labels, backgrounds = scene_inputs()
     out = []
     for seed in range(10_000, 10_000 + (60 if quick else STILLS)):
         (f,) = scenes.generate_scene(images, labels, backgrounds=backgrounds, seed=seed, frames=1, size=SIZE,
@@ -264,12 +273,11 @@ def _scene_pass(setting: Setting, scene_list: list[list], predictor) -> dict:
 def crop_accuracy(predictor, crops: list, rows: list[int], labels: list[int]) -> dict:
     """The classifier on the pipeline's crops of the found faces, against the same faces' own
     PublicTest images (weighted alike: one per matched face-frame)."""
-    from benchmarks.scenes import load_publictest
     from fer_pipeline.labels import FER2013_CODE_NAMES, EMOTIONS
 
     if not crops:
         return {"crop_accuracy": None, "offline_accuracy_same_faces": None, "faces_classified": 0}
-    images, _ = load_publictest()
+    images = scene_inputs()[0]
     to_model = np.array([EMOTIONS.index(name) for name in FER2013_CODE_NAMES])
     truth = to_model[np.asarray(labels)]
     ours = predictor.predict_many(np.stack(crops)).argmax(1)

@@ -8,7 +8,7 @@ Built once at the CLI boundary (env prefix ``FER_``, nested with ``__``, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,14 +70,15 @@ class StreamSettings(_Section):
     block_ms: int = Field(500, ge=1)
 
 
-DETECTORS = ("blazeface", "blazeface-full", "blazeface-short", "res10", "haar")
+DetectorName = Literal["blazeface", "blazeface-full", "blazeface-short", "res10", "haar"]
+DETECTORS: tuple[str, ...] = get_args(DetectorName)  # the names, in the order help texts list them
 
 
 class ProducerSettings(_Section):
     # Face detector by name (producers/detection): BlazeFace (full range, plus short range for
     # close-ups) finds the most faces per millisecond on real video (README's detector table);
     # "haar" is the tutorial's.
-    detector: Literal["blazeface", "blazeface-full", "blazeface-short", "res10", "haar"] = "blazeface"
+    detector: DetectorName = "blazeface"
     # Minimum detector score (0 = the detector's own default; Haar has no score). BlazeFace's
     # short-range boxes keep their own 0.6 (alone, that model invents large boxes).
     detect_score: float = Field(0.0, ge=0.0, lt=1.0)
