@@ -8,6 +8,9 @@ COPY fer_pipeline fer_pipeline
 COPY producers producers
 COPY workers workers
 COPY consumers consumers
+COPY emotion_log emotion_log
+COPY analytics analytics
+COPY dashboard dashboard
 COPY trainer trainer
 COPY models models
 COPY demo demo

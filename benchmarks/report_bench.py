@@ -30,10 +30,11 @@ except ImportError:  # run as a script: python benchmarks/report_bench.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.synth_log import generate
 
-from fer_pipeline.consumers.analytics import ReportOptions, sqlite_parts  # noqa: E402
-from fer_pipeline.consumers.episodes import Report, build_report  # noqa: E402
-from fer_pipeline.consumers.logreader import SqliteLog  # noqa: E402
-from fer_pipeline.consumers.store import EmotionStore  # noqa: E402
+from fer_pipeline.analytics.options import ReportOptions  # noqa: E402
+from fer_pipeline.analytics.runs import sqlite_parts  # noqa: E402
+from fer_pipeline.analytics.episodes import Report, build_report  # noqa: E402
+from fer_pipeline.emotion_log.reader import SqliteLog  # noqa: E402
+from fer_pipeline.emotion_log.sqlite import SqliteStore  # noqa: E402
 
 
 def read_only(path: Path, options: ReportOptions) -> tuple[float, int, int]:
@@ -100,7 +101,7 @@ def run(*, rows: int = 2_000_000, cameras: int = 4, copies: int = 1, repeats: in
     if not has_blocks:  # a log from before label blocks: what the logger does once when it starts
         before = path.stat().st_size
         t = time.perf_counter()
-        with EmotionStore(path) as store:
+        with SqliteStore(path) as store:
             covered = store.backfill()
         backfill = {"seconds": round(time.perf_counter() - t, 1), "rows": covered, "bytes_before": before,
                     "bytes_after": path.stat().st_size}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_pipeline.consumers import blocks as label_blocks
-from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.emotion_log import blocks as label_blocks
+from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.labels import EMOTIONS
 
 K = len(EMOTIONS)
@@ -35,7 +35,7 @@ def generate(path: Path, rows: int, *, cameras: int = 4, lanes: int = 3, fps: fl
     path = Path(path)
     if path.exists():
         path.unlink()
-    EmotionStore(path).close()  # the schema, exactly as the logger creates it
+    SqliteStore(path).close()  # the schema, exactly as the logger creates it
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")

@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_pipeline.consumers.overlay import EmotionAnnotator, FaceAnnotation
+from fer_pipeline.consumers.joiner import DEFAULT_FPS, faces_to_draw, frames_in_window
+from fer_pipeline.consumers.overlay import EmotionAnnotator
 from fer_pipeline.errors import ConfigError, MessageError
 from fer_pipeline.images import image_dimensions
 from fer_pipeline.messages import EndOfStream, Frame, Label
@@ -33,8 +34,6 @@ READ_COUNT = 64            # entries per stream per read (a labels entry is a wo
 DISCOVER_EVERY_S = 1.0     # re-read the cameras set this often
 BUFFER_S = 3.0             # frames buffered per camera waiting for labels, in seconds of video
 MIN_BUFFER = 30
-STALE_WINDOW_S = 1.0       # a track's last label is reused for this long after its frame
-DEFAULT_FPS = 30.0         # cameras that do not know their rate (fps 0)
 MAX_LABEL_FRAMES = 600     # buffered not-yet-framed label sets per camera run
 MAX_RUNS = 16              # camera runs remembered (label buffers, last drawn frame)
 MAX_TRACKS = 256           # last-known labels kept per camera
@@ -322,14 +321,11 @@ class DisplayService(Service):
         if len(self._drawn) > MAX_RUNS:
             self._drawn.popitem(last=False)
         self._forget_tracks(frame)
-        faces = [FaceAnnotation.from_label(label) for label in fresh.values()]
+        faces, stale = faces_to_draw(frame, list(fresh.values()), self._last.get(frame.camera_id, {}))
         self.counters["labels_joined"] += len(fresh)
-        missing = frame.faces - len(fresh)
-        if missing > 0:
+        if frame.faces > len(fresh):
             self.counters["frames_incomplete"] += 1
-            stale = self._stale(frame, {label.track_id for label in fresh.values()}, missing)
-            faces += [FaceAnnotation.from_label(label, stale=True) for label in stale]
-            self.counters["labels_stale_drawn"] += len(stale)
+        self.counters["labels_stale_drawn"] += stale
         image = self._decode_jpeg(item)
         if image is None:
             return
@@ -357,22 +353,12 @@ class DisplayService(Service):
             self.counters["dead_letters"] += 1
         return image
 
-    def _stale(self, frame: Frame, have: set[int], n: int) -> list[Label]:
-        """Up to ``n`` last-known labels of this run's tracks seen near this frame, nearest first."""
-        tracks = self._last.get(frame.camera_id, {})
-        window = int((frame.fps or DEFAULT_FPS) * STALE_WINDOW_S)
-        near = [lab for lab in tracks.values()
-                if lab.run_id == frame.run_id and lab.track_id not in have
-                and abs(lab.frame_index - frame.frame_index) <= window]
-        near.sort(key=lambda lab: abs(lab.frame_index - frame.frame_index))
-        return near[:n]
-
     def _forget_tracks(self, frame: Frame) -> None:
         """Drop last-known labels of tracks long gone (or of an older run) of this camera."""
         tracks = self._last.get(frame.camera_id)
         if not tracks:
             return
-        horizon = frame.frame_index - 10 * int((frame.fps or DEFAULT_FPS) * STALE_WINDOW_S)
+        horizon = frame.frame_index - 10 * frames_in_window(frame)
         for track_id in [t for t, lab in tracks.items() if lab.run_id != frame.run_id or lab.frame_index < horizon]:
             del tracks[track_id]
 

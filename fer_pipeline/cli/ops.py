@@ -65,12 +65,12 @@ def status(
 @contextmanager
 def _source(db: str | None):
     """What the analytics read: the SQLite path, or an open PostgreSQL connection."""
-    from fer_pipeline.consumers.store import is_postgres_url
+    from fer_pipeline.emotion_log.store import is_postgres_url
 
     s = build_settings(consumer={"db": db})
     target = str(s.consumer.db)
     if is_postgres_url(target):
-        from fer_pipeline.consumers.pgstore import connect
+        from fer_pipeline.emotion_log.postgres import connect
 
         conn = connect(target)
         try:
@@ -84,7 +84,7 @@ def _source(db: str | None):
 def _store(db: str | None):
     """The log to change (prune, erase, reindex): an existing one only. Opening a mistyped
     path would create an empty log there and report "0 rows" as if it were done."""
-    from fer_pipeline.consumers.store import is_postgres_url, open_store
+    from fer_pipeline.emotion_log.store import is_postgres_url, open_store
 
     s = build_settings(consumer={"db": db})
     target = s.consumer.db
@@ -213,11 +213,11 @@ def report(
     """
     from rich.console import Console
 
-    from fer_pipeline.consumers.analytics import ReportOptions, parse_time
-    from fer_pipeline.consumers.episodes import build_report
-    from fer_pipeline.consumers.report import FORMATS, render
-    from fer_pipeline.consumers.report import export as export_tables
-    from fer_pipeline.consumers.report import plot as plot_report
+    from fer_pipeline.analytics.options import ReportOptions, parse_time
+    from fer_pipeline.analytics.episodes import build_report
+    from fer_pipeline.analytics.render import FORMATS, render
+    from fer_pipeline.analytics.render import export as export_tables
+    from fer_pipeline.analytics.render import plot as plot_report
 
     if export is not None and export not in FORMATS:
         raise ConfigError(f"--export must be one of {', '.join(FORMATS)}, got {export!r}")
@@ -247,7 +247,7 @@ def report(
 
 
 def _has_blocks(path: Path) -> bool:
-    from fer_pipeline.consumers.logreader import SqliteLog
+    from fer_pipeline.emotion_log.reader import SqliteLog
 
     with SqliteLog(path) as log:
         return log.blocks
@@ -264,7 +264,7 @@ def dashboard(
     try:
         import uvicorn
 
-        from fer_pipeline.consumers.dashboard import create_app
+        from fer_pipeline.dashboard.app import create_app
     except ImportError as e:
         raise ConfigError(f"the dashboard needs its extra ({e.name} is missing): "
                           "pip install 'fer-pipeline[dashboard]'") from None

@@ -125,10 +125,10 @@ def logger(
     ident: Ident = None,
 ) -> None:
     """Record every label into an SQLite log of per-camera, per-track emotion timelines."""
-    from fer_pipeline.consumers.recorder import LoggerService
+    from fer_pipeline.consumers.label_logger import LabelLoggerService
     from fer_pipeline.transport import Transport
 
     s = build_settings(redis_url=redis_url, prefix=prefix, consumer={"db": db})
     setup_logging(s.log_level)
     transport = Transport.connect(s)
-    _serve(LoggerService(s, transport, ident))
+    _serve(LabelLoggerService(s, transport, ident))

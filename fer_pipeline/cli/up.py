@@ -144,12 +144,12 @@ def _run(sup, s, out: Path) -> int:
 
 
 def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: float) -> int:
-    from fer_pipeline.consumers.store import EmotionStore
+    from fer_pipeline.emotion_log.sqlite import SqliteStore
 
     keys = sup.transport.keys
     stats = sup.transport.stats()
     published = stats.get(f"published:{keys.crops}", 0)
-    store = EmotionStore(sup.settings.consumer.db)
+    store = SqliteStore(sup.settings.consumer.db)
     try:
         logged = store.count()
     finally:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import sqlite3
 
 from benchmarks.synth_log import generate
-from fer_pipeline.consumers.analytics import ReportOptions
-from fer_pipeline.consumers.episodes import build_report
-from tests.consumers.test_analytics import same_report
-from tests.consumers.test_blocks import assert_invariant
+from fer_pipeline.analytics.options import ReportOptions
+from fer_pipeline.analytics.episodes import build_report
+from tests.analytics.test_runs import same_report
+from tests.emotion_log.test_blocks import assert_invariant
 
 
 def test_generated_log_has_the_schema_and_distinct_copies(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from fer_pipeline.consumers.display import DisplayService, screen_available
 from fer_pipeline.messages import BBox
 from fer_pipeline.streams import DISPLAY_GROUP
-from tests.consumers.factories import make_end, make_frame, make_label, scene
+from tests.factories import make_end, make_frame, make_label, scene
 
 FRAMES = 10
 BOX = BBox(x=40, y=30, w=60, h=60)

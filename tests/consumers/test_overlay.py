@@ -6,7 +6,7 @@ import pytest
 from fer_pipeline.consumers.overlay import DEFAULT_COLORS, STALE_MARK, EmotionAnnotator, FaceAnnotation
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import BBox
-from tests.consumers.factories import make_label
+from tests.factories import make_label
 
 
 def blank(h: int = 200, w: int = 300) -> np.ndarray:

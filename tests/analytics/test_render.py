@@ -9,18 +9,18 @@ import pytest
 from typer.testing import CliRunner
 
 from fer_pipeline.cli import app
-from fer_pipeline.consumers.analytics import ReportOptions
-from fer_pipeline.consumers.episodes import build_report
-from fer_pipeline.consumers.report import export, plot, render
-from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.analytics.options import ReportOptions
+from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.analytics.render import export, plot, render
+from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
-from tests.consumers.test_analytics import T0, track_labels
+from tests.analytics.test_runs import T0, track_labels
 
 
 @pytest.fixture
 def log(tmp_path):
     path = tmp_path / "log.sqlite"
-    with EmotionStore(path) as s:
+    with SqliteStore(path) as s:
         s.add(track_labels(["happy"] * 60 + ["sad"] * 60, camera_id="door", track_id=1))
         s.add(track_labels(["angry"] * 45, camera_id="hall", track_id=4, start=T0 + 30))
     return path

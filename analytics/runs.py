@@ -16,7 +16,7 @@ How a label becomes a state (one pass per track, in capture order):
    ``release_s``; anything shorter is absorbed into the episode around it. Transitions are
    counted between consecutive episodes of a track, so flickers never count as transitions.
 
-Reading (``logreader``: the label blocks, or the rows of a log without them) gives labels in
+Reading (``emotion_log.reader``: the label blocks, or the rows of a log without them) gives labels in
 column batches ordered by camera and track, and each batch's whole tracks are processed as it
 arrives (a track that goes on waits for the next batch), so memory stays bounded whatever the
 log's size; a SQLite log is read in parts (a camera, or a range of its track ids) by several
@@ -27,82 +27,20 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
-import time
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_pipeline.consumers.logreader import (Chunk, Part, SqliteLog, camera_ids, continuing_rows, merge_chunks,
-                                              plan_parts, read_batches, split_whole_tracks)
-from fer_pipeline.consumers.smoothing import smoothed_states
-from fer_pipeline.errors import ConfigError
-from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.emotion_log.reader import Chunk, Part, SqliteLog, camera_ids, continuing_rows, merge_chunks, plan_parts, read_batches, split_whole_tracks
+from fer_pipeline.analytics.smoothing import smoothed_states
+from fer_pipeline.analytics.options import UNKNOWN, ReportOptions
 
-STATES: tuple[str, ...] = (*EMOTIONS, "unknown")
-UNKNOWN = len(EMOTIONS)
-K = len(EMOTIONS)
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """What to select from the log and how to turn labels into states and episodes."""
-
-    cameras: tuple[str, ...] = ()
-    tracks: tuple[int, ...] = ()
-    run: str | None = None
-    since: float | None = None  # epoch seconds, inclusive
-    until: float | None = None  # epoch seconds, exclusive
-    window: int = 5
-    min_confidence: float = 0.4
-    min_face: int = 40
-    min_dwell_s: float = 1.0
-    release_s: float | None = None  # None: same as min_dwell_s
-    max_gap_s: float = 1.0
-    # Labels read per batch, and so processed at a time (a track that goes on in the next
-    # batch waits for it): it bounds memory, and 64k labels keep a batch's arrays in the CPU cache.
-    chunk_rows: int = 65_536
-    threads: int = 0  # parts of a SQLite log read in parallel; 0 = up to 4, by CPU count
-    # Read the label blocks when they cover the log (``blocks.py``); False reads the rows
-    # even then: the same report, slower (the benchmark's and the tests' reference).
-    blocks: bool = True
-
-    def __post_init__(self) -> None:
-        if self.window < 1 or self.chunk_rows < 1 or self.threads < 0:
-            raise ConfigError("the smoothing window and chunk size must be at least 1, threads at least 0")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError("min confidence must be between 0 and 1")
-        if self.min_dwell_s < 0 or (self.release_s is not None and self.release_s < 0) or self.max_gap_s <= 0:
-            raise ConfigError("dwell and release times must be >= 0 and the max gap > 0")
-        if self.since is not None and self.until is not None and self.until <= self.since:
-            raise ConfigError("--until must be after --since")
-
-    @property
-    def release(self) -> float:
-        return self.min_dwell_s if self.release_s is None else self.release_s
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """Epoch seconds from ``1700000000``, an ISO date/time (local time unless it has an
-    offset), or an age such as ``90s``, ``15m``, ``2h``, ``7d`` (that long before now)."""
-    text = text.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
-    if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600,
-                                                                            "d": 86400}[m.group(2)]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ConfigError(f"cannot read time {text!r}: use epoch seconds, ISO 8601 or an age like 2h") from None
-
+if TYPE_CHECKING:
+    from psycopg import Connection as PgConnection
 
 def _grouped(chunk: Chunk) -> tuple[Chunk, np.ndarray]:
     """The chunk in (camera, track, run, time) order and where each (camera, run, track)
@@ -176,7 +114,7 @@ def sqlite_parts(path, options: ReportOptions) -> tuple[list[Part], int, bool]:
         return plan_parts(log, options, cams, 2 * threads if threads > 1 else 1), threads, log.blocks
 
 
-def collect_runs(source, options: ReportOptions, reduce: Callable = lambda keys, runs: (keys, runs)
+def collect_runs(source: Path | str | sqlite3.Connection | PgConnection, options: ReportOptions, reduce: Callable = lambda keys, runs: (keys, runs)
                  ) -> tuple[list, int]:
     """Stream the selected labels into runs, chunk by chunk of whole tracks; returns
     ([reduce(keys, runs) of each chunk, in report order], labels read).
@@ -186,8 +124,10 @@ def collect_runs(source, options: ReportOptions, reduce: Callable = lambda keys,
     threads too. Reading and numpy release the GIL, and tracks never span parts. The parts'
     results are joined in part order, which is the order of one sequential read.
     """
+    if isinstance(source, sqlite3.Connection):
+        return _collect(read_batches(source, options, "sqlite"), options, reduce)
     if not isinstance(source, (str, Path)):
-        return _collect(read_batches(source, options), options, reduce)
+        return _collect(read_batches(source, options, "postgres"), options, reduce)
     parts, threads, has_blocks = sqlite_parts(source, options)
     results: list[tuple[list, int]] = [([], 0)] * len(parts)
     taken = itertools.count()

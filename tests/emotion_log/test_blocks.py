@@ -1,4 +1,4 @@
-"""Label blocks (consumers/blocks.py): every row in exactly one block through add, prune,
+"""Label blocks (emotion_log/blocks.py): every row in exactly one block through add, prune,
 erase and the backfill of an old log; the report read from them equals the report read from
 the rows, float for float, under every option; erased values leave the file."""
 
@@ -14,14 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from fer_pipeline.cli import app
-from fer_pipeline.consumers import blocks
-from fer_pipeline.consumers.analytics import ReportOptions
-from fer_pipeline.consumers.episodes import build_report
-from fer_pipeline.consumers.logreader import SqliteLog
-from fer_pipeline.consumers.store import _INSERT, _SCHEMA, PROB_COLUMNS, EmotionStore, _row
+from fer_pipeline.emotion_log import blocks
+from fer_pipeline.analytics.options import ReportOptions
+from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.emotion_log.reader import SqliteLog
+from fer_pipeline.emotion_log.sqlite import _INSERT, _SCHEMA, SqliteStore
+from fer_pipeline.emotion_log.schema import PROB_COLUMNS, label_row
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import BBox, Label
-from tests.consumers.test_analytics import same_report
+from tests.analytics.test_runs import same_report
 
 K = len(EMOTIONS)
 T0 = 1_700_000_000.0
@@ -145,7 +146,7 @@ def assert_same_reports(source, options=OPTIONS) -> None:
 def messy(tmp_path):
     path = tmp_path / "log.sqlite"
     labels = day()
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         stored = deliver(store, labels)
     assert stored == len(labels)
     return path, labels
@@ -186,7 +187,7 @@ def test_compaction_bounds_blocks_and_seals_ended_tracks(tmp_path):
     """One label per transaction, as a logger that keeps up with live traffic writes."""
     path = tmp_path / "log.sqlite"
     rng = np.random.default_rng(2)
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         for i in range(700):  # track 1: 70 s of labels; track 2 starts when track 1 ends
             store.add([label("c", "r", 1, i, T0 + i / FPS, rng.dirichlet(np.ones(K)))])
         db = sqlite3.connect(path)
@@ -224,7 +225,7 @@ def test_block_report_equals_row_report_on_a_messy_log(messy):
 def test_a_sqlite_without_json_functions_keeps_the_same_blocks(tmp_path):
     path = tmp_path / "log.sqlite"
     labels = day(seed=8)[:800]
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         store._json = False  # as on a SQLite built without json_each: ids looked up one by one
         assert deliver(store, labels, seed=9) == len(labels)
     assert_invariant(path)
@@ -242,7 +243,7 @@ def test_without_arrow_the_row_reader_agrees(messy, monkeypatch):
 def test_prune_rewrites_blocks_that_straddle_the_cutoff(messy):
     path, labels = messy
     cutoff = T0 + 61.37
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         straddling = sqlite3.connect(path).execute(
             "SELECT COUNT(*) FROM label_blocks WHERE first_at < ? AND last_at >= ?", (cutoff, cutoff)).fetchone()[0]
         assert straddling > 0
@@ -257,7 +258,7 @@ def test_erase_keeps_the_blocks_of_everything_else(messy, what):
     path, labels = messy
     camera, track, run = what
     gone = [x for x in labels if x.camera_id == camera and track in (None, x.track_id) and run in (None, x.run_id)]
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         assert store.erase(camera, track, run_id=run) == len(gone) > 0
     assert_invariant(path)
     assert_same_reports(path, OPTIONS[:3] + [{"since": T0 + 20.3, "until": T0 + 95.55}])
@@ -269,7 +270,7 @@ def test_erased_values_leave_the_file_blocks_included(tmp_path):
     path = tmp_path / "log.sqlite"
     secret = (0.6172839, 0.0100003, 0.0200007, 0.0300011, 0.0400013, 0.0500017, 0.2286110)
     rng = np.random.default_rng(3)
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         for i in range(300):  # small transactions: blocks get merged (and freed) many times
             store.add([label("door", "r1", 7, i, T0 + i / FPS, secret),
                        label("door", "r1", 8, i, T0 + i / FPS, rng.dirichlet(np.ones(K)))])
@@ -286,7 +287,7 @@ def test_erased_values_leave_the_file_blocks_included(tmp_path):
 def test_pruned_values_leave_a_rewritten_block(tmp_path):
     path = tmp_path / "log.sqlite"
     old = (0.5172839, 0.0100003, 0.0200007, 0.0300011, 0.0400013, 0.0500017, 0.3286110)
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         store.add([label("door", "r1", 1, i, T0 + i, old if i < 10 else (1 / K,) * K) for i in range(20)])
         assert store.prune(T0 + 10) == 10
     assert_invariant(path)
@@ -298,13 +299,13 @@ def old_log(path, labels) -> None:
     """A log as written before label blocks: the labels table only."""
     db = sqlite3.connect(path)
     db.executescript(_SCHEMA)
-    db.executemany(_INSERT, [_row(x) for x in labels])
+    db.executemany(_INSERT, [label_row(x) for x in labels])
     db.commit()
     db.close()
 
 
 def test_backfill_of_an_old_log(tmp_path, monkeypatch):
-    import fer_pipeline.consumers.store as store_module
+    import fer_pipeline.emotion_log.sqlite as store_module
 
     path = tmp_path / "old.sqlite"
     labels = day(seed=4)
@@ -312,7 +313,7 @@ def test_backfill_of_an_old_log(tmp_path, monkeypatch):
     with SqliteLog(path) as log:
         assert not log.blocks  # no blocks: the report reads the rows
     rows_report = build_report(path, ReportOptions())
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         assert not store.has_blocks()
         # This version's writes keep blocks for their own rows already, before the backfill.
         assert deliver(store, labels[1500:], seed=5) == len(labels) - 1500
@@ -355,13 +356,13 @@ def test_rows_written_without_blocks_send_the_report_back_to_the_rows(messy):
     path, labels = messy
     extra = label("door", "r1", 3, 99_999, T0 + 70.01, (1 / K,) * K)
     db = sqlite3.connect(path)
-    db.execute(_INSERT, _row(extra))
+    db.execute(_INSERT, label_row(extra))
     db.commit()
     db.close()
     with SqliteLog(path) as log:
         assert not log.blocks
     assert build_report(path, ReportOptions()).labels_read == len(labels) + 1
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         assert store.add([label("door", "r1", 3, 99_998, T0 + 70.02, (1 / K,) * K)]) == 1
         assert not store.has_blocks()
         assert store.backfill() == len(labels) + 2
@@ -382,7 +383,7 @@ def test_an_erase_by_a_writer_without_blocks_is_not_reported_from_stale_blocks(m
     db.close()
     rows_left = len({lab.crop_id for lab in labels}) - victim
     assert build_report(path, ReportOptions()).labels_read == rows_left
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         assert not store.has_blocks()
         store.backfill()
         assert store.has_blocks()
@@ -391,11 +392,11 @@ def test_an_erase_by_a_writer_without_blocks_is_not_reported_from_stale_blocks(m
 
 
 def test_logger_builds_the_blocks_of_an_old_log_when_it_starts(settings, fake_transport, caplog):
-    from fer_pipeline.consumers.recorder import LoggerService
-    from tests.consumers.test_recorder import drive, publish_labels
+    from fer_pipeline.consumers.label_logger import LabelLoggerService
+    from tests.consumers.test_label_logger import drive, publish_labels
 
     old_log(settings.consumer.db, day(seed=7)[:300])
-    service = LoggerService(settings, fake_transport, ident="log-a")
+    service = LabelLoggerService(settings, fake_transport, ident="log-a")
     with caplog.at_level(logging.INFO):
         publish_labels(fake_transport, 20, bad=False)
         drive(service)  # labels are logged while the blocks are built beside
@@ -416,7 +417,7 @@ def test_a_stopped_backfill_leaves_the_log_unmarked_and_the_next_one_finishes(tm
     old_log(path, day(seed=9)[:400])
     stop = threading.Event()
     stop.set()  # the logger stopping before the first range
-    with EmotionStore(path) as store:
+    with SqliteStore(path) as store:
         assert store.backfill(stop=stop) == 0 and not store.has_blocks()
         assert store.backfill() == 400 and store.has_blocks()
     assert_invariant(path)

@@ -4,14 +4,15 @@ import sqlite3
 
 import pytest
 
-from fer_pipeline.consumers.store import PROB_COLUMNS, EmotionStore
+from fer_pipeline.emotion_log.schema import PROB_COLUMNS
+from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
-from tests.consumers.factories import make_label
+from tests.factories import make_label
 
 
 @pytest.fixture
 def store(tmp_path):
-    s = EmotionStore(tmp_path / "sub" / "dir" / "emotions.sqlite")
+    s = SqliteStore(tmp_path / "sub" / "dir" / "emotions.sqlite")
     yield s
     s.close()
 
@@ -85,9 +86,9 @@ def test_summary_counts_and_dominant_emotion(store):
 def test_reopening_keeps_rows_and_idempotency(tmp_path):
     path = tmp_path / "e.sqlite"
     labels = [make_label(frame_index=i) for i in range(3)]
-    with EmotionStore(path) as s:
+    with SqliteStore(path) as s:
         s.add(labels)
-    with EmotionStore(path) as s:
+    with SqliteStore(path) as s:
         assert s.add(labels) == 0 and s.count() == 3
 
 
@@ -95,7 +96,7 @@ def test_unwritable_path_is_a_config_error(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     with pytest.raises(ConfigError) as e:
-        EmotionStore(blocker / "emotions.sqlite")
+        SqliteStore(blocker / "emotions.sqlite")
     assert "emotions.sqlite" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError):
-        EmotionStore(tmp_path)  # a folder, not a database file
+        SqliteStore(tmp_path)  # a folder, not a database file

@@ -1,64 +1,3 @@
-"""The dashboard page, its script and its style: served by the app itself, nothing from a CDN.
-
-Kept as Python strings so they install with the package like any module. The script draws
-the charts on plain canvases and builds every element with textContent (names coming from
-cameras never become HTML).
-"""
-
-INDEX_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fer-pipeline dashboard</title>
-<link rel="stylesheet" href="/static/app.css">
-<link rel="icon" href="data:,">
-</head>
-<body>
-<header>
-  <h1>fer-pipeline</h1>
-  <div id="headline">connecting...</div>
-</header>
-<main>
-  <section id="cameras"></section>
-  <aside>
-    <h2>pipeline health</h2>
-    <table id="health"><tbody></tbody></table>
-    <h2>streams and consumer groups</h2>
-    <table id="groups"><thead><tr><th>stream</th><th>length</th><th>group</th><th>lag</th><th>pending</th></tr></thead>
-    <tbody></tbody></table>
-    <ul id="problems"></ul>
-    <div id="legend"></div>
-  </aside>
-</main>
-<script src="/static/app.js"></script>
-</body>
-</html>
-"""
-
-APP_CSS = """
-body { font-family: system-ui, sans-serif; margin: 0; background: #111418; color: #e8e8e8; }
-header { display: flex; align-items: baseline; gap: 2em; padding: .6em 1em; background: #1b2027; }
-h1 { font-size: 1.2em; margin: 0; }
-h2 { font-size: 1em; margin: .8em 0 .4em; color: #9fb3c8; }
-main { display: flex; gap: 1em; padding: 1em; align-items: flex-start; }
-#cameras { flex: 3; display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
-aside { flex: 1; min-width: 300px; }
-.camera { background: #1b2027; border-radius: 6px; padding: .6em; }
-.camera h2 { margin-top: 0; display: flex; justify-content: space-between; }
-.camera img { width: 100%; background: #000; min-height: 120px; display: block; }
-.track { margin-top: .4em; }
-.track span { font-size: .8em; color: #9fb3c8; }
-canvas { width: 100%; height: 60px; background: #0d1013; display: block; }
-table { border-collapse: collapse; width: 100%; font-size: .85em; }
-td, th { padding: .2em .4em; border-bottom: 1px solid #2a313a; text-align: right; }
-td:first-child, th:first-child { text-align: left; }
-#problems li { color: #ff8a80; font-size: .85em; }
-#legend span { display: inline-block; margin: .2em .6em .2em 0; font-size: .8em; }
-#legend i { display: inline-block; width: .8em; height: .8em; margin-right: .3em; vertical-align: middle; }
-"""
-
-APP_JS = r"""
 'use strict';
 const COLOURS = {angry: '#d62728', disgust: '#8c564b', fear: '#9467bd', happy: '#2ca02c', neutral: '#9a9a9a',
                  sad: '#1f77b4', surprise: '#ff7f0e'};
@@ -202,4 +141,3 @@ discover().then(() => { tick(); slowTick(); });
 setInterval(discover, 3000);
 setInterval(tick, 200);
 setInterval(slowTick, 1000);
-"""

@@ -6,12 +6,12 @@ import time
 import msgpack
 import pytest
 
-from fer_pipeline.consumers.recorder import LoggerService
-from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.consumers.label_logger import LabelLoggerService
+from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label, decode
 from fer_pipeline.streams import LOGGER_GROUP
-from tests.consumers.factories import make_label
+from tests.factories import make_label
 
 N = 40
 
@@ -26,7 +26,7 @@ def publish_labels(transport, n: int = N, *, bad: bool = True, start: int = 0, p
     return payloads
 
 
-def drive(service: LoggerService, max_steps: int = 50) -> None:
+def drive(service: LabelLoggerService, max_steps: int = 50) -> None:
     """Step until the logger group has nothing undelivered or pending (fakeredis: no blocking)."""
     service.setup()
     for _ in range(max_steps):
@@ -42,7 +42,7 @@ def dead_letters(transport) -> list[dict]:
 
 def test_logs_every_label_once_and_dead_letters_the_bad_one(settings, fake_transport):
     publish_labels(fake_transport)
-    service = LoggerService(settings, fake_transport, ident="log-a")
+    service = LabelLoggerService(settings, fake_transport, ident="log-a")
     drive(service)
     assert service.store.count() == N
     assert service.counters["labels_logged"] == N and service.counters["dead_letters"] == 1
@@ -57,11 +57,11 @@ def test_logs_every_label_once_and_dead_letters_the_bad_one(settings, fake_trans
 
 def test_restarted_logger_does_not_duplicate(settings, fake_transport):
     publish_labels(fake_transport, bad=False)
-    first = LoggerService(settings, fake_transport, ident="log-a")
+    first = LabelLoggerService(settings, fake_transport, ident="log-a")
     drive(first)
     first.finish()
     publish_labels(fake_transport, 5, bad=False, start=N)
-    second = LoggerService(settings, fake_transport, ident="log-a")
+    second = LabelLoggerService(settings, fake_transport, ident="log-a")
     drive(second)
     assert second.counters["labels_logged"] == 5 and second.counters["duplicates_ignored"] == 0
     assert second.store.count() == N + 5
@@ -73,11 +73,11 @@ def test_crash_between_insert_and_ack_is_redelivered_without_duplicates(settings
     fake_transport.ensure_group(fake_transport.keys.labels, LOGGER_GROUP)
     # The crashed process: read and stored its batch, died before XACK.
     entries = fake_transport.read_group([fake_transport.keys.labels], LOGGER_GROUP, "log-a", count=25, block_ms=None)
-    with EmotionStore(settings.consumer.db) as store:
+    with SqliteStore(settings.consumer.db) as store:
         store.add([decode(e.payload, expect=Label) for e in entries])
     assert fake_transport.backlog(fake_transport.keys.labels, LOGGER_GROUP) == (N - 25, 25)
 
-    restarted = LoggerService(settings, fake_transport, ident="log-a")
+    restarted = LabelLoggerService(settings, fake_transport, ident="log-a")
     drive(restarted)
     assert restarted.counters["duplicates_ignored"] == 25
     assert restarted.counters["labels_logged"] == N - 25
@@ -91,7 +91,7 @@ def test_entries_of_a_dead_logger_with_another_name_are_reclaimed(settings, fake
     fake_transport.ensure_group(fake_transport.keys.labels, LOGGER_GROUP)
     fake_transport.read_group([fake_transport.keys.labels], LOGGER_GROUP, "gone", count=10, block_ms=None)
     time.sleep(0.15)
-    service = LoggerService(settings, fake_transport, ident="log-b")
+    service = LabelLoggerService(settings, fake_transport, ident="log-b")
     drive(service)
     assert service.counters["labels_reclaimed"] == 10 and service.store.count() == 10
     service.finish()
@@ -101,14 +101,14 @@ def test_unwritable_db_fails_at_construction(settings, fake_transport, tmp_path)
     (tmp_path / "file").write_text("x")
     bad = settings.with_updates(consumer={"db": tmp_path / "file" / "e.sqlite"})
     with pytest.raises(ConfigError, match="cannot open the emotion database"):
-        LoggerService(bad, fake_transport)
+        LabelLoggerService(bad, fake_transport)
 
 
 @pytest.mark.redis
 def test_run_loop_against_real_redis(redis_settings, real_transport):
     """The real loop with blocking reads: drains, stops promptly, leaves nothing pending."""
     publish_labels(real_transport)
-    service = LoggerService(redis_settings.with_updates(streams={"block_ms": 100}), real_transport, ident="log-r")
+    service = LabelLoggerService(redis_settings.with_updates(streams={"block_ms": 100}), real_transport, ident="log-r")
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     labels = real_transport.keys.labels
@@ -127,7 +127,7 @@ def test_run_loop_against_real_redis(redis_settings, real_transport):
     assert not thread.is_alive() and time.monotonic() - stopped_at < 2
     assert service.counters["labels_logged"] == N + 3 and service.counters["dead_letters"] == 1
     assert real_transport.backlog(labels, LOGGER_GROUP) == (0, 0)
-    with EmotionStore(redis_settings.consumer.db) as store:
+    with SqliteStore(redis_settings.consumer.db) as store:
         assert store.count() == N + 3
         assert [r.frame_index for r in store.timeline("cam0", 0)] == list(range(0, N + 3, 3))
     (dead,) = dead_letters(real_transport)

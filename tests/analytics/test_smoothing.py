@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_pipeline.consumers.smoothing import DIRECT_MAX, smoothed_states, trailing_sums
+from fer_pipeline.analytics.smoothing import DIRECT_MAX, smoothed_states, trailing_sums
 
 K, UNKNOWN = 7, 7
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_pipeline.consumers.episodes import MAX_ROUNDS, absorb_short
+from fer_pipeline.analytics.episodes import MAX_ROUNDS, absorb_short
 
 K, S = 7, 8
 

@@ -8,13 +8,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from fer_pipeline.consumers.analytics import ReportOptions, parse_time
-from fer_pipeline.consumers.logreader import select_sql
-from fer_pipeline.consumers.episodes import build_report
-from fer_pipeline.consumers.store import EmotionStore
+from fer_pipeline.analytics.options import ReportOptions, parse_time
+from fer_pipeline.emotion_log.reader import select_sql
+from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import BBox
-from tests.consumers.factories import make_label
+from tests.factories import make_label
 
 FPS = 30.0
 T0 = 1_700_000_000.0
@@ -36,7 +36,7 @@ def track_labels(emotions: list[str], *, camera_id="cam0", run_id="r1", track_id
 @pytest.fixture
 def db(tmp_path):
     path = tmp_path / "log.sqlite"
-    with EmotionStore(path) as s:
+    with SqliteStore(path) as s:
         yield s, path
 
 
@@ -207,10 +207,10 @@ def random_log(path, seed: int = 0) -> None:
     """Three cameras; two producer runs that reuse track ids, the second starting while the
     first still runs (their labels interleave inside a track id); tracks of 1 to 150 labels,
     gaps longer than max_gap, small faces, noisy probabilities."""
-    from fer_pipeline.consumers.store import PROB_COLUMNS
+    from fer_pipeline.emotion_log.schema import PROB_COLUMNS
 
     rng = np.random.default_rng(seed)
-    EmotionStore(path).close()
+    SqliteStore(path).close()
     rows = []
     for camera in ("c1", "c0", "c2"):
         for run, t0 in (("run-b", T0), ("run-a", T0 + 1.0)):
@@ -269,7 +269,7 @@ def test_producer_runs_sharing_a_track_id_are_separate_tracks(tmp_path):
 
 
 def test_plan_parts_cover_each_camera_in_track_ranges(tmp_path):
-    from fer_pipeline.consumers.logreader import SqliteLog, plan_parts
+    from fer_pipeline.emotion_log.reader import SqliteLog, plan_parts
 
     path = tmp_path / "log.sqlite"
     random_log(path)

@@ -10,12 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fer_pipeline.cli import app
-from fer_pipeline.consumers.analytics import ReportOptions
-from fer_pipeline.consumers.episodes import build_report
-from fer_pipeline.consumers.store import EmotionStore, open_store
+from fer_pipeline.analytics.options import ReportOptions
+from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.emotion_log.sqlite import SqliteStore
+from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
-from tests.consumers.factories import make_label
-from tests.consumers.test_analytics import T0, track_labels
+from tests.factories import make_label
+from tests.analytics.test_runs import T0, track_labels
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
 PG_URL = os.environ.get("FER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -63,7 +64,7 @@ def test_report_over_postgres_matches_sqlite(pg_url, tmp_path):
         track_labels(["angry"] * 45, camera_id="hall", track_id=4, start=T0 + 30)
     with open_store(pg_url) as s:
         s.add(labels)
-    with EmotionStore(tmp_path / "same.sqlite") as s:
+    with SqliteStore(tmp_path / "same.sqlite") as s:
         s.add(labels)
     conn = psycopg.connect(pg_url)
     try:
@@ -97,12 +98,12 @@ def test_unreachable_database_is_one_line_without_password():
 
 
 def test_logger_service_writes_into_postgres(pg_url, fake_transport, settings, caplog):
-    from fer_pipeline.consumers.recorder import LoggerService
-    from tests.consumers.test_recorder import drive, publish_labels
+    from fer_pipeline.consumers.label_logger import LabelLoggerService
+    from tests.consumers.test_label_logger import drive, publish_labels
 
     store = open_store(pg_url)
     try:
-        svc = LoggerService(settings, fake_transport, "lg", store=store)
+        svc = LabelLoggerService(settings, fake_transport, "lg", store=store)
         publish_labels(fake_transport, 20, bad=False)
         drive(svc)
         publish_labels(fake_transport, 20, bad=False)  # the same labels again: a redelivery
@@ -120,9 +121,9 @@ def test_logger_service_writes_into_postgres(pg_url, fake_transport, settings, c
 
 def pg_assert_invariant(url) -> None:
     """Every row in exactly one label block, and the log marked as covered."""
-    from fer_pipeline.consumers import blocks
-    from fer_pipeline.consumers.store import PROB_COLUMNS
-    from tests.consumers.test_blocks import block_tuples, row_tuples
+    from fer_pipeline.emotion_log import blocks
+    from fer_pipeline.emotion_log.schema import PROB_COLUMNS
+    from tests.emotion_log.test_blocks import block_tuples, row_tuples
 
     conn = psycopg.connect(url, autocommit=True)
     try:
@@ -137,7 +138,7 @@ def pg_assert_invariant(url) -> None:
 
 
 def pg_same_reports(url, options) -> None:
-    from tests.consumers.test_analytics import same_report
+    from tests.analytics.test_runs import same_report
 
     conn = psycopg.connect(url)
     try:
@@ -150,8 +151,8 @@ def pg_same_reports(url, options) -> None:
 
 
 def test_label_blocks_follow_add_prune_and_erase(pg_url):
-    from tests.consumers.test_blocks import T0 as B0
-    from tests.consumers.test_blocks import day, deliver
+    from tests.emotion_log.test_blocks import T0 as B0
+    from tests.emotion_log.test_blocks import day, deliver
 
     labels = day(seed=11)
     options = [{}, {"chunk_rows": 7}, {"window": 40}, {"cameras": ("hall",), "run": "r2"},
@@ -173,7 +174,7 @@ def test_concurrent_loggers_store_each_label_once(pg_url):
     ON CONFLICT ... RETURNING hands each row to one transaction, so to one block."""
     import threading
 
-    from tests.consumers.test_blocks import day
+    from tests.emotion_log.test_blocks import day
 
     labels = day(seed=13, cameras=("door",))
     errors = []
@@ -205,16 +206,16 @@ def test_concurrent_loggers_store_each_label_once(pg_url):
 
 
 def test_backfill_of_an_old_postgres_log(pg_url):
-    from fer_pipeline.consumers.pgstore import _INSERT, _SCHEMA
-    from fer_pipeline.consumers.store import _row
-    from tests.consumers.test_blocks import day
+    from fer_pipeline.emotion_log.postgres import _INSERT, _SCHEMA
+    from fer_pipeline.emotion_log.schema import label_row
+    from tests.emotion_log.test_blocks import day
 
     labels = day(seed=14)
     conn = psycopg.connect(pg_url, autocommit=True)
     try:  # the log as written before label blocks: the labels table only
         conn.execute(_SCHEMA)
         with conn.cursor() as cur:
-            cur.executemany(_INSERT, [_row(x) for x in labels[:1000]])
+            cur.executemany(_INSERT, [label_row(x) for x in labels[:1000]])
     finally:
         conn.close()
     with open_store(pg_url) as s:
@@ -234,9 +235,9 @@ def test_writers_without_blocks_drop_the_marker(pg_url):
     """An older logger or a DELETE by hand on a shared PostgreSQL log: the database's own
     trigger drops the coverage marker, so the report reads rows (never stale blocks) until a
     reindex; this version's writes leave it alone."""
-    from fer_pipeline.consumers.pgstore import _INSERT
-    from fer_pipeline.consumers.store import _row
-    from tests.consumers.test_blocks import day
+    from fer_pipeline.emotion_log.postgres import _INSERT
+    from fer_pipeline.emotion_log.schema import label_row
+    from tests.emotion_log.test_blocks import day
 
     labels = day(seed=15)
     with open_store(pg_url) as s:
@@ -245,7 +246,7 @@ def test_writers_without_blocks_drop_the_marker(pg_url):
         assert s.has_blocks()  # its own erase keeps blocks: marker kept
         other = psycopg.connect(pg_url, autocommit=True)
         try:
-            other.execute(_INSERT, _row(labels[-1]))  # an older logger
+            other.execute(_INSERT, label_row(labels[-1]))  # an older logger
             assert not s.has_blocks()
             assert s.backfill() == s.count() and s.has_blocks()
             other.execute("DELETE FROM labels WHERE camera_id = %s", ("hall",))  # an erase by hand

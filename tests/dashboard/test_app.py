@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.consumers.factories import make_frame, make_label
+from tests.factories import make_frame, make_label
 
 pytest.importorskip("fastapi", reason="the dashboard extra is not installed")
 pytest.importorskip("uvicorn", reason="the dashboard extra is not installed")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.redis
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from fer_pipeline.consumers.dashboard import create_app  # noqa: E402
+from fer_pipeline.dashboard.app import create_app  # noqa: E402
 from fer_pipeline.streams import LOGGER_GROUP  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("FER_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "out" / "test-artifacts"))

@@ -1,5 +1,6 @@
 """The emotion log in PostgreSQL, for deployments where loggers and analysts sit on different
-machines: the same tables and the same guarantees as the SQLite store (``store.py``).
+machines: the same tables and the same guarantees as the SQLite store (``sqlite.py``), both
+built from one column list (``schema.py``).
 
 Selected by a ``postgresql://`` URL in ``FER_CONSUMER__DB`` / ``--db`` (see
 ``store.open_store``). ``INSERT ... ON CONFLICT (crop_id) DO NOTHING`` keeps redelivered
@@ -16,39 +17,19 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from fer_pipeline.consumers import blocks
-from fer_pipeline.consumers.store import _COLUMNS, PROB_COLUMNS, TimelineRow, _entry, _row, erase_filter
+from fer_pipeline.emotion_log import blocks
+from fer_pipeline.emotion_log import schema
+from fer_pipeline.emotion_log.reader import merge_chunks, read_batches, split_whole_tracks
+from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
+from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
 from fer_pipeline.transport import redact_url
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS labels (
-    crop_id     TEXT PRIMARY KEY,
-    camera_id   TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    track_id    BIGINT NOT NULL,
-    frame_index BIGINT NOT NULL,
-    face_index  INTEGER NOT NULL,
-    captured_at DOUBLE PRECISION NOT NULL,
-    labelled_at DOUBLE PRECISION NOT NULL,
-    latency_ms  DOUBLE PRECISION NOT NULL,
-    emotion     TEXT NOT NULL,
-    confidence  DOUBLE PRECISION NOT NULL,
-    {", ".join(f"{c} DOUBLE PRECISION NOT NULL" for c in PROB_COLUMNS)},
-    model_id    TEXT NOT NULL,
-    worker_id   TEXT NOT NULL,
-    truth       TEXT,
-    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captured_at);
-"""
-
+_SCHEMA = schema.create_table("postgres")
 _HAS_TRIGGER = ("SELECT 1 FROM pg_trigger WHERE tgname = 'labels_changed_without_blocks' "
                 "AND tgrelid = 'labels'::regclass")
-_INSERT = (f"INSERT INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
-           "ON CONFLICT (crop_id) DO NOTHING RETURNING crop_id")
-_ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
+_INSERT = (schema.insert_sql("%s") + " ON CONFLICT (crop_id) DO NOTHING RETURNING crop_id")
 _CLEAR_BLOCKS = "DELETE FROM label_blocks"
 
 log = logging.getLogger("fer.store")
@@ -67,7 +48,7 @@ def connect(url: str):
         raise ConfigError(f"cannot open the emotion database {redact_url(url)}: {first[:200]}") from e
 
 
-class PgEmotionStore:
+class PostgresStore:
     """A PostgreSQL table of labels (and its label blocks) with the SQLite store's interface
     (add, count, timeline, prune, erase, backfill); safe to share between threads (one lock,
     one connection).
@@ -95,7 +76,7 @@ class PgEmotionStore:
                     cur.execute(blocks.PG_TRIGGERS)
                 # A new (empty) log is covered by its (no) blocks from the start.
                 if blocks.get_meta(cur, blocks.POSTGRES, blocks.META_BLOCKS) is None and \
-                        cur.execute(_ANY_ROW).fetchone() is None:
+                        cur.execute(schema.ANY_ROW).fetchone() is None:
                     blocks.mark_covered(cur, blocks.POSTGRES)
         except psycopg.Error as e:
             self._db.close()
@@ -112,7 +93,7 @@ class PgEmotionStore:
             return 0
         # Sorted by key (stable: a crop id's first label first) so that two loggers inserting
         # overlapping batches lock rows in one order.
-        rows = sorted((_row(label) for label in labels), key=lambda r: r[0])
+        rows = sorted((schema.label_row(label) for label in labels), key=lambda r: r[0])
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
             cur.execute(blocks.WRITER_KEEPS_BLOCKS["%s"])
             # The block lock before the rows' lock, as every writer here takes them (opening a
@@ -130,7 +111,7 @@ class PgEmotionStore:
                     inserted.discard(r[0])
                     new.append(r)
             if new:
-                blocks.add(cur, blocks.POSTGRES, map(_entry, new), self._seal_checks)
+                blocks.add(cur, blocks.POSTGRES, map(schema.block_entry, new), self._seal_checks)
             return len(new)
 
     def count(self, camera_id: str | None = None) -> int:
@@ -142,17 +123,16 @@ class PgEmotionStore:
         return int(n)
 
     def timeline(self, camera_id: str, track_id: int, run_id: str | None = None) -> list[TimelineRow]:
-        sql = (f"SELECT crop_id, run_id, frame_index, captured_at, labelled_at, latency_ms, emotion, confidence, "
-               f"{', '.join(PROB_COLUMNS)}, truth FROM labels WHERE camera_id = %s AND track_id = %s")
-        params: list = [camera_id, track_id]
-        if run_id is not None:
-            sql += " AND run_id = %s"
-            params.append(run_id)
-        sql += " ORDER BY captured_at, frame_index, face_index"
+        params: list = [camera_id, track_id] + ([] if run_id is None else [run_id])
         with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        n = len(PROB_COLUMNS)
-        return [TimelineRow(*r[:8], probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
+            rows = self._db.execute(schema.timeline_sql("%s", run_id), params).fetchall()
+        return schema.timeline_rows(rows)
+
+    def summary(self) -> list[TrackSummary]:
+        """Per camera run and track: label count, dominant emotion, time span, mean latency."""
+        with self._lock:
+            rows = self._db.execute(schema.SUMMARY_SQL).fetchall()
+        return schema.track_summaries(rows)
 
     def prune(self, before: float, *, dry_run: bool = False) -> int:
         """Delete rows captured before ``before`` (epoch seconds), and drop them from the label
@@ -163,7 +143,7 @@ class PgEmotionStore:
 
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
-        where, params = erase_filter(camera_id, track_id, run_id, "%s")
+        where, params = schema.erase_filter(camera_id, track_id, run_id, "%s")
         return self._delete(where, params, dry_run, lambda cur: blocks.erase(cur, blocks.POSTGRES, where, params))
 
     def _delete(self, where: str, params: list, dry_run: bool, on_blocks: Callable) -> int:
@@ -191,9 +171,6 @@ class PgEmotionStore:
         that holds the block lock (loggers wait for it before storing their blocks); rows are
         streamed through a server-side cursor. Returns the rows covered (0: nothing to do, or
         ``stop`` was set before it began: one transaction cannot stop half way)."""
-        from fer_pipeline.consumers.analytics import ReportOptions
-        from fer_pipeline.consumers.logreader import merge_chunks, read_batches, split_whole_tracks
-
         with self._lock:
             if not force and blocks.get_meta(self._db, blocks.POSTGRES, blocks.META_BLOCKS) == blocks.FORMAT:
                 return 0
@@ -217,7 +194,7 @@ class PgEmotionStore:
                         c.cameras, c.camera, c.runs, c.run, c.track, c.t, c.size, c.probs)))
 
             pending = []
-            for batch in read_batches(self._db, ReportOptions(blocks=False)):
+            for batch in read_batches(self._db, Selection(blocks=False), "postgres"):
                 whole, rest = split_whole_tracks(merge_chunks([*pending, batch]))
                 store(whole)
                 pending = [rest]
@@ -237,7 +214,7 @@ class PgEmotionStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> PgEmotionStore:
+    def __enter__(self) -> PostgresStore:
         return self
 
     def __exit__(self, *exc) -> None:

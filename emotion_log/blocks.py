@@ -1,8 +1,8 @@
 """The label-blocks table: the emotion log's labels again, packed per track for the report.
 
 Reading 20M label rows costs seconds per million (every value goes through SQLite one by
-one); the report needs only six columns of them. So each store (``store.py`` for SQLite,
-``pgstore.py`` for PostgreSQL) keeps, next to the ``labels`` rows, a ``label_blocks`` table:
+one); the report needs only six columns of them. So each store (``sqlite.py`` for SQLite,
+``postgres.py`` for PostgreSQL) keeps, next to the ``labels`` rows, a ``label_blocks`` table:
 one row per block of labels of one (camera, run, track), in capture order, its columns
 packed as little-endian arrays:
 

@@ -1,9 +1,9 @@
-"""Reading the emotion log in column batches for the analytics (``analytics.py``).
+"""Reading the emotion log in column batches for the analytics (``fer_pipeline.analytics``).
 
 A log whose label blocks cover every row (``blocks.py``) is read from them: a few thousand
 BLOBs per day of labels instead of one value at a time, decoded with numpy into the same
 batches the rows would give (same labels, same order, same batch boundaries). Otherwise
-(a log written before the blocks, until its backfill; or ``ReportOptions.blocks`` False)
+(a log written before the blocks, until its backfill; or ``Selection.blocks`` False)
 the rows are read, as follows.
 
 Rows come ordered by the logger's ``(camera_id, track_id, captured_at)`` index so that each
@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_pipeline.consumers import blocks
+from fer_pipeline.emotion_log import blocks
+from fer_pipeline.emotion_log.schema import Dialect
+from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
 
@@ -52,7 +54,7 @@ _SELECT_PART = {"?": f"SELECT {_COLS_SQLITE} FROM labels", "%s": f"SELECT {_COLS
 _SELECT_ALL = {"?": f"SELECT camera_id, {_COLS_SQLITE} FROM labels", "%s": f"SELECT camera_id, {_COLS_PG} FROM labels"}
 
 
-def _filters(options, placeholder: str, part: Part | None, since_column: str, until_column: str
+def _filters(options: Selection, placeholder: str, part: Part | None, since_column: str, until_column: str
              ) -> tuple[list[str], list]:
     where, params = [], []
     if part is not None:
@@ -79,8 +81,8 @@ def _filters(options, placeholder: str, part: Part | None, since_column: str, un
     return where, params
 
 
-def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
-    """The label query for ``options`` (an ``analytics.ReportOptions``: cameras, tracks, run,
+def select_sql(options: Selection, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
+    """The label query for ``options`` (a ``Selection``: cameras, tracks, run,
     since, until), restricted to ``part`` when given (its camera is then not selected);
     values travel as parameters only. ``placeholder`` ``%s`` means PostgreSQL."""
     where, params = _filters(options, placeholder, part, "captured_at", "captured_at")
@@ -89,7 +91,7 @@ def select_sql(options, placeholder: str = "?", part: Part | None = None) -> tup
     return select + (" WHERE " + " AND ".join(where) if where else "") + order, params
 
 
-def select_blocks_sql(options, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
+def select_blocks_sql(options: Selection, placeholder: str = "?", part: Part | None = None) -> tuple[str, list]:
     """The label-block query for the same selection: blocks with a label in [since, until)
     (the labels outside are cut off when decoding), ordered by (camera,) track, first time."""
     where, params = _filters(options, placeholder, part, "last_at", "first_at")
@@ -186,7 +188,7 @@ class _BlockDecoder:
     an order the rows' query leaves undefined too.
     """
 
-    def __init__(self, options, camera: str | None) -> None:
+    def __init__(self, options: Selection, camera: str | None) -> None:
         self.size = options.chunk_rows
         self.group = max(4 * options.chunk_rows, 1 << 16)  # labels decoded at a time, at least
         self.since, self.until = options.since, options.until
@@ -353,7 +355,7 @@ class SqliteLog:
             self._adbc = conn
         return self._adbc or None
 
-    def read(self, options, part: Part) -> Iterator[Chunk]:
+    def read(self, options: Selection, part: Part) -> Iterator[Chunk]:
         """The labels of ``part`` that match ``options``, in column batches."""
         if options.blocks and self.blocks:
             sql, params = select_blocks_sql(options, part=part)
@@ -393,7 +395,7 @@ class SqliteLog:
         return None if lo is None else (int(lo), int(hi))
 
 
-def read_rows(conn, options, part: Part) -> Iterator[Chunk]:
+def read_rows(conn, options: Selection, part: Part) -> Iterator[Chunk]:
     """The rows of ``part`` through an open sqlite3 connection, in its current transaction
     (the store's backfill: its blocks are rebuilt from exactly what it reads)."""
     sql, params = select_sql(options, part=part)
@@ -410,7 +412,7 @@ def _rows_in_batches(conn, sql: str, params: list, camera: str | None, rows_per_
         cur.close()
 
 
-def plan_parts(log: SqliteLog, options, cameras: list[str], pieces: int) -> list[Part]:
+def plan_parts(log: SqliteLog, options: Selection, cameras: list[str], pieces: int) -> list[Part]:
     """The parts to read, in report order (camera, then track): each camera whole, or cut into
     ``pieces`` equal ranges of track ids so that several threads share even one camera.
     Tracks never span parts: a track is one camera's one id (all its producer runs included)."""
@@ -425,10 +427,10 @@ def plan_parts(log: SqliteLog, options, cameras: list[str], pieces: int) -> list
     return parts
 
 
-def read_batches(conn, options) -> Iterator[Chunk]:
-    """Label batches from an open connection: sqlite3, or psycopg (PostgreSQL, read through a
-    server-side cursor); from the label blocks when they cover the log."""
-    if type(conn).__module__.startswith("psycopg"):
+def read_batches(conn, options: Selection, dialect: Dialect) -> Iterator[Chunk]:
+    """Label batches from an open connection: sqlite3, or psycopg (``dialect`` "postgres",
+    read through a server-side cursor); from the label blocks when they cover the log."""
+    if dialect == "postgres":
         use_blocks = options.blocks and blocks.covered(conn, blocks.POSTGRES)
         sql, params = (select_blocks_sql if use_blocks else select_sql)(options, "%s")
         # psycopg loads a whole result client-side unless the cursor is named (server-side),

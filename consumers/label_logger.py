@@ -1,8 +1,8 @@
-"""The logging consumer: every label into the SQLite emotion store, exactly once.
+"""The logger role: every label into the emotion log (SQLite or PostgreSQL), exactly once.
 
 Reads the labels stream through the logger consumer group in batches, inserts a batch
 in one transaction and only then acks it. A crash between the two redelivers the batch,
-and the store's ``INSERT OR IGNORE`` on ``crop_id`` keeps each label to one row (and one
+and the store's unique ``crop_id`` keeps each label to one row (and one
 label block: the store packs only new rows, ``blocks.py``). A log written before label
 blocks existed gets them once, when the logger starts (``backfill``).
 """
@@ -13,7 +13,7 @@ import threading
 import time
 
 from fer_pipeline import bundles
-from fer_pipeline.consumers.store import EmotionStore, open_store
+from fer_pipeline.emotion_log.store import LabelStore, open_store
 from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label
 from fer_pipeline.service import Service
@@ -24,8 +24,8 @@ from fer_pipeline.transport import Entry, Transport
 BATCH = 256  # labels per transaction, about: reads count entries (a worker's batch each)
 
 
-class LoggerService(Service):
-    """Role "logger": labels -> SQLite timelines.
+class LabelLoggerService(Service):
+    """Role "logger": labels -> the emotion log (per-person timelines).
 
     The consumer name is the service ident, so a logger restarted with the same ident
     first re-reads its own pending entries (delivered before a crash, never acked);
@@ -46,7 +46,7 @@ class LoggerService(Service):
     role = "logger"
 
     def __init__(self, settings: Settings, transport: Transport, ident: str | None = None,
-                 store: EmotionStore | None = None) -> None:
+                 store: LabelStore | None = None) -> None:
         super().__init__(settings, transport, ident)
         # Opened here, not in setup(), so a bad path fails at start-up with its one-line message.
         self._owns_store = store is None

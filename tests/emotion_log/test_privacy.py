@@ -8,8 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fer_pipeline.cli import app
-from fer_pipeline.consumers.store import EmotionStore, open_store
-from tests.consumers.factories import make_label
+from fer_pipeline.emotion_log.sqlite import SqliteStore
+from fer_pipeline.emotion_log.store import open_store
+from tests.factories import make_label
 
 NOW = time.time()
 
@@ -17,7 +18,7 @@ NOW = time.time()
 @pytest.fixture
 def log(tmp_path):
     path = tmp_path / "log.sqlite"
-    with EmotionStore(path) as s:
+    with SqliteStore(path) as s:
         # Three days ago, one hour ago: two runs of camera "door" and one of "hall".
         s.add([make_label(camera_id="door", track_id=1, frame_index=i, captured_at=NOW - 3 * 86400 + i)
                for i in range(4)])
@@ -31,7 +32,7 @@ def log(tmp_path):
 
 
 def test_prune_deletes_only_old_rows(log):
-    with EmotionStore(log) as s:
+    with SqliteStore(log) as s:
         assert s.prune(NOW - 86400, dry_run=True) == 4 and s.count() == 14
         assert s.prune(NOW - 86400) == 4
         assert s.count() == 10 and s.timeline("door", 1, run_id="r1") == []
@@ -39,7 +40,7 @@ def test_prune_deletes_only_old_rows(log):
 
 
 def test_erase_a_track_a_run_or_a_camera(log):
-    with EmotionStore(log) as s:
+    with SqliteStore(log) as s:
         assert s.erase("door", 1, dry_run=True) == 6
         assert s.erase("door", 1, run_id="r2") == 2 and len(s.timeline("door", 1)) == 4
         assert s.erase("door", 1) == 4 and s.count("door") == 3
@@ -48,7 +49,7 @@ def test_erase_a_track_a_run_or_a_camera(log):
 
 
 def test_erased_values_do_not_linger_in_the_files(log):
-    with EmotionStore(log) as s:
+    with SqliteStore(log) as s:
         s.erase("hall-secret-name")
     data = b"".join(p.read_bytes() for p in log.parent.glob("log.sqlite*"))
     assert b"hall-secret-name" not in data
@@ -56,7 +57,7 @@ def test_erased_values_do_not_linger_in_the_files(log):
 
 def test_open_store_picks_sqlite_for_paths(log):
     with open_store(log) as s:
-        assert isinstance(s, EmotionStore) and s.count() == 14
+        assert isinstance(s, SqliteStore) and s.count() == 14
 
 
 @pytest.mark.parametrize("command", [["prune", "--older-than", "1"], ["erase", "--camera", "door"], ["reindex"]])

@@ -15,50 +15,22 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from fer_pipeline.consumers import blocks
+from fer_pipeline.emotion_log import blocks, schema
+from fer_pipeline.emotion_log.reader import Part, camera_ids, merge_chunks, read_rows
+from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
+from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import Label
 
 log = logging.getLogger("fer.store")
 
-PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
-
-_COLUMNS: tuple[str, ...] = (
-    "crop_id", "camera_id", "run_id", "track_id", "frame_index", "face_index", "captured_at", "labelled_at",
-    "latency_ms", "emotion", "confidence", *PROB_COLUMNS, "model_id", "worker_id", "truth", "x", "y", "w", "h",
-)
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS labels (
-    crop_id     TEXT PRIMARY KEY,
-    camera_id   TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    track_id    INTEGER NOT NULL,
-    frame_index INTEGER NOT NULL,
-    face_index  INTEGER NOT NULL,
-    captured_at REAL NOT NULL,
-    labelled_at REAL NOT NULL,
-    latency_ms  REAL NOT NULL,
-    emotion     TEXT NOT NULL,
-    confidence  REAL NOT NULL,
-    {", ".join(f"{c} REAL NOT NULL" for c in PROB_COLUMNS)},
-    model_id    TEXT NOT NULL,
-    worker_id   TEXT NOT NULL,
-    truth       TEXT,
-    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captured_at);
-"""
-
-_INSERT = f"INSERT OR IGNORE INTO labels ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_SCHEMA = schema.create_table("sqlite")
+_INSERT = schema.insert_sql("?").replace("INSERT", "INSERT OR IGNORE", 1)
 # Which of a batch's crop ids are stored already: one parameter, a JSON array of the ids.
 _EXISTING = "SELECT crop_id FROM labels WHERE crop_id IN (SELECT value FROM json_each(?))"
 _EXISTS_ONE = "SELECT 1 FROM labels WHERE crop_id = ?"
-_ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
 # Backfill: the track id that ends a batch of about BACKFILL_ROWS rows of one camera.
 _BATCH_END = "SELECT track_id FROM labels WHERE camera_id = ? AND track_id >= ? ORDER BY track_id LIMIT 1 OFFSET ?"
 _NEXT_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = ? AND track_id > ?"
@@ -69,55 +41,7 @@ _CLEAR_CAMERA = "DELETE FROM label_blocks WHERE camera_id = ?"
 BACKFILL_ROWS = 65_536  # per transaction: ~1 s of the write lock on 2 cores, so a live logger hardly waits
 
 
-def erase_filter(camera_id: str, track_id: int | None, run_id: str | None,
-                 placeholder: str = "?") -> tuple[str, list]:
-    """WHERE text and parameters selecting one camera's rows (optionally one track/run).
-
-    The text holds only fixed column names and the driver's placeholder; values go in as
-    parameters. Shared by the SQLite and PostgreSQL stores.
-    """
-    where, params = f"camera_id = {placeholder}", [camera_id]
-    if track_id is not None:
-        where += f" AND track_id = {placeholder}"
-        params.append(int(track_id))
-    if run_id is not None:
-        where += f" AND run_id = {placeholder}"
-        params.append(run_id)
-    return where, params
-
-
-@dataclass(frozen=True)
-class TimelineRow:
-    """One observation of a person (a track) in time order."""
-
-    crop_id: str
-    run_id: str
-    frame_index: int
-    captured_at: float
-    labelled_at: float
-    latency_ms: float
-    emotion: str
-    confidence: float
-    probabilities: tuple[float, ...]  # EMOTIONS order
-    truth: str | None
-
-
-@dataclass(frozen=True)
-class TrackSummary:
-    """How one track (a person seen by one camera run) was labelled overall."""
-
-    camera_id: str
-    run_id: str
-    track_id: int
-    labels: int
-    dominant: str  # the most frequent emotion (ties: higher mean confidence)
-    dominant_share: float
-    first_at: float
-    last_at: float
-    mean_latency_ms: float
-
-
-class EmotionStore:
+class SqliteStore:
     """A SQLite table of labels (and its label blocks); safe to share between threads (one
     lock, one connection).
 
@@ -157,7 +81,7 @@ class EmotionStore:
             with self._transaction():
                 # A new (empty) log is covered by its (no) blocks from the start.
                 if blocks.get_meta(self._db, blocks.SQLITE, blocks.META_BLOCKS) is None and \
-                        self._db.execute(_ANY_ROW).fetchone() is None:
+                        self._db.execute(schema.ANY_ROW).fetchone() is None:
                     self._mark_covered()
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"cannot open the emotion database {path}: {e}") from e
@@ -174,7 +98,7 @@ class EmotionStore:
         """
         if not labels:
             return 0
-        rows = [_row(label) for label in labels]
+        rows = [schema.label_row(label) for label in labels]
         with self._lock, self._transaction():
             if self._json:
                 seen = {r[0] for r in self._db.execute(_EXISTING, (json.dumps([r[0] for r in rows]),))}
@@ -187,7 +111,7 @@ class EmotionStore:
                     new.append(r)
             if new:
                 self._db.executemany(_INSERT, new)
-                blocks.add(self._db, blocks.SQLITE, map(_entry, new), self._seal_checks)
+                blocks.add(self._db, blocks.SQLITE, map(schema.block_entry, new), self._seal_checks)
             return len(new)
 
     def count(self, camera_id: str | None = None) -> int:
@@ -204,39 +128,16 @@ class EmotionStore:
 
         Track ids restart with each producer run; pass ``run_id`` to keep to one run.
         """
-        sql = (f"SELECT crop_id, run_id, frame_index, captured_at, labelled_at, latency_ms, emotion, confidence, "
-               f"{', '.join(PROB_COLUMNS)}, truth FROM labels WHERE camera_id = ? AND track_id = ?")
-        params: list = [camera_id, track_id]
-        if run_id is not None:
-            sql += " AND run_id = ?"
-            params.append(run_id)
-        sql += " ORDER BY captured_at, frame_index, face_index"
+        params: list = [camera_id, track_id] + ([] if run_id is None else [run_id])
         with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        n = len(PROB_COLUMNS)
-        return [TimelineRow(*r[:8], probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
+            rows = self._db.execute(schema.timeline_sql("?", run_id), params).fetchall()
+        return schema.timeline_rows(rows)
 
     def summary(self) -> list[TrackSummary]:
         """Per camera run and track: label count, dominant emotion, time span, mean latency."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT camera_id, run_id, track_id, emotion, COUNT(*), AVG(confidence), MIN(captured_at), "
-                "MAX(captured_at), SUM(latency_ms) FROM labels "
-                "GROUP BY camera_id, run_id, track_id, emotion ORDER BY camera_id, run_id, track_id"
-            ).fetchall()
-        tracks: dict[tuple[str, str, int], list[tuple]] = {}
-        for r in rows:
-            tracks.setdefault((r[0], r[1], r[2]), []).append(r[3:])
-        out = []
-        for (camera_id, run_id, track_id), groups in tracks.items():
-            total = sum(g[1] for g in groups)
-            emotion, n, *_ = max(groups, key=lambda g: (g[1], g[2]))
-            out.append(TrackSummary(
-                camera_id=camera_id, run_id=run_id, track_id=track_id, labels=total, dominant=emotion,
-                dominant_share=n / total, first_at=min(g[3] for g in groups), last_at=max(g[4] for g in groups),
-                mean_latency_ms=sum(g[5] for g in groups) / total,
-            ))
-        return out
+            rows = self._db.execute(schema.SUMMARY_SQL).fetchall()
+        return schema.track_summaries(rows)
 
     def prune(self, before: float, *, dry_run: bool = False) -> int:
         """Retention: delete rows captured before ``before`` (epoch seconds); returns how many.
@@ -249,7 +150,7 @@ class EmotionStore:
               dry_run: bool = False) -> int:
         """Erase a person's rows (one camera's track; every run unless ``run_id``), or a whole
         camera's when ``track_id`` is None, and their blocks; returns how many rows."""
-        where, params = erase_filter(camera_id, track_id, run_id)
+        where, params = schema.erase_filter(camera_id, track_id, run_id)
         return self._delete(where, params, dry_run, lambda: blocks.erase(self._db, blocks.SQLITE, where, params))
 
     def _delete(self, where: str, params: list, dry_run: bool, on_blocks: Callable[[], None]) -> int:
@@ -288,9 +189,6 @@ class EmotionStore:
             stop: checked between ranges; when set, returns 0 with the log still unmarked
                 (the next backfill starts over; the ranges done meanwhile are simply redone).
         """
-        from fer_pipeline.consumers.analytics import ReportOptions
-        from fer_pipeline.consumers.logreader import Part, camera_ids, merge_chunks, read_rows
-
         with self._lock:
             if self.path is None:
                 return 0
@@ -303,7 +201,7 @@ class EmotionStore:
         if on_start is not None:
             on_start(int(rows))
         end = 2 ** 62
-        options = ReportOptions(blocks=False, threads=1)
+        options = Selection(blocks=False)
         with self._lock, self._transaction():
             # Under the write lock: a camera that appears later is this version's (it keeps blocks).
             cameras = camera_ids(self.path)
@@ -359,7 +257,7 @@ class EmotionStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> EmotionStore:
+    def __enter__(self) -> SqliteStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -384,39 +282,3 @@ class _Transaction:
             return
         self._db.execute(blocks.WRITER_DONE)
         self._db.execute("COMMIT")
-
-
-def is_postgres_url(target: Path | str) -> bool:
-    """Whether a log setting names a PostgreSQL database (else it is a SQLite file)."""
-    return str(target).startswith(("postgresql://", "postgres://"))
-
-
-def open_store(target: Path | str):
-    """The emotion log named by a setting: a ``postgresql://`` URL opens the PostgreSQL store,
-    anything else is a SQLite file."""
-    text = str(target)
-    if is_postgres_url(text):
-        from fer_pipeline.consumers.pgstore import PgEmotionStore
-
-        return PgEmotionStore(text)
-    return EmotionStore(target)
-
-
-_I_CAMERA, _I_RUN, _I_TRACK, _I_T = (_COLUMNS.index(c) for c in ("camera_id", "run_id", "track_id", "captured_at"))
-_I_PROBS = _COLUMNS.index(PROB_COLUMNS[0])
-
-
-def _entry(row: tuple) -> tuple:
-    """A stored row as a label-block entry: (camera, run, track, captured_at, min(w, h), probabilities)."""
-    return (row[_I_CAMERA], row[_I_RUN], row[_I_TRACK], row[_I_T], min(row[-2], row[-1]),
-            row[_I_PROBS:_I_PROBS + len(PROB_COLUMNS)])
-
-
-def _row(label: Label) -> tuple:
-    b = label.bbox
-    return (
-        label.crop_id, label.camera_id, label.run_id, label.track_id, label.frame_index, label.face_index,
-        label.captured_at, label.labelled_at, (label.labelled_at - label.captured_at) * 1000.0,
-        label.emotion, label.confidence, *label.probabilities, label.model_id, label.worker_id, label.truth,
-        b.x, b.y, b.w, b.h,
-    )

@@ -1,7 +1,7 @@
 """From runs of smoothed states to episodes, transitions and per-track / per-camera summaries.
 
-Everything here works on the run arrays of ``analytics.chunk_runs`` (a few per second of
-video at most), vectorised with numpy; see ``analytics`` for how labels become runs. Each
+Everything here works on the run arrays of ``runs.chunk_runs`` (a few per second of
+video at most), vectorised with numpy; see ``runs`` for how labels become runs. Each
 chunk of whole tracks is reduced to a ``Piece`` (per-track tallies, timelines, episodes) in
 the thread that read it; ``summarise`` joins the pieces into the report's tables. All of it
 is per track, so reducing chunk by chunk gives the numbers of one pass over every run.
@@ -9,12 +9,19 @@ is per track, so reducing chunk by chunk gives the numbers of one pass over ever
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_pipeline.consumers.analytics import STATES, UNKNOWN, ReportOptions, collect_runs
+from fer_pipeline.analytics.options import STATES, UNKNOWN, ReportOptions
+from fer_pipeline.analytics.runs import collect_runs
 from fer_pipeline.labels import EMOTIONS
+
+if TYPE_CHECKING:
+    from psycopg import Connection as PgConnection
 
 S = len(STATES)
 
@@ -92,7 +99,7 @@ def absorb_short(r: dict[str, np.ndarray], shorter_than: float) -> dict[str, np.
 
 
 def find_episodes(r: dict[str, np.ndarray], options: ReportOptions) -> dict[str, np.ndarray]:
-    """Sustained emotions per track from runs (hysteresis in time, see ``analytics``).
+    """Sustained emotions per track from runs (hysteresis in time, see ``runs``).
 
     Runs shorter than ``release_s`` are absorbed by their neighbours; what is left and holds
     a known emotion for ``min_dwell_s`` is an episode. Returns arrays per episode: track,
@@ -125,7 +132,7 @@ class Piece:
 
 
 def reduce_runs(keys: list[tuple[str, str, int]], r: dict[str, np.ndarray], options: ReportOptions) -> Piece:
-    """One chunk's runs (``analytics.chunk_runs``: sorted by track) reduced to a ``Piece``."""
+    """One chunk's runs (``runs.chunk_runs``: sorted by track) reduced to a ``Piece``."""
     nt = len(keys)
     idx = r["track"] * S + r["state"]
     counts = np.bincount(idx, weights=r["labels"], minlength=nt * S).reshape(nt, S).astype(np.int64)
@@ -224,7 +231,8 @@ def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> 
     return report
 
 
-def build_report(source, options: ReportOptions) -> Report:
-    """Read the selected labels from ``source`` (SQLite path or DB-API connection) and summarise them."""
+def build_report(source: Path | str | sqlite3.Connection | PgConnection, options: ReportOptions) -> Report:
+    """Read the selected labels from ``source`` (a SQLite path, which is read in parallel
+    parts, or an open sqlite3 or PostgreSQL connection) and summarise them."""
     pieces, n = collect_runs(source, options, lambda keys, runs: reduce_runs(keys, runs, options))
     return summarise(pieces, options, n)

@@ -1,10 +1,9 @@
-"""The live dashboard (`fer-pipeline dashboard`): a web page with each camera's annotated
-video, a live emotion chart per track and the pipeline's health, plus ``/metrics``.
+"""What the dashboard shows, read from Redis: each camera's newest frame with its faces
+drawn, recent labels per track for the charts, and the pipeline's health.
 
 It only reads: the newest frame of each camera (XREVRANGE) and the labels stream from a
 cursor (XRANGE), so it joins no consumer group and never delays the display or the logger;
-any number of dashboards can watch one deployment. Every asset is served by the app itself
-(no CDN), from ``dashboard_assets``.
+any number of dashboards can watch one deployment.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-import redis
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.health import collect
@@ -26,7 +24,6 @@ from fer_pipeline.transport import FIELD, Transport
 READ_COUNT = 200  # labels entries read per poll (a worker's batch each)
 SERIES_POINTS = 600  # points kept per track for the chart
 FRAMES_KEPT = 300  # frames per camera whose labels are kept for drawing
-STALE_S = 1.0  # a track's last label is drawn (marked stale) this long when its own label is late
 POLL_EVERY_S = 0.1
 
 
@@ -133,21 +130,18 @@ class DashboardState:
         import cv2
         import numpy as np
 
-        from fer_pipeline.consumers.overlay import EmotionAnnotator, FaceAnnotation
+        from fer_pipeline.consumers.joiner import faces_to_draw
+        from fer_pipeline.consumers.overlay import EmotionAnnotator
 
         if self._annotator is None:
             self._annotator = EmotionAnnotator()
         with self._lock:
             cam = self.cameras.get(frame.camera_id, _Camera())
             fresh = list(cam.labels.get((frame.run_id, frame.frame_index), []))
-            tracks = {lb.track_id for lb in fresh}
-            stale = [lb for t, lb in cam.last.items() if t not in tracks and lb.run_id == frame.run_id
-                     and 0 <= frame.captured_at - lb.captured_at <= STALE_S]
+            faces, _ = faces_to_draw(frame, fresh, cam.last)
         image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return frame.jpeg, 0
-        faces = [FaceAnnotation.from_label(lb) for lb in fresh] + \
-            [FaceAnnotation.from_label(lb, stale=True) for lb in stale[:max(0, frame.faces - len(fresh))]]
         self._annotator.annotate(image, faces, scale=frame.scale)
         ok, out = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         return (out.tobytes() if ok else frame.jpeg), len(faces)
@@ -179,69 +173,3 @@ class DashboardState:
                 self._rate_mark = (now, published)
             st.labels_per_s = round(max(self._rate, 0.0), 1)
         return st.to_dict()
-
-
-def create_app(settings: Settings, transport: Transport):
-    """The FastAPI app: ``/`` (the page), ``/static/*``, ``/api/*`` (JSON and JPEG), ``/metrics``."""
-    from fastapi import FastAPI, HTTPException, Response
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from fer_pipeline.consumers.dashboard_assets import APP_CSS, APP_JS, INDEX_HTML
-    from fer_pipeline.labels import EMOTIONS
-    from fer_pipeline.metrics import registry_for
-
-    registry, latency = registry_for(transport)
-    state = DashboardState(settings, transport, latency)
-    app = FastAPI(title="fer-pipeline dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.dashboard = state
-    no_cache = {"Cache-Control": "no-store"}
-
-    @app.exception_handler(redis.RedisError)
-    async def _redis_down(request, exc):  # the page keeps polling and recovers when Redis is back
-        return JSONResponse({"error": f"Redis unavailable: {type(exc).__name__}"}, status_code=503)
-
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return INDEX_HTML
-
-    @app.get("/static/app.js")
-    def app_js() -> Response:
-        return Response(APP_JS, media_type="text/javascript")
-
-    @app.get("/static/app.css")
-    def app_css() -> Response:
-        return Response(APP_CSS, media_type="text/css")
-
-    @app.get("/api/cameras")
-    def cameras() -> dict:
-        return {"cameras": state.camera_ids(), "emotions": list(EMOTIONS)}
-
-    @app.get("/api/status")
-    def status() -> dict:
-        return state.status()
-
-    @app.get("/api/frame/{camera_id}")
-    def frame(camera_id: str) -> Response:
-        got = state.frame(camera_id)
-        if got is None:
-            raise HTTPException(404, f"no frames from camera {camera_id!r}")
-        jpeg, index, faces = got
-        return Response(jpeg, media_type="image/jpeg",
-                        headers={**no_cache, "X-Frame-Index": str(index), "X-Faces": str(faces)})
-
-    @app.get("/api/tracks/{camera_id}")
-    def tracks(camera_id: str, seconds: float = 30.0) -> dict:
-        return {"camera": camera_id, "tracks": state.tracks(camera_id, min(max(seconds, 1.0), 600.0))}
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        state.poll()  # observe the latest labels' latencies before exporting
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz")
-    def healthz() -> dict:
-        transport.client.ping()
-        return {"ok": True}
-
-    return app
