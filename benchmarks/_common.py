@@ -273,6 +273,14 @@ def unique_prefix(tag: str) -> str:
     return f"bench-{tag}-{uuid.uuid4().hex[:8]}"
 
 
+def redis_client(settings):
+    """A plain redis-py client to the settings' Redis, for what benchmarks inspect directly
+    (heartbeat keys, INFO, PING round trips); the product goes through ``Transport``."""
+    import redis
+
+    return redis.Redis.from_url(settings.redis.url, socket_timeout=settings.redis.socket_timeout_s)
+
+
 def delete_prefix(client, prefix: str) -> int:
     """Delete every key under ``prefix:`` (never FLUSH: the Redis may be shared)."""
     n = 0

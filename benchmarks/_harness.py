@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks._common import cpu_seconds, delete_prefix, rss_mb, unique_prefix
+from benchmarks._common import cpu_seconds, delete_prefix, redis_client, rss_mb, unique_prefix
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import messages_held
 
@@ -181,7 +181,7 @@ class Pool:
                                           producer={"publish_frames": False, "realtime": True})
         self.env = child_env(self.settings)
         self.transport = Transport.connect(self.settings)
-        self.client, self.keys = self.transport.client, self.transport.keys
+        self.client, self.keys = redis_client(self.settings), self.transport.keys
         self.log_dir = log_dir
         self.logger = spawn(f"{tag}-logger", ["logger", "--ident", "bench-logger"], self.env, log_dir)
         self.workers = [spawn(f"{tag}-worker{i}", ["worker", "--ident", f"bench-w{i}"], self.env, log_dir)

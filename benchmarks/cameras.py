@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
+    redis_client,
     DEFAULT_REDIS_URL, REPO_ROOT, busy_processes, cpu_seconds, data_dir, delete_prefix, finish, int_list, letterbox,
     machine_info, ratio, section, table, unique_prefix, write_result,
 )
@@ -430,7 +431,7 @@ def profile_camera(base: Settings, clip: Path, detector: str, detect_every: int,
         decode_ms = decode_cost(clip, done)
     finally:
         source.close()
-        delete_prefix(transport.client, s.redis.prefix)
+        delete_prefix(redis_client(s), s.redis.prefix)
         transport.close()
     fig = profile_figures(clip, detector, detect_every, frames, timer, done, wall_s, cpu_s, load_ms, cam)
     fig["decode_process_cpu_ms"] = decode_ms

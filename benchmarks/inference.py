@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
+    redis_client,
     DEFAULT_REDIS_URL, Throughput, delete_prefix, machine_info, measure, ratio, section, table, unique_prefix,
     finish,
 )
@@ -213,9 +214,9 @@ def message_overhead(settings: Settings, n: int, faces_per_frame: int = 2) -> di
         finally:
             Label.pack_batch = original  # type: ignore[method-assign]
         labelled = worker.counters["crops_labelled"]
-        rtt = measure(transport.client.ping, items_per_call=1, min_seconds=0.3, min_calls=100)
+        rtt = measure(transport.ping, items_per_call=1, min_seconds=0.3, min_calls=100)
     finally:
-        delete_prefix(transport.client, settings.redis.prefix)
+        delete_prefix(redis_client(settings), settings.redis.prefix)
         transport.close()
     return {
         "faces": n, "faces_per_frame": faces_per_frame, "worker_batch": settings.worker.max_batch,

@@ -192,8 +192,7 @@ class DisplayService(Service):
     # -- reading ---------------------------------------------------------------------------
     def _discover(self) -> None:
         self._next_discovery = time.monotonic() + DISCOVER_EVERY_S
-        for raw in self.transport.client.smembers(self.transport.keys.cameras):
-            camera_id = raw.decode() if isinstance(raw, bytes) else raw
+        for camera_id in self.transport.camera_ids():
             stream = self.transport.keys.frames(camera_id)
             if stream not in self._frame_streams:
                 self.transport.ensure_group(stream, self.group, start="0")

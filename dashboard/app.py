@@ -82,7 +82,7 @@ def create_app(settings: Settings, transport: Transport):
 
     @app.get("/healthz")
     def healthz() -> dict:
-        transport.client.ping()
+        transport.ping()
         return {"ok": True}
 
     return app

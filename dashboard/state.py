@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from fer_pipeline.errors import MessageError
 from fer_pipeline.health import collect
 from fer_pipeline.labels import INDEX
-from fer_pipeline.messages import Frame, Label, decode
+from fer_pipeline.messages import Frame, Label
 from fer_pipeline.settings import Settings
-from fer_pipeline.transport import FIELD, Transport
+from fer_pipeline.transport import Transport
 
 READ_COUNT = 200  # labels entries read per poll (a worker's batch each)
 SERIES_POINTS = 600  # points kept per track for the chart
@@ -102,21 +102,20 @@ class DashboardState:
 
     # -- what the endpoints return -------------------------------------------------------------
     def camera_ids(self) -> list[str]:
-        raw = self.transport.client.smembers(self.transport.keys.cameras)
-        return sorted(c.decode() if isinstance(c, bytes) else c for c in raw)
+        return self.transport.camera_ids()
 
     def frame(self, camera_id: str) -> tuple[bytes, int, int] | None:
         """The newest frame of a camera with its faces drawn: (JPEG, frame index, faces drawn)."""
         self.poll()
-        for entry_id, fields in self.transport.client.xrevrange(self.transport.keys.frames(camera_id), count=5):
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        for entry in reversed(self.transport.entries(self.transport.keys.frames(camera_id), count=5, newest=True)):
+            entry_id = entry.id
             with self._lock:
                 cam = self.cameras.setdefault(camera_id, _Camera())
                 if cam.jpeg is not None and cam.jpeg[0] == entry_id:
                     return cam.jpeg[1:]
             try:
-                msg = decode(fields[FIELD], max_bytes=self.settings.streams.max_payload_bytes)
-            except (MessageError, KeyError):
+                msg = entry.message(self.settings.streams.max_payload_bytes)
+            except MessageError:
                 continue
             if not isinstance(msg, Frame):
                 continue  # an end-of-stream marker

@@ -14,7 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from fer_pipeline.transport import Transport, redact_url
+from fer_pipeline.transport import Transport
+from fer_pipeline.urls import redact_url
 
 # Which role drains which consumer group: a group with a backlog and none of these alive stalls.
 GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
@@ -24,6 +25,26 @@ PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelle
 # Read from heartbeats too, for the problems and /metrics, without a column of their own.
 COLLECTED_COUNTERS = (*PROCESS_COUNTERS, "realtime_lost_ms")
 LOST_WARN_S = 1.0  # a producer this far behind its sources' frame rate is named in the problems
+
+
+# -- heartbeats: every process writes one (``Service``), status/progress/dashboard read them ------
+def beat(transport: Transport, role: str, ident: str, ttl_s: float, info: dict[str, str | int | float]) -> None:
+    """Publish this process's heartbeat (its counters), alive for ``ttl_s`` unless renewed."""
+    transport.put_record(transport.keys.health(role, ident), {k: str(v) for k, v in info.items()}, ttl_s)
+
+
+def clear_heartbeat(transport: Transport, role: str, ident: str) -> None:
+    """Remove this process's heartbeat on a clean stop (it is not alive any more)."""
+    transport.delete_record(transport.keys.health(role, ident))
+
+
+def alive_processes(transport: Transport) -> list[tuple[str, str, dict[str, str]]]:
+    """(role, ident, info) for every process whose heartbeat has not expired."""
+    out = []
+    for key, info in transport.records(transport.keys.health_pattern):
+        parts = key.split(":")
+        out.append((parts[-2], parts[-1], info))
+    return out
 
 
 @dataclass(frozen=True)
@@ -79,29 +100,13 @@ def _num(v) -> float:
 
 
 def _groups(transport: Transport, stream: str) -> list[GroupState]:
-    import redis
-
-    try:
-        infos = transport.client.xinfo_groups(stream)
-    except redis.ResponseError:  # no such stream yet
-        return []
-    out = []
     short = _short(stream, transport.keys.prefix)
-    for g in infos:
-        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-        lag = g.get("lag")
-        if lag is None:  # Redis < 7 (or lag unknown after XDEL/trim): count it the slow way
-            lag, pending = transport.backlog(stream, name)
-        else:
-            pending = g["pending"]
-        out.append(GroupState(stream=short, group=name, consumers=int(g["consumers"]), lag=int(lag),
-                              pending=int(pending)))
-    return out
+    return [GroupState(stream=short, group=name, consumers=consumers, lag=lag, pending=pending)
+            for name, consumers, lag, pending in transport.groups(stream)]
 
 
 def _labels_published(transport: Transport) -> int:
-    raw = transport.client.hget(transport.keys.stats, f"published:{transport.keys.labels}")
-    return int(raw or 0)
+    return transport.stats().get(f"published:{transport.keys.labels}", 0)
 
 
 def collect(transport: Transport, *, rate_interval_s: float = 1.0,
@@ -129,14 +134,14 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
     now = time.time()
     processes = []
     alive: Counter[str] = Counter()
-    for role, ident, info in sorted(transport.alive()):
+    for role, ident, info in sorted(alive_processes(transport)):
         alive[role] += 1
         counters = {k: _num(info[k]) for k in COLLECTED_COUNTERS if k in info}
         started = _num(info.get("started")) or now
         processes.append(ProcessState(role=role, ident=ident, uptime_s=round(max(0.0, now - started), 1),
                                       counters=counters))
 
-    cameras = sorted(c.decode() if isinstance(c, bytes) else c for c in transport.client.smembers(keys.cameras))
+    cameras = transport.camera_ids()
     streams = [keys.crops, keys.labels, *(keys.frames(c) for c in cameras), keys.dead]
     # A bundled stream's length is the messages it holds, not its entries (bundles.py).
     lengths = {_short(s, keys.prefix): n for s, n in transport.lengths(streams).items()}

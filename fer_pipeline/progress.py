@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from fer_pipeline.health import alive_processes
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.transport import Transport
 
@@ -31,7 +32,7 @@ class Progress:
 
     def refresh(self) -> None:
         self.alive = set()
-        for role, ident, info in self.transport.alive():
+        for role, ident, info in alive_processes(self.transport):
             self.last[(role, ident)] = info
             self.alive.add((role, ident))
         labelled = self.total("worker", "crops_labelled")

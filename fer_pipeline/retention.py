@@ -19,11 +19,10 @@ from fer_pipeline.transport import Transport
 def expire_streams(transport: Transport, max_age_s: float) -> dict[str, int]:
     """Delete entries older than ``max_age_s`` from every pipeline stream; returns how many per stream."""
     keys = transport.keys
-    seconds, micros = transport.client.time()
-    cutoff_ms = int(seconds) * 1000 + int(micros) // 1000 - int(max_age_s * 1000)
+    cutoff_ms = transport.server_time_ms() - int(max_age_s * 1000)
     if cutoff_ms <= 0:
         return {}
-    cameras = [c.decode() if isinstance(c, bytes) else c for c in transport.client.smembers(keys.cameras)]
+    cameras = transport.camera_ids()
     streams = [keys.crops, keys.labels, keys.dead, *(keys.frames(c) for c in cameras)]
     removed = {s: transport.expire(s, cutoff_ms) for s in streams}
     for s, n in removed.items():

@@ -18,10 +18,12 @@ from collections import Counter
 
 import redis
 
+from fer_pipeline import health
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import BrokerUnavailable
 from fer_pipeline.settings import Settings
-from fer_pipeline.transport import Transport, redact_url
+from fer_pipeline.transport import Transport
+from fer_pipeline.urls import redact_url
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
 # A ConnectionError subclass that no retry can fix (the password or ACL user changed under a
@@ -107,7 +109,7 @@ class Service:
             self._retrying(self.finish, attempts=5)
         finally:
             try:
-                self.transport.clear_heartbeat(self.role, self.ident)
+                health.clear_heartbeat(self.transport, self.role, self.ident)
             except REDIS_DOWN:
                 pass
             # The heartbeat is gone now: this line is the lasting record of what the process
@@ -128,8 +130,8 @@ class Service:
         now = time.time()
         if now - self._last_beat >= HEARTBEAT_EVERY_S:
             self._last_beat = now
-            self.transport.heartbeat(self.role, self.ident, HEARTBEAT_TTL_S,
-                                     {"role": self.role, "started": round(self.started_at, 3), **self.info()})
+            health.beat(self.transport, self.role, self.ident, HEARTBEAT_TTL_S,
+                        {"role": self.role, "started": round(self.started_at, 3), **self.info()})
 
     def _backoff(self) -> Backoff:
         return Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)

@@ -119,8 +119,8 @@ class Supervisor:
         if self.role("display"):
             group = self.transport.settings.consumer.display_group
             out["display"] = self.transport.backlog(keys.labels, group)
-            for cam in self.transport.client.smembers(keys.cameras):
-                lag, pending = self.transport.backlog(keys.frames(cam.decode()), group)
+            for cam in self.transport.camera_ids():
+                lag, pending = self.transport.backlog(keys.frames(cam), group)
                 d = out["display"]
                 out["display"] = (d[0] + lag, d[1] + pending)
         return out

@@ -12,206 +12,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from importlib import resources
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 import redis
 
-from fer_pipeline import bundles
+from fer_pipeline import bundles, redis_compat
 from fer_pipeline.errors import BrokerUnavailable, MessageError
 from fer_pipeline.messages import decode
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import StreamKeys
+from fer_pipeline.urls import redact_url
 
 log = logging.getLogger("fer.transport")
 
 FIELD = bundles.SINGLE  # the one field of an unbundled entry
 EXPIRE_CHUNK = 64  # bundles handed to Lua per retention call on a bundled stream
 
-# Lua shared by the scripts below: the oldest last-delivered-id of the stream's groups (the
-# floor: entries above it are unread by some group), and the message count of an entry.
-_LUA_HELPERS = """
-local floor_ms, floor_seq = nil, nil
-local function find_floor(stream, count_all, len)
-  if count_all or len == 0 then return end
-  local groups = redis.call('XINFO', 'GROUPS', stream)
-  for _, g in ipairs(groups) do
-    for i = 1, #g, 2 do
-      if g[i] == 'last-delivered-id' then
-        local ms, seq = string.match(g[i + 1], '(%d+)-(%d+)')
-        ms, seq = tonumber(ms), tonumber(seq)
-        if floor_ms == nil or ms < floor_ms or (ms == floor_ms and seq < floor_seq) then
-          floor_ms, floor_seq = ms, seq
-        end
-      end
-    end
-  end
-end
-local function unread(id)
-  if floor_ms == nil then return true end
-  local ms, seq = string.match(id, '(%d+)-(%d+)')
-  ms, seq = tonumber(ms), tonumber(seq)
-  return ms > floor_ms or (ms == floor_ms and seq > floor_seq)
-end
-local function messages_in(fields)
-  for i = 1, #fields, 2 do
-    if fields[i] == 'n' then return tonumber(fields[i + 1]) or 1 end
-  end
-  return 1
-end
-"""
-
-# Atomically: count the entries the trim is about to drop that some group has not yet
-# been delivered (id > that group's last-delivered-id; every entry when there is no group
-# or when ARGV[2] == "all", used for streams whose acked entries are deleted), then XADD,
-# and count what was published per stream (the run summary compares these). Then, when
-# given, XACK + XDEL the entries these payloads answer (KEYS[4], group ARGV[4]): the worker's
-# labels and the ack of their crops land together, in one round trip, and a crash can no
-# longer leave labels published with their crops still pending (a duplicate on redelivery).
-# A counted ack (ARGV[5] == "counted", for a bundled stream) takes id, messages pairs and
-# lowers that stream's depth (hash KEYS[3]) by the messages its XDEL really removed.
-# ARGV: maxlen, 'all'|'groups', n payloads, ack group, 'plain'|'counted', payload x n,
-#       ack id... (counted: id, count, ...)
-_PUBLISH_LUA = _LUA_HELPERS + """
-local stream, stats, depth = KEYS[1], KEYS[2], KEYS[3]
-local maxlen = tonumber(ARGV[1])
-local count_all = ARGV[2] == 'all'
-local n = tonumber(ARGV[3])
-local first = 6
-local ids = {}
-if n > 0 then
-  local len = redis.call('XLEN', stream)
-  local excess = len + n - maxlen
-  local lost = 0
-  if excess > 0 then
-    find_floor(stream, count_all, len)
-    local old = {}
-    if len > 0 then old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len)) end
-    for _, e in ipairs(old) do
-      if unread(e[1]) then lost = lost + 1 end
-    end
-    -- A batch larger than the room left trims some of its own new entries: unread by anyone.
-    if excess > len then lost = lost + excess - len end
-  end
-  for i = first, first + n - 1 do
-    ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'd', ARGV[i])
-  end
-  if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
-  redis.call('HINCRBY', stats, 'published:' .. stream, n)
-end
-if KEYS[4] then
-  local s, group, at = KEYS[4], ARGV[4], first + n
-  if ARGV[5] == 'counted' then
-    local gone = 0
-    for i = at, #ARGV, 2 do
-      redis.call('XACK', s, group, ARGV[i])
-      if redis.call('XDEL', s, ARGV[i]) == 1 then gone = gone + tonumber(ARGV[i + 1]) end
-    end
-    if gone > 0 then
-      local left = redis.call('HINCRBY', depth, s, -gone)
-      if left < 0 or redis.call('XLEN', s) == 0 then redis.call('HSET', depth, s, 0) end
-    end
-  else
-    -- unpack() in slices: Lua's C stack takes a few thousand values at most.
-    for i = at, #ARGV, 1000 do
-      local last = math.min(i + 999, #ARGV)
-      redis.call('XACK', s, group, unpack(ARGV, i, last))
-      redis.call('XDEL', s, unpack(ARGV, i, last))
-    end
-  end
-end
-return ids
-"""
-
-# A bundled stream's bookkeeping, run in the same MULTI right after the XADDs of its new
-# bundles (which go straight to Redis: passed through Lua, a 150 KB bundle costs more in
-# copies than the XADD itself). MAXLEN counts messages: whole bundles are trimmed, oldest
-# first (this publish's own too), until the stream holds at most ``maxlen``; the newest
-# bundle always stays, so one bundle larger than ``maxlen`` is kept alone. Unread trimmed
-# messages are counted as above; the depth hash (KEYS[3]) keeps the messages held.
-# ARGV: maxlen, 'all'|'groups', bundles just added, messages in them. Returns the new depth.
-_BUNDLED_LUA = _LUA_HELPERS + """
-local stream, stats, depth = KEYS[1], KEYS[2], KEYS[3]
-local maxlen, count_all = tonumber(ARGV[1]), ARGV[2] == 'all'
-local added, adding = tonumber(ARGV[3]), tonumber(ARGV[4])
-local len = redis.call('XLEN', stream)
-local before = len - added
--- Messages held before this publish; with no record (the key deleted, a stream written
--- before bundles) one per entry, which is exact for single-message entries.
-local held = 0
-if before > 0 then held = math.max(0, tonumber(redis.call('HGET', depth, stream) or before) or before) end
-local fresh = adding
-local lost, drop = 0, 0
-local excess = held + fresh - maxlen
-if excess > 0 and len > 1 then
-  find_floor(stream, count_all, len)
-  -- XRANGE hands each bundle's whole body to Lua: ask for one, then a few more at a time.
-  local from, count = '-', 1
-  while excess > 0 and drop < len - 1 do
-    local old = redis.call('XRANGE', stream, from, '+', 'COUNT', math.min(count, len - 1 - drop))
-    count = math.min(count * 2, 16)
-    if #old == 0 then break end
-    for _, e in ipairs(old) do
-      local k = messages_in(e[2])
-      if unread(e[1]) then lost = lost + k end
-      if drop < before then held = held - k else fresh = fresh - k end
-      drop, excess, from = drop + 1, excess - k, '(' .. e[1]
-      if excess <= 0 or drop >= len - 1 then break end
-    end
-  end
-  redis.call('XTRIM', stream, 'MAXLEN', len - drop)
-  -- Every older bundle gone: whatever the record said, none of their messages is left.
-  if drop >= before then held = 0 end
-end
-held = math.max(0, held) + fresh
-redis.call('HSET', depth, stream, held)
-if lost > 0 then redis.call('HINCRBY', stats, 'trimmed_unread:' .. stream, lost) end
-redis.call('HINCRBY', stats, 'published:' .. stream, adding)
-return held
-"""
-
-# Delete up to ARGV[2] entries of a bundled stream older than ARGV[1] (an id, exclusive) and
-# lower its depth by the messages they held; returns {messages deleted, entries deleted}.
-# Retention calls it until fewer than ARGV[2] go: each call hands at most that many bodies
-# to Lua, so a large expiry never blocks Redis in one long script.
-_EXPIRE_BUNDLED_LUA = _LUA_HELPERS + """
-local stream, depth, cutoff, limit = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
-local old = redis.call('XRANGE', stream, '-', '(' .. cutoff, 'COUNT', limit)
-local gone = 0
-for _, e in ipairs(old) do
-  gone = gone + messages_in(e[2])
-  redis.call('XDEL', stream, e[1])
-end
-if #old > 0 then
-  local left = redis.call('HINCRBY', depth, stream, -gone)
-  if left < 0 or redis.call('XLEN', stream) == 0 then redis.call('HSET', depth, stream, 0) end
-end
-return {gone, #old}
-"""
+# The server-side scripts (package resources, ``lua/``); each runs after helpers.lua.
+def _lua(name: str) -> str:
+    return resources.files("fer_pipeline").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def redact_url(url: str | None) -> str:
-    """The URL with any password replaced, safe for logs and progress output.
-
-    Covers the userinfo part and query options that carry secrets (redis-py accepts
-    ``?password=`` and ``?ssl_password=`` too).
-    """
-    if not url:
-        return "<none>"
-    parts = urlsplit(url)
-    query = parts.query
-    if query:
-        query = "&".join(f"{k}=***" if "password" in k.lower() else f"{k}={v}" if sep else k
-                         for k, sep, v in (item.partition("=") for item in query.split("&")))
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"  # host part as written ([::1] too)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    rest = parts.path + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-    return f"{parts.scheme}://{netloc}{rest}"
+_LUA_HELPERS = _lua("helpers")
+_PUBLISH_LUA = _LUA_HELPERS + _lua("publish")
+_BUNDLED_LUA = _LUA_HELPERS + _lua("bundled")
+_EXPIRE_BUNDLED_LUA = _LUA_HELPERS + _lua("expire_bundled")
 
 
 @dataclass(frozen=True)
@@ -255,7 +83,7 @@ class Transport:
     """Thin, typed wrapper around one Redis connection pool."""
 
     def __init__(self, client: redis.Redis, keys: StreamKeys, settings: Settings) -> None:
-        self.client = client
+        self._client = client  # private: every Redis operation of the product is a method here
         self.keys = keys
         self.settings = settings
         self._publish = client.register_script(_PUBLISH_LUA)
@@ -282,7 +110,7 @@ class Transport:
         return cls(client, StreamKeys(settings.redis.prefix), settings)
 
     def close(self) -> None:
-        self.client.close()
+        self._client.close()
 
     # -- writing -----------------------------------------------------------------------
     def publish(self, stream: str, payloads: Sequence[bytes], maxlen: int, *, count_all_trimmed: bool = False,
@@ -298,7 +126,7 @@ class Transport:
         if not payloads or not self.keys.bundled(stream):
             keys, args = self._publish_call(stream, payloads, maxlen, count_all_trimmed, ack)
             return [_s(i) for i in self._publish(keys=keys, args=args)]
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self._client.pipeline(transaction=True)
         added = self._queue(pipe, stream, payloads, maxlen, count_all_trimmed, ack)
         return [_s(i) for i in _execute(pipe)[:added]]
 
@@ -308,7 +136,7 @@ class Transport:
         of ``read``: the worker delivers a batch and takes the next one in one trip (under
         load a round trip per batch instead of two). A publish error raises; a read refused
         because the group is gone (a Redis restart) recreates it and reads nothing."""
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self._client.pipeline(transaction=True)
         self._queue(pipe, stream, payloads, maxlen, False, ack)
         pipe.xreadgroup(group, consumer, {read: ">"}, count=count)
         *published, reply = pipe.execute(raise_on_error=False)
@@ -328,7 +156,7 @@ class Transport:
         calls = [c for c in calls if c[1]]
         if not calls:
             return
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self._client.pipeline(transaction=True)
         for stream, payloads, maxlen, count_all in calls:
             self._queue(pipe, stream, payloads, maxlen, count_all)
         _execute(pipe)
@@ -375,7 +203,7 @@ class Transport:
 
     def lengths(self, streams: Sequence[str]) -> dict[str, int]:
         """Messages held per stream, in one round trip: XLEN, or on a bundled stream its depth."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         for s in streams:
             pipe.xlen(s)
             if self.keys.bundled(s):
@@ -394,7 +222,7 @@ class Transport:
                 gone += int(messages)
                 if int(entries) < EXPIRE_CHUNK:
                     return gone
-        return int(self.client.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=False))
+        return int(self._client.xtrim(stream, minid=f"{cutoff_ms}-0", approximate=False))
 
     def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
         """Park a bad message with why it was rejected; the original payload is kept as is."""
@@ -402,21 +230,21 @@ class Transport:
             "reason": reason[:500], "source": source, "id": entry_id, "role": role,
             "at": f"{time.time():.3f}", "payload": payload if payload is not None else b"",
         }
-        self.client.xadd(self.keys.dead, fields, maxlen=self.settings.streams.dead_maxlen, approximate=True)
-        self.client.hincrby(self.keys.stats, "dead_letters", 1)
+        self._client.xadd(self.keys.dead, fields, maxlen=self.settings.streams.dead_maxlen, approximate=True)
+        self._client.hincrby(self.keys.stats, "dead_letters", 1)
         log.warning("dead-letter %s %s from %s: %s", role, entry_id, source, reason)
 
     def incr(self, field: str, n: int = 1) -> None:
         if n:
-            self.client.hincrby(self.keys.stats, field, n)
+            self._client.hincrby(self.keys.stats, field, n)
 
     def stats(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.stats).items()}
+        return {k.decode(): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}
 
     # -- consumer groups ---------------------------------------------------------------
     def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         try:
-            self.client.xgroup_create(stream, group, id=start, mkstream=True)
+            self._client.xgroup_create(stream, group, id=start, mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
@@ -429,7 +257,7 @@ class Transport:
         streams = list(streams)
         start = "0" if own_pending else ">"
         try:
-            reply = self.client.xreadgroup(group, consumer, {s: start for s in streams}, count=count,
+            reply = self._client.xreadgroup(group, consumer, {s: start for s in streams}, count=count,
                                            block=None if own_pending else block_ms)
         except redis.ResponseError as e:
             if "NOGROUP" not in str(e):
@@ -443,9 +271,9 @@ class Transport:
         """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no
         group; ``count`` counts entries. ``newest``: the last ``count`` entries instead."""
         if newest:
-            return _entries([(stream, list(reversed(self.client.xrevrange(stream, count=count))))],
+            return _entries([(stream, list(reversed(self._client.xrevrange(stream, count=count))))],
                             self.settings.streams.max_payload_bytes)
-        return _entries([(stream, self.client.xrange(stream, min=start, count=count))],
+        return _entries([(stream, self._client.xrange(stream, min=start, count=count))],
                         self.settings.streams.max_payload_bytes)
 
     def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False,
@@ -463,7 +291,7 @@ class Transport:
         if messages is not None:
             self.publish(stream, [], 0, ack=Ack(stream, group, ids, messages))
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         pipe.xack(stream, group, *ids)
         if delete:
             pipe.xdel(stream, *ids)
@@ -480,7 +308,7 @@ class Transport:
         start = "0-0"
         while True:
             try:
-                reply = self.client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start,
+                reply = self._client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms, start_id=start,
                                                count=count)
             except redis.ResponseError as e:
                 if "NOGROUP" not in str(e):
@@ -488,60 +316,70 @@ class Transport:
                 self.ensure_group(stream, group)
                 return claimed, missing
             start = _s(reply[0])
-            claimed += _entries([(stream, reply[1])], self.settings.streams.max_payload_bytes)
-            if len(reply) > 2:
-                missing.extend(_s(i) for i in reply[2])
-            elif any(item is None or item[0] is None for item in reply[1]):
-                # Redis 6.2 (the embedded broker) claims a deleted entry as a bare nil, id
-                # unknown, and keeps it pending for good: find such ids in our PEL.
-                missing.extend(i for i in self._deleted_pending(stream, group, consumer) if i not in missing)
+            claimed += _entries([(stream, redis_compat.claimed_items(reply[1]))], self.settings.streams.max_payload_bytes)
+            missing.extend(i for i in redis_compat.autoclaim_missing(self._client, stream, group, consumer, reply)
+                           if i not in missing)
             if start == "0-0" or len(claimed) >= count:
                 return claimed, missing
-
-    def _deleted_pending(self, stream: str, group: str, consumer: str) -> list[str]:
-        pel = self.client.xpending_range(stream, group, min="-", max="+", count=1000, consumername=consumer)
-        ids = [_s(p["message_id"]) for p in pel]
-        pipe = self.client.pipeline(transaction=False)
-        for i in ids:
-            pipe.xrange(stream, min=i, max=i, count=1)
-        return [i for i, found in zip(ids, pipe.execute()) if not found]
 
     def backlog(self, stream: str, group: str) -> tuple[int, int]:
         """(entries not yet delivered to the group, delivered but unacknowledged)."""
         try:
-            groups = self.client.xinfo_groups(stream)
+            groups = self._client.xinfo_groups(stream)
         except redis.ResponseError:
             return 0, 0
         for g in groups:
             if _s(g["name"]) == group:
-                pending = int(g["pending"])
-                lag = g.get("lag")
-                if lag is None:  # Redis < 7: count entries after last-delivered-id
-                    last = _s(g["last-delivered-id"])
-                    lag = len(self.client.xrange(stream, min=f"({last}", count=100_000)) if last else 0
-                return int(lag), pending
-        return self.client.xlen(stream), 0
+                return redis_compat.group_lag(self._client, stream, g), int(g["pending"])
+        return self._client.xlen(stream), 0
 
-    def heartbeat(self, role: str, ident: str, ttl_s: float, info: dict[str, str | int | float]) -> None:
-        key = self.keys.health(role, ident)
-        pipe = self.client.pipeline(transaction=False)
+    def groups(self, stream: str) -> list[tuple[str, int, int, int]]:
+        """(group, consumers, lag, pending) of each consumer group of ``stream`` ([] before it exists)."""
+        try:
+            infos = self._client.xinfo_groups(stream)
+        except redis.ResponseError:  # no such stream yet
+            return []
+        return [(_s(g["name"]), int(g["consumers"]), redis_compat.group_lag(self._client, stream, g), int(g["pending"]))
+                for g in infos]
+
+    # -- the cameras set, server time, liveness ---------------------------------------------------
+    def add_cameras(self, camera_ids: Iterable[str]) -> None:
+        """Announce cameras (the display, the dashboard and retention find their streams so)."""
+        ids = list(camera_ids)
+        if ids:
+            self._client.sadd(self.keys.cameras, *ids)
+
+    def camera_ids(self) -> list[str]:
+        """Every camera ever announced under this prefix, sorted."""
+        return sorted(_s(c) for c in self._client.smembers(self.keys.cameras))
+
+    def server_time_ms(self) -> int:
+        """Redis's clock (stream ids are made from it), in epoch milliseconds."""
+        seconds, micros = self._client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def ping(self) -> None:
+        """Raises a redis error when the server does not answer."""
+        self._client.ping()
+
+    # -- small records with a time to live (heartbeats: see health.py) ----------------------------
+    def put_record(self, key: str, fields: dict[str, str], ttl_s: float) -> None:
+        """Replace the hash ``key`` with ``fields``, expiring after ``ttl_s``, in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
         pipe.delete(key)
-        pipe.hset(key, mapping={k: str(v) for k, v in info.items()})
+        pipe.hset(key, mapping=fields)
         pipe.pexpire(key, int(ttl_s * 1000))
         pipe.execute()
 
-    def clear_heartbeat(self, role: str, ident: str) -> None:
-        self.client.delete(self.keys.health(role, ident))
+    def delete_record(self, key: str) -> None:
+        self._client.delete(key)
 
-    def alive(self) -> list[tuple[str, str, dict[str, str]]]:
-        """(role, ident, info) for every process whose heartbeat has not expired."""
-        out = []
-        for key in self.client.scan_iter(match=self.keys.health_pattern, count=500):
-            parts = _s(key).split(":")
-            info = {_s(k): _s(v) for k, v in self.client.hgetall(key).items()}
-            if info:
-                out.append((parts[-2], parts[-1], info))
-        return out
+    def records(self, pattern: str) -> Iterator[tuple[str, dict[str, str]]]:
+        """(key, fields) of every unexpired hash matching ``pattern`` (SCAN: never blocks Redis)."""
+        for key in self._client.scan_iter(match=pattern, count=500):
+            fields = {_s(k): _s(v) for k, v in self._client.hgetall(key).items()}
+            if fields:
+                yield _s(key), fields
 
 
 def messages_held(entries: int, record: bytes | str | None) -> int:
@@ -568,8 +406,6 @@ def _entries(reply, max_message_bytes: int = 1 << 20) -> list[Entry]:
     for stream, items in reply or []:
         name = _s(stream)
         for entry_id, fields in items:
-            if entry_id is None:  # Redis 6.2's XAUTOCLAIM: a deleted pending entry, id and all (see autoclaim)
-                continue
             # A pending entry deleted since delivery comes back without fields: one None payload.
             payloads, malformed = bundles.unpack(fields, max_message_bytes)
             eid = _s(entry_id)

@@ -222,7 +222,7 @@ class ProducerService(Service):
         display started after it would never find these cameras."""
         now = time.monotonic()
         if now >= self._next_register:
-            self.transport.client.sadd(self.transport.keys.cameras, *(c.camera_id for c in self.cameras))
+            self.transport.add_cameras(c.camera_id for c in self.cameras)
             self._next_register = now + REGISTER_EVERY_S
 
     def on_redis_down(self) -> None:

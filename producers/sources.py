@@ -27,7 +27,7 @@ from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import DataError, SourceError
 from fer_pipeline.images import image_dimensions
 from fer_pipeline.settings import Settings
-from fer_pipeline.transport import redact_url
+from fer_pipeline.urls import redact_url
 
 log = logging.getLogger("fer.producer.source")
 

@@ -35,7 +35,8 @@ def status(
     import redis
 
     from fer_pipeline.health import collect, render
-    from fer_pipeline.transport import Transport, redact_url
+    from fer_pipeline.transport import Transport
+    from fer_pipeline.urls import redact_url
 
     s = build_settings(redis_url=redis_url, prefix=prefix)
     transport = Transport.connect(s)
@@ -291,13 +292,14 @@ def healthcheck(
     """Container health check: exit 0 when a process of ROLE on this host has a live heartbeat."""
     import socket
 
+    from fer_pipeline.health import alive_processes
     from fer_pipeline.transport import Transport
 
     s = build_settings(redis_url=redis_url, prefix=prefix)
     transport = Transport.connect(s)
     try:
         mine = host or socket.gethostname()
-        alive = [ident for r, ident, _ in transport.alive()
+        alive = [ident for r, ident, _ in alive_processes(transport)
                  if r == role and (ident == mine or ident.startswith(mine + "-"))]
     finally:
         transport.close()

@@ -49,7 +49,8 @@ def up(
     from fer_pipeline.model import read_info
     from fer_pipeline.producers.sources import open_source
     from fer_pipeline.supervisor import Supervisor
-    from fer_pipeline.transport import Transport, redact_url
+    from fer_pipeline.transport import Transport
+    from fer_pipeline.urls import redact_url
 
     specs = resolve_sources(source)
     if camera_id and len(camera_id) != len(specs):

@@ -28,7 +28,7 @@ def publish_frames(transport, camera_id: str, frames: list, end: bool = True) ->
     if end:
         payloads.append(make_end(camera_id=camera_id, frames=len(frames)).encode())
     transport.publish(transport.keys.frames(camera_id), payloads, transport.settings.streams.frames_maxlen)
-    transport.client.sadd(transport.keys.cameras, camera_id)
+    transport._client.sadd(transport.keys.cameras, camera_id)
 
 
 def publish_labels(transport, labels: list) -> None:
@@ -210,7 +210,7 @@ def test_restarted_display_takes_back_what_its_killed_predecessor_held(settings,
     service = DisplayService(settings, t, ident="disp")
     service.setup()
     assert service.counters["entries_resumed"] == 2
-    assert t.client.xpending(t.keys.frames("cam0"), DISPLAY_GROUP)["pending"] == 0
+    assert t._client.xpending(t.keys.frames("cam0"), DISPLAY_GROUP)["pending"] == 0
     for _ in range(3):
         service.step()
     service.finish()
@@ -230,6 +230,6 @@ def test_frames_declaring_huge_images_are_dead_lettered_undecoded(settings, fake
     for _ in range(3):
         service.step()
     service.finish()
-    dead = fake_transport.client.xrange(fake_transport.keys.dead)
+    dead = fake_transport._client.xrange(fake_transport.keys.dead)
     assert len(dead) == 1 and b"20000x20000 exceeds max_frame_pixels" in dead[0][1][b"reason"]
     assert service.counters["frames_drawn"] == 1

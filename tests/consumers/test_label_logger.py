@@ -37,7 +37,7 @@ def drive(service: LabelLoggerService, max_steps: int = 50) -> None:
 
 
 def dead_letters(transport) -> list[dict]:
-    return [{k.decode(): v for k, v in fields.items()} for _, fields in transport.client.xrange(transport.keys.dead)]
+    return [{k.decode(): v for k, v in fields.items()} for _, fields in transport._client.xrange(transport.keys.dead)]
 
 
 def test_logs_every_label_once_and_dead_letters_the_bad_one(settings, fake_transport):

@@ -62,7 +62,7 @@ def test_a_publish_is_one_entry_per_bundle_and_readers_get_messages(real_transpo
     t.ensure_group(t.keys.crops, "workers")
     t.publish(t.keys.crops, [b"a%d" % i for i in range(70)], maxlen=1000)  # 64 + 6
     t.publish(t.keys.crops, [b"b0"], maxlen=1000)
-    assert t.client.xlen(t.keys.crops) == 3 and t.depth(t.keys.crops) == 71
+    assert t._client.xlen(t.keys.crops) == 3 and t.depth(t.keys.crops) == 71
     got = t.read_group([t.keys.crops], "workers", "w", count=2, block_ms=None)
     assert [e.payload for e in got] == [b"a%d" % i for i in range(70)]
     assert [(e.part, e.parts) for e in got[62:66]] == [(62, 64), (63, 64), (0, 6), (1, 6)]
@@ -79,7 +79,7 @@ def test_the_bound_counts_messages_and_drops_whole_oldest_bundles(real_transport
         t.publish(s, [b"%d-%d" % (i, k) for k in range(3)], maxlen=12)
     t.read_group([s], "workers", "w", count=1, block_ms=None)  # the group has read bundle 0
     t.publish(s, [b"4-0", b"4-1"], maxlen=12)  # 14 > 12: bundle 0 goes (read), then 11 fit
-    assert t.depth(s) == 11 and t.client.xlen(s) == 4
+    assert t.depth(s) == 11 and t._client.xlen(s) == 4
     assert t.stats().get(f"trimmed_unread:{s}", 0) == 0
     t.publish(s, [b"5-0"] * 4, maxlen=12)  # 15 > 12: bundle 1 (unread, 3 messages) goes
     assert t.depth(s) == 12 and t.stats()[f"trimmed_unread:{s}"] == 3
@@ -100,11 +100,11 @@ def test_a_counted_ack_lowers_the_depth_by_what_it_deleted_once(real_transport):
     first = got[0].id
     t.ack(s, "workers", [first], delete=True, messages=[5])
     t.ack(s, "workers", [first], delete=True, messages=[5])  # a retried ack: already gone, no change
-    assert t.depth(s) == 2 and t.client.xpending(s, "workers")["pending"] == 1
+    assert t.depth(s) == 2 and t._client.xpending(s, "workers")["pending"] == 1
     labels = f"{t.keys.prefix}:labels"
     t.publish(labels, [b"l1", b"l2"], maxlen=100, ack=Ack(s, "workers", [got[-1].id], [2]))
-    assert t.depth(s) == 0 and t.client.xlen(s) == 0 and len(t.entries(labels)) == 2
-    assert t.client.xpending(s, "workers")["pending"] == 0
+    assert t.depth(s) == 0 and t._client.xlen(s) == 0 and len(t.entries(labels)) == 2
+    assert t._client.xpending(s, "workers")["pending"] == 0
 
 
 @pytest.mark.redis
@@ -112,7 +112,7 @@ def test_the_depth_heals_when_the_stream_is_emptied_behind_its_back(real_transpo
     t = real_transport
     s = t.keys.crops
     t.publish(s, [b"a"] * 5, maxlen=100)
-    t.client.xtrim(s, maxlen=0)  # somebody trimmed by hand: the counter says 5, the stream is empty
+    t._client.xtrim(s, maxlen=0)  # somebody trimmed by hand: the counter says 5, the stream is empty
     assert t.depth(s) == 0
     t.publish(s, [b"b"] * 2, maxlen=100)
     assert t.depth(s) == 2
@@ -130,12 +130,12 @@ def test_publish_then_read_delivers_a_batch_and_takes_the_next_in_one_trip(real_
                               read=crops, group="workers", consumer="w", count=5)
     assert [e.payload for e in nxt] == [b"b0", b"b1", b"b2"]
     assert [e.payload for e in t.entries(labels)] == [b"l0", b"l1"]
-    assert t.depth(crops) == 3 and t.client.xpending(crops, "workers")["pending"] == 1
+    assert t.depth(crops) == 3 and t._client.xpending(crops, "workers")["pending"] == 1
     # The group lost (a Redis restart): the labels still go out, the read recreates the group.
-    t.client.xgroup_destroy(crops, "workers")
+    t._client.xgroup_destroy(crops, "workers")
     assert t.publish_then_read(labels, [b"l2"], 100, ack=None, read=crops, group="workers", consumer="w",
                                count=5) == []
-    assert len(t.entries(labels)) == 3 and [g["name"] for g in t.client.xinfo_groups(crops)] == [b"workers"]
+    assert len(t.entries(labels)) == 3 and [g["name"] for g in t._client.xinfo_groups(crops)] == [b"workers"]
 
 
 def test_an_oversized_bundle_body_is_malformed_not_fanned_out():
@@ -152,9 +152,9 @@ def test_one_publish_larger_than_the_bound_keeps_only_its_newest_bundles(real_tr
     assert t.depth(s) == 44 and len(t.entries(s)) == 44
     assert t.stats()[f"trimmed_unread:{s}"] == 256
     t.publish(s, [b"m"] * 150, maxlen=100)  # bundles of 64, 64, 22: the old 44 and the first 64 go
-    assert t.depth(s) == 86 and t.client.xlen(s) == 2
+    assert t.depth(s) == 86 and t._client.xlen(s) == 2
     t.publish(s, [b"m"] * 64, maxlen=10)  # one bundle larger than the bound stays, alone
-    assert t.depth(s) == 64 and t.client.xlen(s) == 1
+    assert t.depth(s) == 64 and t._client.xlen(s) == 1
 
 
 @pytest.mark.redis
@@ -164,7 +164,7 @@ def test_a_stream_without_a_depth_record_is_counted_one_message_per_entry(real_t
     t = real_transport
     s = t.keys.crops
     for i in range(100):
-        t.client.xadd(s, {"d": b"%d" % i})
+        t._client.xadd(s, {"d": b"%d" % i})
     for _ in range(20):
         t.publish(s, [b"new"] * 10, maxlen=100)
     assert t.depth(s) == 100 == len(t.entries(s))
@@ -185,7 +185,7 @@ def test_a_deleted_pending_entry_is_reported_missing_on_the_embedded_redis_6(tmp
             (gone_id,) = {e.id for e in t.read_group([t.keys.crops], "workers", "dead", count=5, block_ms=None)}
             t.publish(t.keys.crops, [b"c"], maxlen=100)
             kept = t.read_group([t.keys.crops], "workers", "dead", count=5, block_ms=None)
-            t.client.xdel(t.keys.crops, gone_id)  # trimmed while pending
+            t._client.xdel(t.keys.crops, gone_id)  # trimmed while pending
             claimed, missing = t.autoclaim(t.keys.crops, "workers", "w", min_idle_ms=0, count=10)
             assert [e.payload for e in claimed] == [b"c"] and claimed[0].id == kept[0].id
             assert missing == [gone_id]

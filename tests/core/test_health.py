@@ -7,6 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from fer_pipeline import health
 from fer_pipeline.cli import app
 from fer_pipeline.health import collect, render
 from fer_pipeline.streams import DISPLAY_GROUP, LOGGER_GROUP, WORKERS_GROUP
@@ -33,10 +34,10 @@ def test_lag_pending_and_alive_per_group(real_transport):
     t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10, block_ms=None)
     t.ack(t.keys.labels, LOGGER_GROUP, [e.id for e in t.read_group([t.keys.labels], LOGGER_GROUP, "lg", count=10,
                                                                      block_ms=None, own_pending=True)])
-    t.heartbeat("worker", "w1", 5.0, {"role": "worker", "started": 1.0, "crops_labelled": 7, "batches": 2})
-    t.heartbeat("producer", "p1", 5.0, {"role": "producer", "crops_dropped": 3, "frames": 10,
+    health.beat(t, "worker", "w1", 5.0, {"role": "worker", "started": 1.0, "crops_labelled": 7, "batches": 2})
+    health.beat(t, "producer", "p1", 5.0, {"role": "producer", "crops_dropped": 3, "frames": 10,
                                         "realtime_lost_ms": 2500})
-    t.client.sadd(t.keys.cameras, "door")
+    t._client.sadd(t.keys.cameras, "door")
     t.publish(t.keys.frames("door"), [b"f"], maxlen=100)
 
     st = collect(t, rate_interval_s=0)
@@ -118,7 +119,7 @@ def test_status_cli_unreachable_redis_is_one_line(capsys):
 
 
 def test_container_healthcheck_command(redis_settings, real_transport):
-    real_transport.heartbeat("worker", "box7-123", 5.0, {"role": "worker"})
+    health.beat(real_transport, "worker", "box7-123", 5.0, {"role": "worker"})
     args = ["healthcheck", "--redis-url", redis_settings.redis.url, "--prefix", redis_settings.redis.prefix]
     r = CliRunner().invoke(app, [*args, "--role", "worker", "--host", "box7"])
     assert r.exit_code == 0 and "box7-123" in r.output

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from fer_pipeline import health
 from fer_pipeline.progress import Progress, render
 
 
@@ -13,8 +14,8 @@ def _text(renderable) -> str:
 
 def test_progress_shows_producers_falling_behind_real_time(real_transport):
     t = real_transport
-    t.heartbeat("producer", "p1", 5.0, {"role": "producer", "frames": 90, "realtime_lost_ms": 1500})
-    t.heartbeat("producer", "p2", 5.0, {"role": "producer", "frames": 90, "realtime_lost_ms": 700})
+    health.beat(t, "producer", "p1", 5.0, {"role": "producer", "frames": 90, "realtime_lost_ms": 1500})
+    health.beat(t, "producer", "p2", 5.0, {"role": "producer", "frames": 90, "realtime_lost_ms": 700})
     progress = Progress(t)
     progress.refresh()
     snap = progress.snapshot()

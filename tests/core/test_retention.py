@@ -17,7 +17,7 @@ pytestmark = pytest.mark.redis
 def test_old_entries_expire_and_are_counted(real_transport):
     t = real_transport
     k = t.keys
-    t.client.sadd(k.cameras, "door")
+    t._client.sadd(k.cameras, "door")
     t.publish(k.crops, [b"old"] * 3, maxlen=100)
     t.publish(k.frames("door"), [b"old"] * 2, maxlen=100)
     time.sleep(0.4)
@@ -27,7 +27,7 @@ def test_old_entries_expire_and_are_counted(real_transport):
     assert removed == {k.crops: 3, k.frames("door"): 2}
     # The crops stream holds bundles: its depth (messages held) follows what expired.
     assert t.depth(k.crops) == 2 and [e.payload for e in t.entries(k.crops)] == [b"new"] * 2
-    assert t.client.xlen(k.labels) == 1 and t.client.xlen(k.frames("door")) == 0
+    assert t._client.xlen(k.labels) == 1 and t._client.xlen(k.frames("door")) == 0
     assert t.stats()[f"expired:{k.crops}"] == 3
     assert expire_streams(t, max_age_s=60) == {}
 
@@ -39,12 +39,12 @@ def test_service_trims_periodically_and_stops(redis_settings, real_transport):
     th = threading.Thread(target=svc.run)
     th.start()
     deadline = time.monotonic() + 5
-    while real_transport.client.xlen(real_transport.keys.crops) and time.monotonic() < deadline:
+    while real_transport._client.xlen(real_transport.keys.crops) and time.monotonic() < deadline:
         time.sleep(0.05)
     svc.request_stop()
     th.join(timeout=5)
     assert not th.is_alive()
-    assert real_transport.client.xlen(real_transport.keys.crops) == 0 and svc.counters["entries_expired"] == 4
+    assert real_transport._client.xlen(real_transport.keys.crops) == 0 and svc.counters["entries_expired"] == 4
     with pytest.raises(ValueError):
         RetentionService(redis_settings, real_transport)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from fer_pipeline.errors import BrokerUnavailable
-from fer_pipeline.transport import Ack, Transport, redact_url
+from fer_pipeline.transport import Ack, Transport
+from fer_pipeline.urls import redact_url
 
 
 @pytest.mark.redis
@@ -15,7 +16,7 @@ def test_publish_bounds_the_stream_and_counts_only_unread_trims(real_transport):
     got = t.read_group([stream], "g", "c", count=2, block_ms=None)  # the group has read 2 of 5
     assert [e.payload for e in got] == [b"0", b"1"]
     t.publish(stream, [b"5", b"6", b"7", b"8"], maxlen=5)  # trims 0..3: 0,1 were read; 2,3 were not
-    assert t.client.xlen(stream) == 5
+    assert t._client.xlen(stream) == 5
     stats = t.stats()
     assert stats[f"trimmed_unread:{stream}"] == 2
     assert stats[f"published:{stream}"] == 9
@@ -53,7 +54,7 @@ def test_autoclaim_recreates_a_group_lost_with_a_redis_restart(fake_transport):
     t = fake_transport
     t.publish(t.keys.crops, [b"x"], 100)  # a stream without the group, as after a restart
     assert t.autoclaim(t.keys.crops, "workers", "w", min_idle_ms=0, count=10) == ([], [])
-    assert [g["name"] for g in t.client.xinfo_groups(t.keys.crops)] == [b"workers"]
+    assert [g["name"] for g in t._client.xinfo_groups(t.keys.crops)] == [b"workers"]
 
 
 @pytest.mark.redis
@@ -69,9 +70,9 @@ def test_publish_with_ack_acknowledges_and_deletes_what_it_answers(real_transpor
         got += batch
     assert len(got) == 2600
     ids = t.publish(out, [b"label"] * 3, maxlen=100, ack=Ack(src, "g", [e.id for e in got[:2500]]))
-    assert len(ids) == 3 and t.client.xlen(out) == 3
-    assert t.client.xlen(src) == 100  # the 2,500 answered entries are deleted ...
-    assert t.client.xpending(src, "g")["pending"] == 100  # ... and acknowledged; the rest still pending
+    assert len(ids) == 3 and t._client.xlen(out) == 3
+    assert t._client.xlen(src) == 100  # the 2,500 answered entries are deleted ...
+    assert t._client.xpending(src, "g")["pending"] == 100  # ... and acknowledged; the rest still pending
     assert t.stats()[f"published:{out}"] == 3
 
 
@@ -80,8 +81,8 @@ def test_publish_many_is_one_pipeline_and_survives_a_flushed_script_cache(fake_t
     calls = [(t.keys.crops, [b"c1", b"c2"], 100, True), (t.keys.frames("a"), [b"f1"], 100, False),
              (t.keys.frames("b"), [], 100, False)]
     t.publish_many(calls)
-    t.client.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+    t._client.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
     t.publish_many(calls)
     assert [e.payload for e in t.entries(t.keys.crops)] == [b"c1", b"c2"] * 2
-    assert t.client.xlen(t.keys.frames("a")) == 2 and not t.client.exists(t.keys.frames("b"))
+    assert t._client.xlen(t.keys.frames("a")) == 2 and not t._client.exists(t.keys.frames("b"))
     assert t.stats()[f"published:{t.keys.crops}"] == 4

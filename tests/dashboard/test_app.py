@@ -21,6 +21,7 @@ pytestmark = pytest.mark.redis
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from fer_pipeline import health
 from fer_pipeline.dashboard.app import create_app  # noqa: E402
 from fer_pipeline.streams import LOGGER_GROUP  # noqa: E402
 
@@ -30,7 +31,7 @@ EMOTIONS = ("happy", "sad", "surprise", "neutral")
 
 def publish(t, frame_index: int, *, camera: str = "door", tracks: int = 2) -> None:
     """One frame of a camera and the labels of its faces, as producers and workers would."""
-    t.client.sadd(t.keys.cameras, camera)
+    t._client.sadd(t.keys.cameras, camera)
     t.publish(t.keys.frames(camera), [make_frame(camera_id=camera, frame_index=frame_index, faces=tracks).encode()],
               maxlen=50)
     labels = [make_label(camera_id=camera, frame_index=frame_index, face_index=k, faces_in_frame=tracks, track_id=k,
@@ -44,7 +45,7 @@ def test_api_frames_tracks_status_and_metrics(redis_settings, real_transport):
     t.ensure_group(t.keys.labels, LOGGER_GROUP)
     for i in range(5):
         publish(t, i)
-    t.heartbeat("worker", "w1", 5.0, {"role": "worker", "crops_labelled": 40, "batches": 8, "infer_ms": 1500.0})
+    health.beat(t, "worker", "w1", 5.0, {"role": "worker", "crops_labelled": 40, "batches": 8, "infer_ms": 1500.0})
     client = TestClient(create_app(redis_settings, t))
 
     assert client.get("/api/cameras").json()["cameras"] == ["door"]

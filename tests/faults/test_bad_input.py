@@ -191,10 +191,10 @@ def test_no_input_crashes_a_worker_and_every_entry_is_accounted_for(tmp_path, ba
     for _ in range(len(batch) + 2):
         w.step()
     w.finish()
-    labelled, dead = len(t.entries(t.keys.labels)), t.client.xlen(t.keys.dead)
+    labelled, dead = len(t.entries(t.keys.labels)), t._client.xlen(t.keys.dead)
     assert labelled + dead == len(batch)
-    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
-    assert t.client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
+    assert t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
 
 
 # -- models that disagree with their metadata --------------------------------------------------

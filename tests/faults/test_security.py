@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from fer_pipeline.broker import free_port
-from fer_pipeline.transport import redact_url
+from fer_pipeline.urls import redact_url
 from tests.conftest import REPO
 from tests.faults.conftest import log_rows, replay_spec
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fer_pipeline import health
 from fer_pipeline.streams import DISPLAY_GROUP, LOGGER_GROUP, WORKERS_GROUP
 from fer_pipeline.transport import Transport
 from tests.faults.conftest import client_for, log_rows, replay_spec, stats, wait_until
@@ -74,7 +75,7 @@ def test_signal_stops_up_cleanly_with_nothing_pending(sig, redis_settings, data_
         assert t.backlog(f"{prefix}:labels", LOGGER_GROUP) == (0, 0)
         assert t.backlog(f"{prefix}:labels", DISPLAY_GROUP) == (0, 0)
         assert t.backlog(f"{prefix}:frames:replay", DISPLAY_GROUP) == (0, 0)
-        assert not t.alive()  # every process cleared its heartbeat on the way out
+        assert not health.alive_processes(t)  # every process cleared its heartbeat on the way out
     finally:
         t.close()
     for log in (out / "logs").glob("*.log"):

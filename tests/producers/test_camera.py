@@ -61,7 +61,7 @@ def test_producer_publishes_hamilton_clip_end_to_end(video_dir, redis_settings, 
     assert service.run() == 0
     keys = t.keys
     cam = "short_hamilton_clip"
-    assert t.client.smembers(keys.cameras) == {cam.encode()}
+    assert t._client.smembers(keys.cameras) == {cam.encode()}
 
     crops = stream_messages(t, keys.crops)
     assert all(isinstance(c, FaceCrop) for c in crops)

@@ -53,7 +53,7 @@ def test_cameras_share_round_trips_and_keep_their_order(redis_settings, real_tra
         # A frame's crops are in Redis no later than the frame that announces them (ids start
         # with the millisecond; sequence numbers are per stream, so only that part compares).
         last_crop = [_id(e.id) for e in t.entries(t.keys.crops) if e.payload == b"%s-119-1" % cid.encode()][0]
-        assert last_crop[0] <= _id(t.client.xrange(t.keys.frames(cid))[-1][0])[0]
+        assert last_crop[0] <= _id(t._client.xrange(t.keys.frames(cid))[-1][0])[0]
     assert pub.round_trips < 480 / 2  # group commit: frames queued during a round trip share the next
     assert t.stats()[f"published:{t.keys.crops}"] == 960
 

@@ -62,13 +62,13 @@ def test_batches_labels_acks_and_dead_letters(fake_transport, settings):
     assert all(lb.emotion == EMOTIONS[min(6, ((i * 37) % 256) // 37)] for i, lb in
                zip(sorted(lb.frame_index for lb in labels), sorted(labels, key=lambda x: x.frame_index)))
     assert max(pred.calls) <= 4  # never more than max_batch per model call
-    dead = t.client.xrange(t.keys.dead)
+    dead = t._client.xrange(t.keys.dead)
     reasons = sorted(f[b"reason"].decode() for _, f in dead)
     assert reasons[0].startswith("malformed msgpack") and "unknown schema version 2" in reasons[1]
     assert dead[0][1][b"payload"] == b"\xc1garbage"  # the original payload is kept
     # Everything acknowledged and deleted: the crops stream is empty, nothing pending.
-    assert t.client.xlen(t.keys.crops) == 0
-    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xlen(t.keys.crops) == 0
+    assert t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
 
 
 def test_non_finite_model_output_goes_to_dead_letters(fake_transport, settings):
@@ -79,9 +79,9 @@ def test_non_finite_model_output_goes_to_dead_letters(fake_transport, settings):
     w.step()
     w.finish()
     assert labels_in(t) == []
-    (_, fields), = t.client.xrange(t.keys.dead)
+    (_, fields), = t._client.xrange(t.keys.dead)
     assert b"model output rejected" in fields[b"reason"]
-    assert t.client.xlen(t.keys.crops) == 0
+    assert t._client.xlen(t.keys.crops) == 0
 
 
 def test_a_bundle_split_across_batches_is_acked_once_all_its_crops_are_done(fake_transport, settings):
@@ -97,19 +97,19 @@ def test_a_bundle_split_across_batches_is_acked_once_all_its_crops_are_done(fake
     w.setup()
     w.step()
     assert len(labels_in(t)) == 4
-    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 1 and t.depth(t.keys.crops) == 10
+    assert t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 1 and t.depth(t.keys.crops) == 10
     w.step()
     w.finish()
     assert sorted(lb.frame_index for lb in labels_in(t)) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
-    (_, dead), = t.client.xrange(t.keys.dead)
+    (_, dead), = t._client.xrange(t.keys.dead)
     assert dead[b"payload"] == b"\xc1bad crop" and dead[b"id"].decode().endswith("#5")
-    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
-    assert t.client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
+    assert t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
 
 
 def test_an_unreadable_bundle_is_dead_lettered_whole(fake_transport, settings):
     t = fake_transport
-    t.client.xadd(t.keys.crops, {"n": b"3", "d": b"\xc1not msgpack"})
+    t._client.xadd(t.keys.crops, {"n": b"3", "d": b"\xc1not msgpack"})
     t.publish(t.keys.crops, [crop_payload(1)], 1000)
     w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0}), t, MeanPredictor(), ident="w1")
     w.setup()
@@ -117,9 +117,9 @@ def test_an_unreadable_bundle_is_dead_lettered_whole(fake_transport, settings):
         w.step()
     w.finish()
     assert [lb.frame_index for lb in labels_in(t)] == [1]
-    (_, dead), = t.client.xrange(t.keys.dead)
+    (_, dead), = t._client.xrange(t.keys.dead)
     assert dead[b"reason"].startswith(b"malformed bundle") and dead[b"payload"] == b"\xc1not msgpack"
-    assert t.client.xlen(t.keys.crops) == 0 and t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xlen(t.keys.crops) == 0 and t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
 
 
 class SecondRowBrokenPredictor(MeanPredictor):
@@ -138,9 +138,9 @@ def test_one_broken_row_is_dead_lettered_and_the_rest_of_the_batch_labelled(fake
     w.step()
     w.finish()
     assert sorted(lab.frame_index for lab in labels_in(t)) == [0, 2, 3]
-    (_, fields), = t.client.xrange(t.keys.dead)
+    (_, fields), = t._client.xrange(t.keys.dead)
     assert b"must sum to 1" in fields[b"reason"]
-    assert t.client.xlen(t.keys.crops) == 0 and t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xlen(t.keys.crops) == 0 and t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
     assert w.counters["crops_labelled"] == 3 and w.counters["dead_letters"] == 1
 
 
@@ -163,7 +163,7 @@ def test_pending_crops_of_a_dead_worker_are_reclaimed(real_transport, redis_sett
     thread.join(5)
     assert sorted(lb.frame_index for lb in labels_in(t)) == list(range(5))
     assert w.counters["crops_reclaimed"] == 5
-    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
 
 
 @pytest.mark.redis
@@ -256,7 +256,7 @@ def test_a_redis_error_while_dead_lettering_loses_no_crop(fake_transport, settin
         w.step()
     w.finish()
     assert sorted(lb.frame_index for lb in labels_in(t)) == [0, 2, 3]
-    assert t.client.xlen(t.keys.dead) == 1 and t.client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
+    assert t._client.xlen(t.keys.dead) == 1 and t._client.xlen(t.keys.crops) == 0 and t.depth(t.keys.crops) == 0
 
 
 def test_a_failed_rejection_puts_the_batch_back(fake_transport, settings, monkeypatch):
@@ -277,7 +277,7 @@ def test_a_failed_rejection_puts_the_batch_back(fake_transport, settings, monkey
     w.step()
     w.finish()
     assert sorted(lb.frame_index for lb in labels_in(t)) == [0, 2, 3]
-    assert t.client.xlen(t.keys.crops) == 0 and t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
+    assert t._client.xlen(t.keys.crops) == 0 and t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
 
 
 def test_a_burst_of_full_bundles_after_small_ones_is_not_hoarded(fake_transport, settings):
@@ -291,4 +291,4 @@ def test_a_burst_of_full_bundles_after_small_ones_is_not_hoarded(fake_transport,
         t.publish(t.keys.crops, [crop_payload(i) for i in range(64 * k + 1, 64 * k + 65)], 100_000)
     w.step()
     # At most room/8 entries per read: 8 bundles, not 63 (4,032 crops) on one worker.
-    assert t.client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] <= 9
+    assert t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] <= 9
