@@ -24,7 +24,7 @@ from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
 from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
-from fer_pipeline.transport import redact_url
+from fer_pipeline.urls import redact_url
 
 _SCHEMA = schema.create_table("postgres")
 _HAS_TRIGGER = ("SELECT 1 FROM pg_trigger WHERE tgname = 'labels_changed_without_blocks' "
