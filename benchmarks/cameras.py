@@ -4,7 +4,7 @@ producer processes with real face detection, at native rate, one worker and the 
 Per camera, how far behind real time it ended; and a per-stage CPU profile of one camera's frame
 (``pipeline_cameras.json``):
 
-    fer-pipeline bench cameras --cameras 8 --detect-every 1,2,3
+    python -m benchmarks cameras --cameras 8 --detect-every 1,2,3
     python -m benchmarks.cameras --cameras 8 --detect-every 1,2,3
 
 Real processes are spawned (``python -m fer_pipeline producer|worker|logger``) under a unique

@@ -1,6 +1,6 @@
 """Face detection as the producer runs it: recall, false boxes, cost, crop accuracy and tracks.
 
-    fer-pipeline bench detection [--quick]      or      python -m benchmarks.detection
+    python -m benchmarks detection [--quick]      or      python -m benchmarks.detection
 
 Every setting (detector, detect-every-N, alignment) runs the producer's own ``FaceFinder``
 (detection, the Kalman tracker between detections, framing, the upright 48x48 crop) on one

@@ -3,7 +3,7 @@ our worker's batched LiteRT call, on the same shipped model and in the same run;
 tutorial's own CNN served its way, and the per-face cost of messages (encode + Redis) in the
 worker path.
 
-    fer-pipeline bench inference [--quick]      or      python -m benchmarks.inference
+    python -m benchmarks inference [--quick]      or      python -m benchmarks.inference
 
 The tutorial CNN (``architectures.build("seed")`` + softmax) runs with random, untrained
 weights: its speed does not depend on the weight values.

@@ -1,7 +1,7 @@
 """End-to-end benchmark: K labelled replay cameras through the real Redis and W worker
 processes, then an overload run (producers faster than the workers).
 
-    fer-pipeline bench pipeline [--quick]      or      python -m benchmarks.pipeline
+    python -m benchmarks pipeline [--quick]      or      python -m benchmarks.pipeline
 
 Real processes are spawned (``python -m fer_pipeline producer|worker|logger``) under a
 unique key prefix whose keys are deleted afterwards. A reader thread in this process takes

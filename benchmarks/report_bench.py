@@ -9,8 +9,8 @@ blocks (what the report does) and from the rows (``ReportOptions(blocks=False)``
 the blocks existed), and the two reports are compared (float equality). A kept log without
 blocks (generated before they existed) gets them first, by the store's backfill, timed.
 
-    fer-pipeline bench report                                   # 2M labels; results in benchmarks/results/
-    fer-pipeline bench report --copies 10 --keep /tmp/day.sqlite   # 20M labels (or python -m benchmarks.report_bench)
+    python -m benchmarks report                                   # 2M labels; results in benchmarks/results/
+    python -m benchmarks report --copies 10 --keep /tmp/day.sqlite   # 20M labels (or python -m benchmarks.report_bench)
 """
 
 from __future__ import annotations

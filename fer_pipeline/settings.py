@@ -7,20 +7,18 @@ Built once at the CLI boundary (env prefix ``FER_``, nested with ``__``, e.g.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
 def shipped_path(name: str) -> Path:
-    """A folder the project ships (``models``, ``demo``): inside the package when installed
-    from a wheel (pyproject maps them there), else at the top of the source checkout."""
-    installed = Path(__file__).resolve().parent / name
-    return installed if installed.is_dir() else REPO_ROOT / name
+    """A folder the project ships (``models``, ``demo``): the package ``fer_pipeline.<name>``,
+    which pyproject maps to the checkout's top-level folder (editable install) or installs
+    inside the package (wheel); either way a plain folder on disk."""
+    return Path(str(resources.files(f"fer_pipeline.{name}")))
 
 
 DEFAULT_MODEL_DIR = shipped_path("models")

@@ -17,16 +17,20 @@ from fer_pipeline.errors import DataError
 from fer_pipeline.labels import (
     EMOTIONS, FER2013_CODE_TO_INDEX, FERPLUS_COLUMNS, FERPLUS_TO_NAME, FOLDER_ALIASES, INDEX, NUM_CLASSES,
 )
-from fer_pipeline.settings import REPO_ROOT
 
 SIZE = 48
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm"}
 FER2013_TRAIN_ROWS = 28_709
 
 
+# The source checkout this module sits in (trainer/ is one of its top-level folders); the
+# shared data lives beside it. An installed wheel has no such place: set FER_DATA_DIR.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
 def default_data_dir() -> Path:
     """``FER_DATA_DIR`` if set, else ``../shared/data`` beside the repository."""
-    return Path(os.environ.get("FER_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    return Path(os.environ.get("FER_DATA_DIR", _CHECKOUT.parent / "shared" / "data"))
 
 
 @dataclass

@@ -15,7 +15,6 @@ from fer_pipeline.errors import FerError
 from fer_pipeline.cli import run as _run  # noqa: E402,F401
 from fer_pipeline.cli import train as _train  # noqa: E402,F401
 from fer_pipeline.cli import up as _up  # noqa: E402,F401
-from fer_pipeline.cli import bench as _bench  # noqa: E402,F401
 from fer_pipeline.cli import ops as _ops  # noqa: E402,F401
 
 

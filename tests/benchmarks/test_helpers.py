@@ -97,7 +97,7 @@ def test_final_counters_parses_the_producer_log(tmp_path):
 
 
 def test_bench_cli_rejects_bad_lists():
-    from fer_pipeline.cli.bench import _ints
+    from benchmarks.__main__ import _ints
     from fer_pipeline.errors import ConfigError
 
     assert _ints("1, 2,8") == (1, 2, 8)
@@ -203,22 +203,39 @@ def test_real_video_flag_of_the_pipeline_benchmark_forwards_to_cameras(monkeypat
     assert seen == [["--cameras", "8", "--detect-every", "1,2,3", "--cameras=4"]]
 
 
+def test_the_product_cli_has_no_bench_command():
+    from typer.testing import CliRunner
+
+    from fer_pipeline.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "--help"])
+    assert r.exit_code != 0 and "No such command" in r.output
+
+
+def test_python_m_benchmarks_lists_the_suite():
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    for name in ("inference", "pipeline", "cameras", "detection", "report", "all"):
+        assert name in r.stdout
+
+
 def test_bench_cameras_command_passes_what_run_accepts(monkeypatch):
     import inspect
 
     from typer.testing import CliRunner
 
     from benchmarks import cameras
-    from fer_pipeline.cli import app
+    from benchmarks.__main__ import bench_app as app
     from fer_pipeline.errors import ConfigError
 
     signature, got = inspect.signature(cameras.run), {}
     monkeypatch.setattr(cameras, "run", lambda **kw: got.update(kw) or {})
-    result = CliRunner().invoke(app, ["bench", "cameras", "--cameras", "4,8", "--seconds", "5"])
+    result = CliRunner().invoke(app, ["cameras", "--cameras", "4,8", "--seconds", "5"])
     assert result.exit_code == 0, result.output
     signature.bind(**got)  # every option is a keyword of the real run()
     assert got["cameras"] == (4, 8) and got["detect_every"] == (1, 2, 3) and got["frames"] is False
     assert got["seconds"] == 5.0 and got["profile_frames"] == 300 and got["detector"] == cameras.DEFAULT_DETECTOR
     got.clear()
-    bad = CliRunner().invoke(app, ["bench", "cameras", "--detector", "nope"])
+    bad = CliRunner().invoke(app, ["cameras", "--detector", "nope"])
     assert isinstance(bad.exception, ConfigError) and not got  # refused before any video is prepared

@@ -55,14 +55,14 @@ def test_read_only_reads_what_the_report_reads(tmp_path):
 
 
 def test_bench_report_command_writes_its_json(tmp_path):
-    """`fer-pipeline bench report` end to end on a small generated log."""
+    """`python -m benchmarks report` end to end on a small generated log."""
     import json
 
     from typer.testing import CliRunner
 
-    from fer_pipeline.cli import app
+    from benchmarks.__main__ import bench_app as app
 
-    r = CliRunner().invoke(app, ["bench", "report", "--rows", "20000", "--repeats", "1", "--out-dir", str(tmp_path)])
+    r = CliRunner().invoke(app, ["report", "--rows", "20000", "--repeats", "1", "--out-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "report_20000.json").read_text())
     assert result["rows"] == 20000 == result["read_only_rows"] and result["tracks"] > 0 and result["best_s"] > 0

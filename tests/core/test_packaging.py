@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from fer_pipeline.settings import DEFAULT_MODEL_DIR, REPO_ROOT, shipped_path
+from fer_pipeline.settings import DEFAULT_MODEL_DIR, shipped_path
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -27,9 +27,12 @@ def test_the_wheel_ships_the_model_and_the_demo_clip(tmp_path):
         assert f"fer_pipeline/models/{f}" in names
     assert "fer_pipeline/demo/short_hamilton_clip.mp4" in names
     assert "fer_pipeline/demo/ATTRIBUTION.md" in names  # the clip travels with its licence
+    # Resources read with importlib.resources: the transport's scripts, the dashboard's page.
+    assert {"fer_pipeline/lua/publish.lua", "fer_pipeline/dashboard/static/app.js"} <= names
+    assert not any(n.startswith("benchmarks/") for n in names)  # run from a checkout only
 
 
 def test_shipped_paths_resolve_to_the_checkout_in_a_source_tree():
-    # Here (an editable install) there is no fer_pipeline/models folder: the top-level one is used.
-    assert shipped_path("models") == REPO_ROOT / "models" == DEFAULT_MODEL_DIR
+    # Here (an editable install) the packages fer_pipeline.models/.demo are the top-level folders.
+    assert shipped_path("models") == REPO / "models" == DEFAULT_MODEL_DIR
     assert (shipped_path("demo") / "short_hamilton_clip.mp4").is_file()

@@ -1,8 +1,9 @@
-"""`fer-pipeline bench`: the benchmark suite (inference, end-to-end pipeline, real-video cameras,
-face detection, the emotion report over a large log).
+"""`python -m benchmarks <name>`: the benchmark suite (inference, end-to-end pipeline,
+real-video cameras, face detection, the emotion report over a large log).
 
-The benchmarks live in the source checkout's ``benchmarks/`` folder (they are not part of
-the installed package); each prints tables and writes JSON under ``benchmarks/results/``.
+Run from the source checkout (the benchmarks are not part of the installed package, and
+the product's CLI knows nothing of them); each prints tables and writes JSON under
+``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from fer_pipeline.cli._app import app
-from fer_pipeline.errors import ConfigError, DataError
-from fer_pipeline.settings import DETECTORS, REPO_ROOT, ProducerSettings
+from fer_pipeline.errors import ConfigError, DataError, FerError
+from fer_pipeline.settings import DETECTORS, ProducerSettings
 
 bench_app = typer.Typer(help="Benchmarks: inference speed, end-to-end sweeps and overload, real-video cameras, "
-                        "detection cost.",
-                        no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
+                        "detection cost, the report over a large log.",
+                        no_args_is_help=True, add_completion=False)
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -32,19 +31,10 @@ BenchRedis = Annotated[str, typer.Option("--redis-url", help="Redis to measure a
                                          "prefix, deleted afterwards).")]
 
 
-def _module(name: str):
-    """Import ``benchmarks.<name>`` from the source checkout."""
-    folder = REPO_ROOT / "benchmarks"
-    if not (folder / f"{name}.py").is_file():
-        raise ConfigError(f"benchmark '{name}' not found in {folder}: the benchmarks ship with a source checkout")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    return importlib.import_module(f"benchmarks.{name}")
-
-
 def _run(name: str, **options) -> dict:
+    # Imported when run: each benchmark pulls in what it measures (TensorFlow, OpenCV...).
     try:
-        return _module(name).run(**options)
+        return importlib.import_module(f"benchmarks.{name}").run(**options)
     except FileNotFoundError as e:
         raise DataError(str(e)) from e
 
@@ -167,3 +157,15 @@ def all_benchmarks(
     _run("detection", quick=quick, out_dir=out_dir)
     _run("inference", quick=quick, redis_url=redis_url, out_dir=out_dir)
     _run("pipeline", quick=quick, redis_url=redis_url, out_dir=out_dir)
+
+
+def main() -> None:
+    try:
+        bench_app()
+    except FerError as e:
+        print(f"benchmarks: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

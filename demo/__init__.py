@@ -1,0 +1,1 @@
+"""The demo clip `fer-pipeline up --source demo` plays (data, read through ``importlib.resources``)."""
