@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from fer_pipeline.analytics.options import STATES, UNKNOWN
 from fer_pipeline.analytics.episodes import Report
+from fer_pipeline.analytics.options import STATES, UNKNOWN
 from fer_pipeline.errors import ConfigError
 
 SHORT = tuple(s[:3] for s in STATES)  # column headers that fit a terminal

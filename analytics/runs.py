@@ -35,9 +35,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_pipeline.emotion_log.reader import Chunk, Part, SqliteLog, camera_ids, continuing_rows, merge_chunks, plan_parts, read_batches, split_whole_tracks
-from fer_pipeline.analytics.smoothing import smoothed_states
 from fer_pipeline.analytics.options import UNKNOWN, ReportOptions
+from fer_pipeline.analytics.smoothing import smoothed_states
+from fer_pipeline.emotion_log.reader import (
+    Chunk,
+    Part,
+    SqliteLog,
+    camera_ids,
+    continuing_rows,
+    merge_chunks,
+    plan_parts,
+    read_batches,
+    split_whole_tracks,
+)
 
 if TYPE_CHECKING:
     from psycopg import Connection as PgConnection

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,7 +25,7 @@ bench_app = typer.Typer(help="Benchmarks: inference speed, end-to-end sweeps and
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
 Quick = Annotated[bool, typer.Option("--quick", help="A short smoke run (figures not for BENCHMARKS.md).")]
-OutDir = Annotated[Optional[Path], typer.Option("--out-dir", help="Where to write the JSON [default: "
+OutDir = Annotated[Path | None, typer.Option("--out-dir", help="Where to write the JSON [default: "
                                                 "benchmarks/results].", show_default=False)]
 BenchRedis = Annotated[str, typer.Option("--redis-url", help="Redis to measure against (keys under a unique "
                                          "prefix, deleted afterwards).")]
@@ -53,7 +53,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def inference(
     quick: Quick = False,
     seconds: Annotated[float, typer.Option(help="Seconds per measurement cell.", min=0.1)] = 2.0,
-    model: Annotated[Optional[Path], typer.Option(help="model.json [default: the worker's model].",
+    model: Annotated[Path | None, typer.Option(help="model.json [default: the worker's model].",
                                                   show_default=False)] = None,
     seed_tflite: Annotated[bool, typer.Option("--seed-tflite/--no-seed-tflite", help="Also convert the tutorial "
                                               "CNN to int8 TFLite and time it (needs TensorFlow).")] = True,
@@ -77,7 +77,7 @@ def pipeline(
     overload_faces: Annotated[int, typer.Option(help="Faces per frame in the overload run.", min=1, max=64)] = 6,
     overload_backlog: Annotated[int, typer.Option(help="Also overload the largest pool with this "
                                                   "max_crop_backlog (0: skip).", min=0)] = 500,
-    npz: Annotated[Optional[Path], typer.Option(help="Labelled faces to replay [default: "
+    npz: Annotated[Path | None, typer.Option(help="Labelled faces to replay [default: "
                                                 "../shared/data/fer2013_publictest.npz].", show_default=False)] = None,
     redis_url: BenchRedis = LOCAL_REDIS,
     out_dir: OutDir = None,
@@ -102,7 +102,7 @@ def cameras_benchmark(
     wait_quiet: Annotated[float, typer.Option(help="Before each run, wait up to this many seconds for other busy "
                                               "processes to end (a shared machine).", min=0.0)] = 0.0,
     redis_url: BenchRedis = LOCAL_REDIS,
-    videos: Annotated[Optional[Path], typer.Option(help="Folder with the two shared videos [default: "
+    videos: Annotated[Path | None, typer.Option(help="Folder with the two shared videos [default: "
                                                    "../shared/data/video].", show_default=False)] = None,
     out_dir: OutDir = None,
 ) -> None:
@@ -118,11 +118,11 @@ def cameras_benchmark(
 @bench_app.command("detection")
 def detection(
     quick: Quick = False,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many frames per video.", min=1,
+    limit: Annotated[int | None, typer.Option(help="At most this many frames per video.", min=1,
                                                  show_default=False)] = None,
-    videos: Annotated[Optional[Path], typer.Option(help="Folder with the two shared videos [default: "
+    videos: Annotated[Path | None, typer.Option(help="Folder with the two shared videos [default: "
                                                    "../shared/data/video].", show_default=False)] = None,
-    only: Annotated[Optional[list[str]], typer.Option(help="Run only this setting (repeatable), e.g. "
+    only: Annotated[list[str] | None, typer.Option(help="Run only this setting (repeatable), e.g. "
                                                       "'blazeface every 3rd'.", show_default=False)] = None,
     out_dir: OutDir = None,
 ) -> None:
@@ -138,7 +138,7 @@ def report(
                                         "(--copies 10: a 20M-label day of 4 cameras).", min=1)] = 1,
     cameras: Annotated[int, typer.Option(help="Cameras in the synthetic log.", min=1)] = 4,
     repeats: Annotated[int, typer.Option(help="Timed full reports (the best counts).", min=1)] = 2,
-    keep: Annotated[Optional[Path], typer.Option(help="Keep (or reuse, when it exists) the generated log here.",
+    keep: Annotated[Path | None, typer.Option(help="Keep (or reuse, when it exists) the generated log here.",
                                                  show_default=False)] = None,
     out_dir: OutDir = None,
 ) -> None:

@@ -7,6 +7,7 @@ unit-tested in tests/benchmarks; the rest touches the machine.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -181,10 +182,8 @@ def busy_processes(min_cpu_percent: float = 20.0) -> list[str]:
         return []
     procs = list(psutil.process_iter(["pid", "name", "cmdline"]))
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.cpu_percent(None)
-        except psutil.Error:
-            pass
     time.sleep(0.5)
     out = []
     for p in procs:

@@ -4,6 +4,7 @@ timestamps arrivals, a sampler of backlog and memory, and exact-to-a-poll heartb
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import subprocess
@@ -238,10 +239,8 @@ def heartbeat(client, keys, role: str, ident: str) -> dict[str, float]:
     raw = client.hgetall(keys.health(role, ident))
     out = {}
     for k, v in raw.items():
-        try:
+        with contextlib.suppress(ValueError):
             out[k.decode()] = float(v)
-        except ValueError:
-            pass
     return out
 
 

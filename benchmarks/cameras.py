@@ -28,9 +28,22 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
+    DEFAULT_REDIS_URL,
+    REPO_ROOT,
+    busy_processes,
+    cpu_seconds,
+    data_dir,
+    delete_prefix,
+    finish,
+    int_list,
+    letterbox,
+    machine_info,
+    ratio,
     redis_client,
-    DEFAULT_REDIS_URL, REPO_ROOT, busy_processes, cpu_seconds, data_dir, delete_prefix, finish, int_list, letterbox,
-    machine_info, ratio, section, table, unique_prefix, write_result,
+    section,
+    table,
+    unique_prefix,
+    write_result,
 )
 from benchmarks._harness import Pool, Proc, producer_finished, spawn, stop  # noqa: E402
 from fer_pipeline.settings import ProducerSettings, Settings  # noqa: E402

@@ -273,7 +273,7 @@ def _scene_pass(setting: Setting, scene_list: list[list], predictor) -> dict:
 def crop_accuracy(predictor, crops: list, rows: list[int], labels: list[int]) -> dict:
     """The classifier on the pipeline's crops of the found faces, against the same faces' own
     PublicTest images (weighted alike: one per matched face-frame)."""
-    from fer_pipeline.labels import FER2013_CODE_NAMES, EMOTIONS
+    from fer_pipeline.labels import EMOTIONS, FER2013_CODE_NAMES
 
     if not crops:
         return {"crop_accuracy": None, "offline_accuracy_same_faces": None, "faces_classified": 0}

@@ -24,9 +24,17 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
-    redis_client,
-    DEFAULT_REDIS_URL, Throughput, delete_prefix, machine_info, measure, ratio, section, table, unique_prefix,
+    DEFAULT_REDIS_URL,
+    Throughput,
+    delete_prefix,
     finish,
+    machine_info,
+    measure,
+    ratio,
+    redis_client,
+    section,
+    table,
+    unique_prefix,
 )
 from fer_pipeline.settings import Settings  # noqa: E402
 

@@ -28,10 +28,26 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (  # noqa: E402
-    DEFAULT_REDIS_URL, data_dir, finish, int_list, machine_info, ratio, section, summarize_latencies, table,
+    DEFAULT_REDIS_URL,
+    data_dir,
+    finish,
+    int_list,
+    machine_info,
+    ratio,
+    section,
+    summarize_latencies,
+    table,
 )
 from benchmarks._harness import (  # noqa: E402
-    Pool, Sampler, Samples, child_env, final_counters, fresh_heartbeat, spawn, stop, wait_for,
+    Pool,
+    Sampler,
+    Samples,
+    child_env,
+    final_counters,
+    fresh_heartbeat,
+    spawn,
+    stop,
+    wait_for,
 )
 from fer_pipeline.settings import Settings  # noqa: E402
 

@@ -30,9 +30,9 @@ except ImportError:  # run as a script: python benchmarks/report_bench.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.synth_log import generate
 
+from fer_pipeline.analytics.episodes import Report, build_report  # noqa: E402
 from fer_pipeline.analytics.options import ReportOptions  # noqa: E402
 from fer_pipeline.analytics.runs import sqlite_parts  # noqa: E402
-from fer_pipeline.analytics.episodes import Report, build_report  # noqa: E402
 from fer_pipeline.emotion_log.reader import SqliteLog  # noqa: E402
 from fer_pipeline.emotion_log.sqlite import SqliteStore  # noqa: E402
 

@@ -13,7 +13,6 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-
 from fer_pipeline.errors import MessageError
 from fer_pipeline.health import collect
 from fer_pipeline.labels import INDEX

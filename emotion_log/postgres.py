@@ -17,8 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from fer_pipeline.emotion_log import blocks
-from fer_pipeline.emotion_log import schema
+from fer_pipeline.emotion_log import blocks, schema
 from fer_pipeline.emotion_log.reader import merge_chunks, read_batches, split_whole_tracks
 from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
 from fer_pipeline.emotion_log.selection import Selection

@@ -12,11 +12,20 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgpack
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS, NUM_CLASSES
@@ -256,7 +265,7 @@ class EndOfStream(_Message):
     ended_at: Finite
 
 
-AnyMessage = Annotated[Union[FaceCrop, Label, Frame, EndOfStream], Field(discriminator="kind")]
+AnyMessage = Annotated[FaceCrop | Label | Frame | EndOfStream, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter = TypeAdapter(AnyMessage)
 
 

@@ -8,6 +8,7 @@ SIGINT/SIGTERM is a warm stop; a second one is a cold stop (KeyboardInterrupt).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -108,10 +109,8 @@ class Service:
         try:
             self._retrying(self.finish, attempts=5)
         finally:
-            try:
+            with contextlib.suppress(*REDIS_DOWN):
                 health.clear_heartbeat(self.transport, self.role, self.ident)
-            except REDIS_DOWN:
-                pass
             # The heartbeat is gone now: this line is the lasting record of what the process
             # did (and dropped, reconnected, dead-lettered), e.g. after a Redis restart wiped
             # the shared stats hash.

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+
 def shipped_path(name: str) -> Path:
     """A folder the project ships (``models``, ``demo``): the package ``fer_pipeline.<name>``,
     which pyproject maps to the checkout's top-level folder (editable install) or installs

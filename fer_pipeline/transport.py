@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from importlib import resources
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import NamedTuple
 
 import redis

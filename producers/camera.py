@@ -9,6 +9,7 @@ deep, or Redis is down, the frame's crops are dropped and counted instead of que
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -68,10 +69,9 @@ class BacklogGauge:
 
     def _refresh(self, now: float) -> None:
         self._checked = now  # set first: a Redis error must not trigger a retry per frame
-        try:
+        # On an outage keep the last reading; the publisher sees the outage and backs off.
+        with contextlib.suppress(*REDIS_DOWN):
             self._depth = self._transport.depth(self._transport.keys.crops)
-        except REDIS_DOWN:
-            pass  # keep the last reading; the publisher sees the outage and backs off
 
 
 class CameraProducer:

@@ -89,7 +89,7 @@ class Source(ABC):
     def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
         """Yield frames until the source ends or ``stop`` is set."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default: a source that holds nothing has nothing to release
         """Release devices and files; safe to call twice."""
 
     def __enter__(self) -> Source:

@@ -195,7 +195,7 @@ class FaceTracker:
         return ids
 
     def faces(self) -> list[TrackedFace]:
-        """This frame's faces: every track a detection matched on this frame, and the others
+        """The faces of this frame: every track a detection matched on this frame, and the others
         predicted for at most ``coast`` frames since their last detection and through at most
         ``coast_misses`` detections that missed them (young tracks: none)."""
         out = []

@@ -15,7 +15,13 @@ import numpy as np
 
 from fer_pipeline.errors import DataError
 from fer_pipeline.labels import (
-    EMOTIONS, FER2013_CODE_TO_INDEX, FERPLUS_COLUMNS, FERPLUS_TO_NAME, FOLDER_ALIASES, INDEX, NUM_CLASSES,
+    EMOTIONS,
+    FER2013_CODE_TO_INDEX,
+    FERPLUS_COLUMNS,
+    FERPLUS_TO_NAME,
+    FOLDER_ALIASES,
+    INDEX,
+    NUM_CLASSES,
 )
 
 SIZE = 48

@@ -44,9 +44,11 @@ def evaluate(model: Path, data: str | None = None, *, runtime: str = "litert", i
     Args:
         model: a ``model.json`` or the directory holding it.
         data: npz/csv/folder; a csv is filtered to rows whose Usage is ``usage``.
-        runtime: ``litert`` or ``keras``; ``int8`` picks the LiteRT dynamic-range model.
+        runtime: ``litert`` or ``keras``.
+        int8: use the LiteRT dynamic-range (int8) model.
         tta: average with horizontally flipped faces.
         limit: evaluate only the first ``limit`` faces (0 = all).
+        usage: the csv rows to keep (their Usage column).
         threads: LiteRT interpreter threads.
 
     Returns:

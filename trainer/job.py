@@ -58,10 +58,7 @@ def load_training_set(train_data: str | None, ferplus: str | None, data_dir: Pat
     """
     data_dir = Path(data_dir or fdata.default_data_dir())
     choice = ferplus or "shared"
-    if not train_data:
-        fs = fdata.shared_split("train", data_dir)
-    else:
-        fs = fdata.load(train_data, usage="Training")
+    fs = fdata.shared_split("train", data_dir) if not train_data else fdata.load(train_data, usage="Training")
     if choice == "none":
         return fs
     votes = data_dir / FERPLUS_FILE if choice == "shared" else Path(choice)

@@ -34,7 +34,6 @@ from fer_pipeline.streams import WORKERS_GROUP
 from fer_pipeline.transport import Ack, Entry, Transport
 from fer_pipeline.workers.batcher import Batcher
 
-
 LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead of sleeping
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from fer_pipeline.cli._app import app
-from fer_pipeline.errors import FerError
+from fer_pipeline.cli import ops as _ops  # noqa: E402,F401
 
 # Importing a command module registers its commands on `app`.
 from fer_pipeline.cli import run as _run  # noqa: E402,F401
 from fer_pipeline.cli import train as _train  # noqa: E402,F401
 from fer_pipeline.cli import up as _up  # noqa: E402,F401
-from fer_pipeline.cli import ops as _ops  # noqa: E402,F401
+from fer_pipeline.cli._app import app
+from fer_pipeline.errors import FerError
 
 
 def main() -> None:

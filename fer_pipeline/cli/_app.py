@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -23,24 +23,24 @@ app = typer.Typer(
 )
 
 # Options shared by the pipeline commands (typer has no option inheritance; reuse the types).
-RedisUrl = Annotated[Optional[str], typer.Option(
+RedisUrl = Annotated[str | None, typer.Option(
     "--redis-url", envvar="FER_REDIS_URL", help="redis://[user:pass@]host:port/db or rediss:// (TLS).",
     show_default=False)]
-Prefix = Annotated[Optional[str], typer.Option("--prefix", help="Key prefix of every stream (default: fer).",
+Prefix = Annotated[str | None, typer.Option("--prefix", help="Key prefix of every stream (default: fer).",
                                                show_default=False)]
-Sources = Annotated[Optional[list[str]], typer.Option(
+Sources = Annotated[list[str] | None, typer.Option(
     "--source", "-s", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
     "replay:FILE.npz?fps=30&faces=2, or 'demo' (the shipped clip) (default: 0, the webcam).", show_default=False)]
-CameraIds = Annotated[Optional[list[str]], typer.Option(
+CameraIds = Annotated[list[str] | None, typer.Option(
     "--camera-id", help="Camera id per --source, in order (default: from the source).", show_default=False)]
-Realtime = Annotated[Optional[bool], typer.Option(
+Realtime = Annotated[bool | None, typer.Option(
     "--realtime/--fast", help="Replay files at native fps, or as fast as possible.", show_default=False)]
-Loop = Annotated[Optional[bool], typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default=False)]
-DetectorName = Annotated[Optional[str], typer.Option(
+Loop = Annotated[bool | None, typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default=False)]
+DetectorName = Annotated[str | None, typer.Option(
     "--detector", help="Face detector: blazeface (default), blazeface-full, blazeface-short, res10 or haar "
     "(the tutorial's).",
     show_default=False)]
-DetectEvery = Annotated[Optional[int], typer.Option(
+DetectEvery = Annotated[int | None, typer.Option(
     help="Run detection every Nth frame; the tracker predicts each face in between (default: 3).",
     show_default=False)]
 

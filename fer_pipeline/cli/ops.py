@@ -8,14 +8,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
 from fer_pipeline.errors import BrokerUnavailable, ConfigError
 
-Db = Annotated[Optional[str], typer.Option(
+Db = Annotated[str | None, typer.Option(
     "--db", help="Emotion log: SQLite file or postgresql:// URL (default: FER_CONSUMER__DB or out/emotions.sqlite).",
     show_default=False)]
 
@@ -96,7 +96,7 @@ def _store(db: str | None):
 
 @app.command()
 def prune(
-    older_than: Annotated[Optional[float], typer.Option(
+    older_than: Annotated[float | None, typer.Option(
         "--older-than", min=0.0, help="Delete log rows captured more than this many days ago (default: "
         "FER_CONSUMER__LOG_RETENTION_DAYS).", show_default=False)] = None,
     db: Db = None,
@@ -116,9 +116,9 @@ def prune(
 @app.command()
 def erase(
     camera: Annotated[str, typer.Option("--camera", help="Camera id.")],
-    track: Annotated[Optional[int], typer.Option("--track", help="Track id (default: every track of the camera).",
+    track: Annotated[int | None, typer.Option("--track", help="Track id (default: every track of the camera).",
                                                  show_default=False)] = None,
-    run: Annotated[Optional[str], typer.Option("--run", help="Only this producer run (track ids restart per run).",
+    run: Annotated[str | None, typer.Option("--run", help="Only this producer run (track ids restart per run).",
                                                show_default=False)] = None,
     db: Db = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
@@ -156,7 +156,7 @@ def reindex(
 def retention(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    max_age: Annotated[Optional[float], typer.Option(
+    max_age: Annotated[float | None, typer.Option(
         "--max-age", min=0.001, help="Seconds stream entries (crops, frames, labels) may live in Redis (default: "
         "FER_CONSUMER__STREAM_MAX_AGE_S).", show_default=False)] = None,
     every: Annotated[float, typer.Option(min=0.1, help="Seconds between trims.")] = 5.0,
@@ -183,26 +183,26 @@ def retention(
 @app.command()
 def report(
     db: Db = None,
-    camera: Annotated[Optional[list[str]], typer.Option("--camera", help="Only this camera (repeatable).",
+    camera: Annotated[list[str] | None, typer.Option("--camera", help="Only this camera (repeatable).",
                                                         show_default=False)] = None,
-    track: Annotated[Optional[list[int]], typer.Option("--track", help="Only this track id (repeatable).",
+    track: Annotated[list[int] | None, typer.Option("--track", help="Only this track id (repeatable).",
                                                        show_default=False)] = None,
-    run: Annotated[Optional[str], typer.Option("--run", help="Only this producer run.", show_default=False)] = None,
-    since: Annotated[Optional[str], typer.Option(help="From this time: epoch, ISO 8601, or an age like 2h.",
+    run: Annotated[str | None, typer.Option("--run", help="Only this producer run.", show_default=False)] = None,
+    since: Annotated[str | None, typer.Option(help="From this time: epoch, ISO 8601, or an age like 2h.",
                                                  show_default=False)] = None,
-    until: Annotated[Optional[str], typer.Option(help="Up to this time (same forms).", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time (same forms).", show_default=False)] = None,
     window: Annotated[int, typer.Option(min=1, help="Smoothing: average probabilities over this many labels.")] = 5,
     min_confidence: Annotated[float, typer.Option(min=0.0, max=1.0, help="Smoothed top probability under this "
                                                   "is 'unknown'.")] = 0.4,
     min_face: Annotated[int, typer.Option(min=0, help="Faces smaller than this (px) are 'unknown'.")] = 40,
     min_dwell: Annotated[float, typer.Option(min=0.0, help="Seconds an emotion must hold to start an episode.")] = 1.0,
-    release: Annotated[Optional[float], typer.Option(min=0.0, help="Seconds another state must hold to end an "
+    release: Annotated[float | None, typer.Option(min=0.0, help="Seconds another state must hold to end an "
                                                      "episode (default: --min-dwell).", show_default=False)] = None,
     max_gap: Annotated[float, typer.Option(min=0.001, help="A label stands for at most this many seconds.")] = 1.0,
-    export: Annotated[Optional[str], typer.Option(help="Also write the tables: csv, json or parquet.",
+    export: Annotated[str | None, typer.Option(help="Also write the tables: csv, json or parquet.",
                                                   show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Folder for --export.")] = Path("out/report"),
-    plot: Annotated[Optional[Path], typer.Option(help="Write timelines and distributions to this PNG.",
+    plot: Annotated[Path | None, typer.Option(help="Write timelines and distributions to this PNG.",
                                                  show_default=False)] = None,
     episodes: Annotated[bool, typer.Option("--episodes", help="Also list the episodes.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Rows per terminal table.")] = 30,
@@ -214,8 +214,8 @@ def report(
     """
     from rich.console import Console
 
-    from fer_pipeline.analytics.options import ReportOptions, parse_time
     from fer_pipeline.analytics.episodes import build_report
+    from fer_pipeline.analytics.options import ReportOptions, parse_time
     from fer_pipeline.analytics.render import FORMATS, render
     from fer_pipeline.analytics.render import export as export_tables
     from fer_pipeline.analytics.render import plot as plot_report
@@ -286,7 +286,7 @@ def healthcheck(
     role: Annotated[str, typer.Option(help="Role whose heartbeat to look for (producer, worker, logger, ...).")],
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    host: Annotated[Optional[str], typer.Option(help="Ident prefix (default: this host's name, as the default "
+    host: Annotated[str | None, typer.Option(help="Ident prefix (default: this host's name, as the default "
                                                 "idents host-pid start with it).", show_default=False)] = None,
 ) -> None:
     """Container health check: exit 0 when a process of ROLE on this host has a live heartbeat."""

@@ -4,17 +4,27 @@ which can run on its own machine against a shared Redis."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from fer_pipeline.cli._app import (
-    CameraIds, DetectEvery, DetectorName, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings,
-    resolve_sources, setup_logging,
+    CameraIds,
+    DetectEvery,
+    DetectorName,
+    Loop,
+    Prefix,
+    Realtime,
+    RedisUrl,
+    Sources,
+    app,
+    build_settings,
+    resolve_sources,
+    setup_logging,
 )
 from fer_pipeline.errors import ConfigError
 
-Ident = Annotated[Optional[str], typer.Option("--ident", help="Consumer name of this process (default: host-pid).",
+Ident = Annotated[str | None, typer.Option("--ident", help="Consumer name of this process (default: host-pid).",
                                               show_default=False)]
 
 
@@ -28,15 +38,15 @@ def _serve(service) -> None:
 def worker(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    model: Annotated[Optional[Path], typer.Option(help="model.json (or its folder) (default: models/).",
+    model: Annotated[Path | None, typer.Option(help="model.json (or its folder) (default: models/).",
                                                   show_default=False)] = None,
-    runtime: Annotated[Optional[str], typer.Option(help="litert (default) or keras.", show_default=False)] = None,
-    int8: Annotated[Optional[bool], typer.Option("--int8/--float", help="Serve the int8 or float TFLite model (default: int8 where "
+    runtime: Annotated[str | None, typer.Option(help="litert (default) or keras.", show_default=False)] = None,
+    int8: Annotated[bool | None, typer.Option("--int8/--float", help="Serve the int8 or float TFLite model (default: int8 where "
                                                              "the CPU has int8 dot-product instructions).",
                                                  show_default=False)] = None,
-    max_batch: Annotated[Optional[int], typer.Option(help="Largest batch per model call.", show_default=False)] = None,
-    max_wait_ms: Annotated[Optional[float], typer.Option(help="Longest wait to fill a batch.", show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Inference threads (scale with processes).",
+    max_batch: Annotated[int | None, typer.Option(help="Largest batch per model call.", show_default=False)] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait to fill a batch.", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (scale with processes).",
                                                    show_default=False)] = None,
     ident: Ident = None,
 ) -> None:
@@ -63,15 +73,15 @@ def producer(
     prefix: Prefix = None,
     realtime: Realtime = None,
     loop: Loop = None,
-    scale_factor: Annotated[Optional[float], typer.Option(help="Haar scaleFactor (default: 1.3; --detector haar).",
+    scale_factor: Annotated[float | None, typer.Option(help="Haar scaleFactor (default: 1.3; --detector haar).",
                                                           show_default=False)] = None,
-    min_neighbors: Annotated[Optional[int], typer.Option(help="Haar minNeighbors (default: 5; --detector haar).",
+    min_neighbors: Annotated[int | None, typer.Option(help="Haar minNeighbors (default: 5; --detector haar).",
                                                          show_default=False)] = None,
-    detect_width: Annotated[Optional[int], typer.Option(help="Detect on frames downscaled to this width "
+    detect_width: Annotated[int | None, typer.Option(help="Detect on frames downscaled to this width "
                                                         "(0 = full size).", show_default=False)] = None,
     detect_every: DetectEvery = None,
     detector: DetectorName = None,
-    frames: Annotated[Optional[bool], typer.Option("--frames/--no-frames", help="Publish JPEG frames for "
+    frames: Annotated[bool | None, typer.Option("--frames/--no-frames", help="Publish JPEG frames for "
                                                    "display consumers.", show_default=False)] = None,
     ident: Ident = None,
 ) -> None:
@@ -91,13 +101,13 @@ def producer(
 def display(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the annotated MP4s (default: out).",
+    out: Annotated[Path | None, typer.Option(help="Folder for the annotated MP4s (default: out).",
                                                 show_default=False)] = None,
-    window: Annotated[Optional[str], typer.Option(help="auto (window if a screen exists), on, or off (MP4s).",
+    window: Annotated[str | None, typer.Option(help="auto (window if a screen exists), on, or off (MP4s).",
                                                   show_default=False)] = None,
-    label_wait_ms: Annotated[Optional[int], typer.Option(help="How long a frame waits for its labels.",
+    label_wait_ms: Annotated[int | None, typer.Option(help="How long a frame waits for its labels.",
                                                          show_default=False)] = None,
-    group: Annotated[Optional[str], typer.Option(help="Consumer group (default: display). Every group sees all "
+    group: Annotated[str | None, typer.Option(help="Consumer group (default: display). Every group sees all "
                                                       "frames: give a second display its own.",
                                                  show_default=False)] = None,
     ident: Ident = None,
@@ -120,7 +130,7 @@ def display(
 def logger(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    db: Annotated[Optional[Path], typer.Option(help="SQLite file of emotion timelines (default: "
+    db: Annotated[Path | None, typer.Option(help="SQLite file of emotion timelines (default: "
                                                "out/emotions.sqlite).", show_default=False)] = None,
     ident: Ident = None,
 ) -> None:

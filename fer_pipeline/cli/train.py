@@ -10,7 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -105,36 +105,36 @@ def _summary(console, result: dict, out_dir: Path, title: str) -> None:
 @app.command()
 def train(
     arch: Annotated[str, typer.Option(help="compact (ours, default) or seed (the tutorial's CNN).")] = "compact",
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: recipe's, 2 with --quick).",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: recipe's, 2 with --quick).",
                                                   show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: 128).",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size (default: 128).",
                                                       show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate (default: recipe's).",
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate (default: recipe's).",
                                                 show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (split, init, augmentation).",
+    seed: Annotated[int | None, typer.Option(help="Random seed (split, init, augmentation).",
                                                 show_default=False)] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help=f"A few minutes: {QUICK_LIMIT} images, {QUICK_EPOCHS} epochs, {QUICK_REPORT} report images.",
     )] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run dir's last checkpoint.")] = False,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Checkpoints and state (default: runs/<arch>).",
+    run_dir: Annotated[Path | None, typer.Option(help="Checkpoints and state (default: runs/<arch>).",
                                                     show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Export dir (default: <run-dir>/export); "
+    out: Annotated[Path | None, typer.Option(help="Export dir (default: <run-dir>/export); "
                                                      "--out models ships it to the workers.",
                                                 show_default=False)] = None,
-    data: Annotated[Optional[str], typer.Option(help="Training data: .npz, fer2013.csv (Usage=Training rows) "
+    data: Annotated[str | None, typer.Option(help="Training data: .npz, fer2013.csv (Usage=Training rows) "
                                                      "or a folder of class folders (default: shared npz).",
                                                 show_default=False)] = None,
-    test_data: Annotated[Optional[str], typer.Option(help="Report split, same forms (default: shared PublicTest).",
+    test_data: Annotated[str | None, typer.Option(help="Report split, same forms (default: shared PublicTest).",
                                                      show_default=False)] = None,
     ferplus: FerPlus = "shared",
     threads: Threads = 0,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Train on at most N images.",
+    limit: Annotated[int | None, typer.Option(min=1, help="Train on at most N images.",
                                                  show_default=False)] = None,
-    patience: Annotated[Optional[int], typer.Option(min=1, help="Early stop after N epochs without a better "
+    patience: Annotated[int | None, typer.Option(min=1, help="Early stop after N epochs without a better "
                                                     "validation accuracy (default: recipe's).",
                                                     show_default=False)] = None,
-    time_limit: Annotated[Optional[float], typer.Option(
+    time_limit: Annotated[float | None, typer.Option(
         min=0.1, help="Stop after the last epoch that fits in this many minutes (keeps the best checkpoint).",
         show_default=False)] = None,
 ) -> None:
@@ -215,14 +215,14 @@ def _interrupted(console, run_dir: Path) -> None:
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option(help="model.json or its directory.")] = DEFAULT_MODEL_DIR,
-    data: Annotated[Optional[str], typer.Option(help="Faces: .npz, fer2013.csv or class folders "
+    data: Annotated[str | None, typer.Option(help="Faces: .npz, fer2013.csv or class folders "
                                                      "(default: shared PublicTest).", show_default=False)] = None,
     usage: Annotated[str, typer.Option(help="Rows of a fer2013.csv to use.")] = "PublicTest",
     runtime: Annotated[str, typer.Option(help="litert or keras.")] = "litert",
     int8: Annotated[bool, typer.Option("--int8", help="Use the dynamic-range int8 TFLite model.")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped faces.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
-    confusion_png: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix to this image.",
+    confusion_png: Annotated[Path | None, typer.Option(help="Also draw the confusion matrix to this image.",
                                                           show_default=False)] = None,
     limit: Annotated[int, typer.Option(min=0, help="Only the first N faces (0 = all).")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="LiteRT threads.")] = 1,
@@ -281,13 +281,13 @@ def export(
     checkpoint: Annotated[Path, typer.Option(
         help="A run's logits checkpoint (best.keras or last.keras) or its run dir; state.json must sit beside it.",
     )] = Path("runs/compact/best.keras"),
-    out: Annotated[Optional[Path], typer.Option(help="Export dir (default: <run dir>/export).",
+    out: Annotated[Path | None, typer.Option(help="Export dir (default: <run dir>/export).",
                                                 show_default=False)] = None,
-    data: Annotated[Optional[str], typer.Option(help="Training data the run used (default: as recorded in "
+    data: Annotated[str | None, typer.Option(help="Training data the run used (default: as recorded in "
                                                      "state.json).", show_default=False)] = None,
-    test_data: Annotated[Optional[str], typer.Option(help="Report split (default: shared PublicTest).",
+    test_data: Annotated[str | None, typer.Option(help="Report split (default: shared PublicTest).",
                                                      show_default=False)] = None,
-    ferplus: Annotated[Optional[str], typer.Option(help="FER+ choice the run used (default: as recorded).",
+    ferplus: Annotated[str | None, typer.Option(help="FER+ choice the run used (default: as recorded).",
                                                    show_default=False)] = None,
     threads: Threads = 0,
 ) -> None:

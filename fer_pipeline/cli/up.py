@@ -7,15 +7,26 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from fer_pipeline.cli._app import (
-    CameraIds, DetectEvery, DetectorName, Loop, Prefix, Realtime, RedisUrl, Sources, app, build_settings,
-    resolve_sources, setup_logging,
+    CameraIds,
+    DetectEvery,
+    DetectorName,
+    Loop,
+    Prefix,
+    Realtime,
+    RedisUrl,
+    Sources,
+    app,
+    build_settings,
+    resolve_sources,
+    setup_logging,
 )
 from fer_pipeline.errors import ConfigError
+
 
 def check_writable(out: Path) -> None:
     try:
@@ -36,13 +47,13 @@ def up(
     prefix: Prefix = None,
     out: Annotated[Path, typer.Option(help="Output folder: emotion log (SQLite), annotated videos, logs.")] = Path("out"),
     display: Annotated[bool, typer.Option(help="Run the display consumer.")] = True,
-    window: Annotated[Optional[str], typer.Option(help="auto, on or off: show windows instead of writing MP4s.",
+    window: Annotated[str | None, typer.Option(help="auto, on or off: show windows instead of writing MP4s.",
                                                    show_default=False)] = None,
     realtime: Realtime = None,
     loop: Loop = None,
     detector: DetectorName = None,
     detect_every: DetectEvery = None,
-    model: Annotated[Optional[Path], typer.Option(help="model.json for the workers.", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(help="model.json for the workers.", show_default=False)] = None,
 ) -> None:
     """Run the whole pipeline on this machine and show live progress (Ctrl-C stops cleanly)."""
     from fer_pipeline.broker import EmbeddedBroker

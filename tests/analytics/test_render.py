@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from fer_pipeline.cli import app
-from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.analytics.render import export, plot, render
+from fer_pipeline.cli import app
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from tests.analytics.test_runs import T0, track_labels

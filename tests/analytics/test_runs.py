@@ -8,9 +8,9 @@ import sqlite3
 import numpy as np
 import pytest
 
+from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions, parse_time
 from fer_pipeline.emotion_log.reader import select_sql
-from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import BBox

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlite3
 
 from benchmarks.synth_log import generate
-from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.analytics.options import ReportOptions
 from tests.analytics.test_runs import same_report
 from tests.emotion_log.test_blocks import assert_invariant
 

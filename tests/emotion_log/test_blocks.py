@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.cli import app
 from fer_pipeline.emotion_log import blocks
-from fer_pipeline.analytics.options import ReportOptions
-from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.emotion_log.reader import SqliteLog
-from fer_pipeline.emotion_log.sqlite import _INSERT, _SCHEMA, SqliteStore
 from fer_pipeline.emotion_log.schema import PROB_COLUMNS, label_row
+from fer_pipeline.emotion_log.sqlite import _INSERT, _SCHEMA, SqliteStore
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import BBox, Label
 from tests.analytics.test_runs import same_report
@@ -102,7 +102,7 @@ def sqlite_rows_and_blocks(path) -> tuple[list, list]:
 
 def block_tuples(stored) -> list[tuple]:
     out = []
-    for camera, run, track, first_at, last_at, n, sealed, t, size, probs in stored:
+    for camera, run, track, first_at, last_at, n, _sealed, t, size, probs in stored:
         lab = blocks.unpack(n, bytes(t), bytes(size), bytes(probs))
         assert len(lab.t) == n > 0 and lab.t[0] == first_at and lab.t[-1] == last_at
         assert (np.diff(lab.t) >= 0).all(), "a block is in capture order"

@@ -9,14 +9,14 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
-from fer_pipeline.cli import app
-from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.analytics.episodes import build_report
+from fer_pipeline.analytics.options import ReportOptions
+from fer_pipeline.cli import app
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
-from tests.factories import make_label
 from tests.analytics.test_runs import T0, track_labels
+from tests.factories import make_label
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
 PG_URL = os.environ.get("FER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -8,6 +8,7 @@ Set ``FER_FAULTS_REPORT=path.json`` to collect each test's figures (RELIABILITY.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -110,10 +111,8 @@ class Cluster:
         for p in self.procs:
             if p.alive:
                 p.popen.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 @pytest.fixture

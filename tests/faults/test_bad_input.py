@@ -16,13 +16,15 @@ import fakeredis
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from fer_pipeline.errors import MessageError, ModelError
 from fer_pipeline.messages import BBox, FaceCrop, Frame, Label, decode
 from fer_pipeline.model import load_predictor
 from fer_pipeline.settings import DEFAULT_MODEL_DIR
-from fer_pipeline.streams import StreamKeys, WORKERS_GROUP
+from fer_pipeline.streams import WORKERS_GROUP, StreamKeys
 from fer_pipeline.transport import Transport
 from fer_pipeline.workers.inference import InferenceWorker
 from tests.conftest import make_crop_pixels, make_settings

@@ -7,14 +7,14 @@ from collections import Counter
 import numpy as np
 import pytest
 import redis
-from fer_pipeline.producers.camera import BacklogGauge, CameraProducer, ProducerService, build_producer_service
-from fer_pipeline.producers.detection import Detection
-from fer_pipeline.producers.publisher import Outgoing, Publisher
-from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
 
 from fer_pipeline.errors import ConfigError, SourceError
 from fer_pipeline.labels import FER2013_CODE_NAMES
 from fer_pipeline.messages import EndOfStream, FaceCrop, Frame, decode
+from fer_pipeline.producers.camera import BacklogGauge, CameraProducer, ProducerService, build_producer_service
+from fer_pipeline.producers.detection import Detection
+from fer_pipeline.producers.publisher import Outgoing, Publisher
+from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
 
 
 def stream_messages(transport, key):

@@ -10,7 +10,13 @@ import pytest
 from fer_pipeline.errors import SourceError
 from fer_pipeline.labels import FER2013_CODE_NAMES
 from fer_pipeline.producers.sources import (
-    ImageFolderSource, LiveSource, Pacer, ReplaySource, VideoFileSource, image_dimensions, open_source,
+    ImageFolderSource,
+    LiveSource,
+    Pacer,
+    ReplaySource,
+    VideoFileSource,
+    image_dimensions,
+    open_source,
 )
 from tests.producers.conftest import write_replay_npz
 

@@ -6,7 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_pipeline.trainer.augment import SIZE, AugmentParams, affine_coefficients, augment_numpy, make_augment, warp_numpy
+from fer_pipeline.trainer.augment import (
+    SIZE,
+    AugmentParams,
+    affine_coefficients,
+    augment_numpy,
+    make_augment,
+    warp_numpy,
+)
 
 FLIP_ONLY = AugmentParams(shift=0, zoom=0, rotate_deg=0, brightness=0, contrast=0, cutout=0)
 

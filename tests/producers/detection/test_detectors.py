@@ -70,7 +70,7 @@ def test_finds_the_annotated_faces_and_nothing_else(name, demo_frames, annotated
         h, w = demo_frames[index].shape[:2]
         for d in found:
             x, y, bw, bh = d.box
-            assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h and 0 <= d.score <= 1
+            assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h and 0 <= d.score <= 1
 
 
 @pytest.mark.parametrize("name", DETECTORS)
