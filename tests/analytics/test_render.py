@@ -14,7 +14,7 @@ from fer_pipeline.analytics.render import export, plot, render
 from fer_pipeline.cli import app
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
-from tests.analytics.test_runs import T0, track_labels
+from tests.logs import T0, track_labels
 
 
 @pytest.fixture

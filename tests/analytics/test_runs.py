@@ -13,24 +13,8 @@ from fer_pipeline.analytics.options import ReportOptions, parse_time
 from fer_pipeline.emotion_log.reader import select_sql
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.messages import BBox
-from tests.factories import make_label
-
-FPS = 30.0
-T0 = 1_700_000_000.0
-
-
-def track_labels(emotions: list[str], *, camera_id="cam0", run_id="r1", track_id=1, start=T0, confidence=0.8,
-                 small: set[int] = frozenset(), first_frame=0):
-    out = []
-    for i, e in enumerate(emotions):
-        size = 20 if i in small else 80
-        # One face slot per track keeps crop ids (camera, run, frame, face) distinct across tracks.
-        out.append(make_label(camera_id=camera_id, run_id=run_id, track_id=track_id, frame_index=first_frame + i,
-                              face_index=track_id,
-                              emotion=e, confidence=confidence, captured_at=start + i / FPS,
-                              bbox=BBox(x=0, y=0, w=size, h=size)))
-    return out
+from tests.logs import T0, same_report, track_labels
+from tests.logs import TRACK_FPS as FPS
 
 
 @pytest.fixture
@@ -229,12 +213,6 @@ def random_log(path, seed: int = 0) -> None:
             f"emotion, confidence, {', '.join(PROB_COLUMNS)}, model_id, worker_id, truth, x, y, w, h")
     with sqlite3.connect(path) as db:
         db.executemany(f"INSERT INTO labels ({cols}) VALUES ({', '.join('?' * len(cols.split(',')))})", rows)
-
-
-def same_report(a, b) -> bool:
-    return (a.labels_read == b.labels_read and a.tracks == b.tracks and a.cameras == b.cameras
-            and a.episodes == b.episodes and a.transitions == b.transitions and list(a.timelines) == list(b.timelines)
-            and all((a.timelines[k] == b.timelines[k]).all() for k in a.timelines))
 
 
 def test_parts_threads_batches_and_readers_agree(tmp_path, monkeypatch):

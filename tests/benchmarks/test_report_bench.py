@@ -8,8 +8,7 @@ import sqlite3
 from benchmarks.synth_log import generate
 from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions
-from tests.analytics.test_runs import same_report
-from tests.emotion_log.test_blocks import assert_invariant
+from tests.logs import assert_invariant, same_report
 
 
 def test_generated_log_has_the_schema_and_distinct_copies(tmp_path):

@@ -3,7 +3,6 @@ from __future__ import annotations
 import threading
 import time
 
-import msgpack
 import pytest
 
 from fer_pipeline.consumers.label_logger import LabelLoggerService
@@ -11,29 +10,7 @@ from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label, decode
 from fer_pipeline.streams import LOGGER_GROUP
-from tests.factories import make_label
-
-N = 40
-
-
-def publish_labels(transport, n: int = N, *, bad: bool = True, start: int = 0, per_entry: int = 8) -> list[bytes]:
-    """``n`` labels (and a bad one in the middle) in bundles of ``per_entry``, as worker batches."""
-    payloads = [make_label(frame_index=start + i, track_id=(start + i) % 3).encode() for i in range(n)]
-    if bad:
-        payloads.insert(n // 2, msgpack.packb({"v": 1, "kind": "label", "crop_id": "x"}))
-    for i in range(0, len(payloads), per_entry):
-        transport.publish(transport.keys.labels, payloads[i:i + per_entry], transport.settings.streams.labels_maxlen)
-    return payloads
-
-
-def drive(service: LabelLoggerService, max_steps: int = 50) -> None:
-    """Step until the logger group has nothing undelivered or pending (fakeredis: no blocking)."""
-    service.setup()
-    for _ in range(max_steps):
-        service.step()
-        if service.transport.backlog(service.stream, LOGGER_GROUP) == (0, 0):
-            return
-    raise AssertionError(f"not drained after {max_steps} steps: {service.counters}")
+from tests.logs import N, drive, publish_labels
 
 
 def dead_letters(transport) -> list[dict]:

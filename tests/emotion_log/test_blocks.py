@@ -18,111 +18,9 @@ from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.cli import app
 from fer_pipeline.emotion_log import blocks
 from fer_pipeline.emotion_log.reader import SqliteLog
-from fer_pipeline.emotion_log.schema import PROB_COLUMNS, label_row
+from fer_pipeline.emotion_log.schema import label_row
 from fer_pipeline.emotion_log.sqlite import _INSERT, _SCHEMA, SqliteStore
-from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import BBox, Label
-from tests.analytics.test_runs import same_report
-
-K = len(EMOTIONS)
-T0 = 1_700_000_000.0
-FPS = 10.0
-
-
-def label(camera: str, run: str, track: int, frame: int, t: float, probs, size: int = 80) -> Label:
-    p = tuple(float(x) for x in probs)
-    return Label.model_construct(
-        crop_id=f"{camera}/{run}/{frame}/{track}", camera_id=camera, run_id=run, track_id=track, frame_index=frame,
-        face_index=track, faces_in_frame=1, bbox=BBox(x=0, y=0, w=size, h=size + 3), emotion=EMOTIONS[int(np.argmax(p))],
-        confidence=max(p), probabilities=p, model_id="m", worker_id="w", captured_at=t, published_at=t,
-        inferred_at=t, labelled_at=t + 0.05, truth=None)
-
-
-def day(seed: int = 0, cameras=("door", "hall")) -> list[Label]:
-    """Labels in capture order: per camera, two producer runs that reuse track ids (the second
-    starting while the first still runs, so one track id interleaves two runs), tracks of 1
-    to 400 labels with gaps, sustained emotions with flickers, some small faces, and tracks
-    that end long before the log does (they get sealed)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for camera in cameras:
-        for run, t0 in (("r1", T0), ("r2", T0 + 45.0)):
-            start = t0
-            for track in range(6):
-                n = int(rng.choice([1, 3, 40, 150, 400]))
-                steps = rng.choice([1 / FPS, 1 / FPS, 2 / FPS, 3.0], n)
-                t = start + np.cumsum(steps)
-                seg = np.cumsum(rng.random(n) < 0.03)
-                logits = rng.normal(0.0, 0.7, (n, K))
-                logits[np.arange(n), (seg + track) % K] += 2.2
-                flick = rng.random(n) < 0.05
-                logits[flick, rng.integers(0, K, flick.sum())] += 3.0
-                p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-                size = np.where(rng.random(n) < 0.08, 25, 80)
-                out += [label(camera, run, track, int(1000 * track + i), float(t[i]), p[i], int(size[i]))
-                        for i in range(n)]
-                start = float(t[-1]) + rng.choice([0.5, 20.0])
-    return sorted(out, key=lambda x: x.captured_at)
-
-
-def deliver(store, labels: list[Label], seed: int = 0, *, max_batch: int = 24) -> int:
-    """The logger's way, with trouble: batches of 1..max_batch, labels arriving out of order
-    across batches, redelivered batches and crop ids repeated within a batch."""
-    rng = np.random.default_rng(seed)
-    labels = list(labels)
-    for i in range(0, len(labels) - 8, 17):  # out of order: swap labels a few batches apart
-        j = i + int(rng.integers(1, 8))
-        labels[i], labels[j] = labels[j], labels[i]
-    stored, at, batches = 0, 0, []
-    while at < len(labels):
-        b = int(rng.integers(1, max_batch + 1))
-        batch = labels[at:at + b]
-        if rng.random() < 0.1:
-            batch = batch + batch[: max(1, len(batch) // 3)]  # the same crop twice in one batch
-        if batches and rng.random() < 0.1:
-            batch = batches[int(rng.integers(0, len(batches)))] + batch  # a redelivery
-        stored += store.add(batch)
-        batches.append(batch)
-        at += b
-    return stored
-
-
-def sqlite_rows_and_blocks(path) -> tuple[list, list]:
-    """(rows, block labels) as comparable tuples: (camera, run, track, t, min(w, h), float32 probs)."""
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute(f"SELECT camera_id, run_id, track_id, captured_at, min(w, h), {', '.join(PROB_COLUMNS)} "
-                          "FROM labels").fetchall()
-        stored = db.execute("SELECT camera_id, run_id, track_id, first_at, last_at, n, sealed, t, size, probs "
-                            "FROM label_blocks").fetchall()
-    finally:
-        db.close()
-    return rows, stored
-
-
-def block_tuples(stored) -> list[tuple]:
-    out = []
-    for camera, run, track, first_at, last_at, n, _sealed, t, size, probs in stored:
-        lab = blocks.unpack(n, bytes(t), bytes(size), bytes(probs))
-        assert len(lab.t) == n > 0 and lab.t[0] == first_at and lab.t[-1] == last_at
-        assert (np.diff(lab.t) >= 0).all(), "a block is in capture order"
-        out += [(camera, run, int(track), float(lab.t[i]), int(lab.size[i]), tuple(lab.probs[:, i].tolist()))
-                for i in range(n)]
-    return out
-
-
-def row_tuples(rows) -> list[tuple]:
-    return [(r[0], r[1], int(r[2]), float(r[3]), int(r[4]),
-             tuple(np.asarray(r[5:], dtype=np.float32).tolist())) for r in rows]
-
-
-def assert_invariant(path) -> None:
-    """Every row in exactly one block, and the log marked as covered."""
-    rows, stored = sqlite_rows_and_blocks(path)
-    assert sorted(row_tuples(rows)) == sorted(block_tuples(stored))
-    with SqliteLog(path) as log:
-        assert log.blocks
-
+from tests.logs import FPS, T0, K, assert_invariant, day, deliver, label, same_report
 
 OPTIONS = [
     {}, {"threads": 1}, {"threads": 3, "chunk_rows": 7}, {"chunk_rows": 1, "threads": 2}, {"chunk_rows": 50},
@@ -393,7 +291,7 @@ def test_an_erase_by_a_writer_without_blocks_is_not_reported_from_stale_blocks(m
 
 def test_logger_builds_the_blocks_of_an_old_log_when_it_starts(settings, fake_transport, caplog):
     from fer_pipeline.consumers.label_logger import LabelLoggerService
-    from tests.consumers.test_label_logger import drive, publish_labels
+    from tests.logs import drive, publish_labels
 
     old_log(settings.consumer.db, day(seed=7)[:300])
     service = LabelLoggerService(settings, fake_transport, ident="log-a")

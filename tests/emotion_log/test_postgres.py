@@ -15,8 +15,8 @@ from fer_pipeline.cli import app
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
-from tests.analytics.test_runs import T0, track_labels
 from tests.factories import make_label
+from tests.logs import T0, track_labels
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
 PG_URL = os.environ.get("FER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -99,7 +99,7 @@ def test_unreachable_database_is_one_line_without_password():
 
 def test_logger_service_writes_into_postgres(pg_url, fake_transport, settings, caplog):
     from fer_pipeline.consumers.label_logger import LabelLoggerService
-    from tests.consumers.test_label_logger import drive, publish_labels
+    from tests.logs import drive, publish_labels
 
     store = open_store(pg_url)
     try:
@@ -123,7 +123,7 @@ def pg_assert_invariant(url) -> None:
     """Every row in exactly one label block, and the log marked as covered."""
     from fer_pipeline.emotion_log import blocks
     from fer_pipeline.emotion_log.schema import PROB_COLUMNS
-    from tests.emotion_log.test_blocks import block_tuples, row_tuples
+    from tests.logs import block_tuples, row_tuples
 
     conn = psycopg.connect(url, autocommit=True)
     try:
@@ -138,7 +138,7 @@ def pg_assert_invariant(url) -> None:
 
 
 def pg_same_reports(url, options) -> None:
-    from tests.analytics.test_runs import same_report
+    from tests.logs import same_report
 
     conn = psycopg.connect(url)
     try:
@@ -151,8 +151,8 @@ def pg_same_reports(url, options) -> None:
 
 
 def test_label_blocks_follow_add_prune_and_erase(pg_url):
-    from tests.emotion_log.test_blocks import T0 as B0
-    from tests.emotion_log.test_blocks import day, deliver
+    from tests.logs import T0 as B0
+    from tests.logs import day, deliver
 
     labels = day(seed=11)
     options = [{}, {"chunk_rows": 7}, {"window": 40}, {"cameras": ("hall",), "run": "r2"},
@@ -174,7 +174,7 @@ def test_concurrent_loggers_store_each_label_once(pg_url):
     ON CONFLICT ... RETURNING hands each row to one transaction, so to one block."""
     import threading
 
-    from tests.emotion_log.test_blocks import day
+    from tests.logs import day
 
     labels = day(seed=13, cameras=("door",))
     errors = []
@@ -208,7 +208,7 @@ def test_concurrent_loggers_store_each_label_once(pg_url):
 def test_backfill_of_an_old_postgres_log(pg_url):
     from fer_pipeline.emotion_log.postgres import _INSERT, _SCHEMA
     from fer_pipeline.emotion_log.schema import label_row
-    from tests.emotion_log.test_blocks import day
+    from tests.logs import day
 
     labels = day(seed=14)
     conn = psycopg.connect(pg_url, autocommit=True)
@@ -237,7 +237,7 @@ def test_writers_without_blocks_drop_the_marker(pg_url):
     reindex; this version's writes leave it alone."""
     from fer_pipeline.emotion_log.postgres import _INSERT
     from fer_pipeline.emotion_log.schema import label_row
-    from tests.emotion_log.test_blocks import day
+    from tests.logs import day
 
     labels = day(seed=15)
     with open_store(pg_url) as s:

@@ -12,41 +12,9 @@ from fer_pipeline.errors import ConfigError, SourceError
 from fer_pipeline.labels import FER2013_CODE_NAMES
 from fer_pipeline.messages import EndOfStream, FaceCrop, Frame, decode
 from fer_pipeline.producers.camera import BacklogGauge, CameraProducer, ProducerService, build_producer_service
-from fer_pipeline.producers.detection import Detection
 from fer_pipeline.producers.publisher import Outgoing, Publisher
-from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
-
-
-def stream_messages(transport, key):
-    return [decode(e.payload) for e in transport.entries(key)]
-
-
-class ScriptedDetector:
-    """Stands in for a real detector: one fixed face per call, counting calls."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def detect(self, image):
-        self.calls += 1
-        return [Detection((10, 10, 40, 40))]
-
-
-class BrokenSource(Source):
-    """Yields a few frames, then fails like a driver error mid-run."""
-
-    kind = "broken"
-
-    def __init__(self, good_frames: int) -> None:
-        super().__init__("broken", 30.0, finite=True)
-        self.good_frames = good_frames
-
-    def frames(self, stop):
-        for i in range(self.good_frames):
-            yield CapturedFrame(i, float(i), np.zeros((64, 64, 3), np.uint8))
-        raise RuntimeError("device unplugged")
+from fer_pipeline.producers.sources import CapturedFrame, open_source
+from tests.fakes import BrokenSource, ScriptedDetector, stream_messages
 
 
 # -- end to end against the real Redis ---------------------------------------------------------

@@ -7,20 +7,7 @@ import pytest
 from fer_pipeline.producers.detection import Detection
 from fer_pipeline.producers.faces import FaceFinder, crop_face
 from fer_pipeline.settings import ProducerSettings
-
-
-class Scripted:
-    """A detector that returns what the test scripted for each call."""
-
-    name = "scripted"
-
-    def __init__(self, script):
-        self.script = list(script)
-        self.calls = 0
-
-    def detect(self, image):
-        self.calls += 1
-        return self.script.pop(0) if self.script else []
+from tests.fakes import ScriptedDetector
 
 
 def test_crop_face_straight_inside_is_the_tutorials_resize():
@@ -55,7 +42,7 @@ def test_crop_face_turns_a_rolled_face_upright():
 
 def test_finder_detects_every_nth_frame_and_tracks_in_between():
     settings = ProducerSettings(detect_every=3, min_face=10)
-    det = Scripted([[Detection((10 + 3 * t, 10, 40, 40))] for t in range(0, 12, 3)])
+    det = ScriptedDetector([[Detection((10 + 3 * t, 10, 40, 40))] for t in range(0, 12, 3)])
     finder = FaceFinder(settings, lambda: det)
     frames = [np.full((120, 160, 3), t, np.uint8) for t in range(10)]
     found = [finder.find(f) for f in frames]
@@ -67,13 +54,13 @@ def test_finder_detects_every_nth_frame_and_tracks_in_between():
 
 
 def test_finder_drops_faces_below_min_face():
-    finder = FaceFinder(ProducerSettings(min_face=30), lambda: Scripted([[Detection((0, 0, 20, 20))]]))
+    finder = FaceFinder(ProducerSettings(min_face=30), lambda: ScriptedDetector([[Detection((0, 0, 20, 20))]]))
     assert finder.find(np.zeros((64, 64, 3), np.uint8)) == []
 
 
 def test_finder_keeps_faces_between_sparse_detections_whatever_the_tracker_settings():
     settings = ProducerSettings(detect_every=10, tracker_coast=2, tracker_max_missed=0, min_face=10)
-    det = Scripted([[Detection((20, 20, 40, 40))]] * 5)
+    det = ScriptedDetector([[Detection((20, 20, 40, 40))]] * 5)
     finder = FaceFinder(settings, lambda: det)
     found = [finder.find(np.zeros((120, 160, 3), np.uint8)) for _ in range(30)]
     assert all(len(f) == 1 for f in found) and {f[0].track_id for f in found} == {0}

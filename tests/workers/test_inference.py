@@ -11,27 +11,7 @@ from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import BBox, FaceCrop, Label, decode
 from fer_pipeline.streams import WORKERS_GROUP
 from fer_pipeline.workers.inference import InferenceWorker
-
-
-class MeanPredictor:
-    """Deterministic stand-in model: the class is the crop's mean brightness bucket."""
-
-    model_id = "mean-test"
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        self.calls.append(len(crops))
-        out = np.full((len(crops), 7), 0.01, np.float32)
-        cls = (crops.reshape(len(crops), -1).mean(axis=1) // 37).astype(int).clip(0, 6)
-        out[np.arange(len(crops)), cls] = 0.94
-        return out
-
-
-class NanPredictor(MeanPredictor):
-    def predict(self, crops):
-        return np.full((len(crops), 7), np.nan, np.float32)
+from tests.fakes import MeanPredictor, NanPredictor
 
 
 def crop_payload(i: int, camera: str = "cam0", value: int | None = None) -> bytes:
