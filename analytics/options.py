@@ -40,6 +40,8 @@ class ReportOptions(Selection):
 
     @property
     def release(self) -> float:
+        """How long another state must hold to end an episode: ``release_s``, or ``min_dwell_s`` when
+        that is None."""
         return self.min_dwell_s if self.release_s is None else self.release_s
 
 

@@ -87,6 +87,7 @@ class Labels:
         return len(self.t)
 
     def part(self, a: int, b: int) -> Labels:
+        """Labels ``a`` to ``b`` (end excluded) as views of these columns."""
         return Labels(self.t[a:b], self.size[a:b], self.probs[:, a:b])
 
 
@@ -378,6 +379,7 @@ def erase(cur, sql: Dialect, where: str, params: list) -> None:
 
 
 def get_meta(cur, sql: Dialect, key: str) -> str | None:
+    """The ``log_meta`` value stored under ``key``, or None if there is none."""
     row = cur.execute(sql.get_meta, (key,)).fetchone()
     return None if row is None else row[0]
 

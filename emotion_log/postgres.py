@@ -114,6 +114,7 @@ class PostgresStore:
             return len(new)
 
     def count(self, camera_id: str | None = None) -> int:
+        """Rows stored (of one camera)."""
         with self._lock:
             if camera_id is None:
                 (n,) = self._db.execute("SELECT COUNT(*) FROM labels").fetchone()
@@ -122,6 +123,7 @@ class PostgresStore:
         return int(n)
 
     def timeline(self, camera_id: str, track_id: int, run_id: str | None = None) -> list[TimelineRow]:
+        """One track's labels in capture order (of one run when ``run_id`` is given)."""
         params: list = [camera_id, track_id] + ([] if run_id is None else [run_id])
         with self._lock:
             rows = self._db.execute(schema.timeline_sql("%s", run_id), params).fetchall()
@@ -142,6 +144,8 @@ class PostgresStore:
 
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
+        """Delete one camera's rows (optionally one track or run) and drop them from the label
+        blocks; returns how many (with ``dry_run``, only counts them)."""
         where, params = schema.erase_filter(camera_id, track_id, run_id, "%s")
         return self._delete(where, params, dry_run, lambda cur: blocks.erase(cur, blocks.POSTGRES, where, params))
 
@@ -210,6 +214,7 @@ class PostgresStore:
         return int(rows)
 
     def close(self) -> None:
+        """Close the database connection."""
         with self._lock:
             self._db.close()
 

@@ -123,6 +123,7 @@ class Chunk:
         return len(self.t)
 
     def part(self, a: int, b: int) -> Chunk:
+        """Rows ``a`` to ``b`` (end excluded) as a chunk of views sharing the name lists."""
         return Chunk(camera=self.camera[a:b], cameras=self.cameras, run=self.run[a:b], runs=self.runs,
                      track=self.track[a:b], t=self.t[a:b], size=self.size[a:b], probs=self.probs[:, a:b])
 
@@ -320,6 +321,7 @@ class SqliteLog:
         return self._db
 
     def close(self) -> None:
+        """Close the ADBC and sqlite3 connections that are open."""
         if self._adbc:
             self._adbc.close()
         if self._db is not None:

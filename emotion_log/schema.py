@@ -117,6 +117,7 @@ def timeline_sql(placeholder: Placeholder, run_id: str | None) -> str:
 
 
 def timeline_rows(rows: list[tuple]) -> list[TimelineRow]:
+    """``timeline_sql``'s rows as ``TimelineRow``s, the probability columns gathered into a tuple."""
     n = len(PROB_COLUMNS)
     return [TimelineRow(*r[:8], probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
 

@@ -254,6 +254,7 @@ class SqliteStore:
         blocks.mark_covered(self._db, blocks.SQLITE)
 
     def close(self) -> None:
+        """Close the database connection."""
         with self._lock:
             self._db.close()
 

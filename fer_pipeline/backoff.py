@@ -18,4 +18,5 @@ class Backoff:
         return wait
 
     def reset(self) -> None:
+        """Start again from the ``initial`` wait (after a success)."""
         self.current = self.initial

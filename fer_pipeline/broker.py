@@ -54,6 +54,7 @@ def find_server() -> tuple[str, tuple[int, ...]]:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (chosen by the OS; another process may take it before use)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,6 +62,9 @@ def free_port() -> int:
 
 @dataclass
 class EmbeddedBroker:
+    """A running embedded redis-server: its process, URL, binary and version, and the temporary
+    directory it runs in; ``stop`` (or leaving the ``with`` block) ends it."""
+
     process: subprocess.Popen
     url: str
     binary: str
@@ -69,6 +73,9 @@ class EmbeddedBroker:
 
     @classmethod
     def start(cls, port: int | None = None, timeout_s: float = 10.0) -> EmbeddedBroker:
+        """Start a redis-server on ``port`` (a free one if None) and wait up to ``timeout_s`` for it to
+        answer PING; raises ``BrokerUnavailable`` when no redis-server >= 6.2 is found or it does
+        not come up."""
         binary, version = find_server()
         port = port or free_port()
         workdir = tempfile.TemporaryDirectory(prefix="fer-redis-")
@@ -97,9 +104,11 @@ class EmbeddedBroker:
 
     @property
     def version_text(self) -> str:
+        """The server's version as text, e.g. ``7.2.4``."""
         return ".".join(map(str, self.version))
 
     def stop(self) -> None:
+        """Terminate the server (kill it after 5 s) and remove its temporary directory."""
         if self.process.poll() is None:
             self.process.terminate()
             try:

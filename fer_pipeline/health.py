@@ -60,6 +60,8 @@ class GroupState:
 
 @dataclass(frozen=True)
 class ProcessState:
+    """One live process as its heartbeat describes it: role, ident, uptime and counters."""
+
     role: str
     ident: str
     uptime_s: float
@@ -85,6 +87,7 @@ class PipelineStatus:
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The snapshot as plain dicts and lists, ready for JSON."""
         return asdict(self)
 
 

@@ -102,6 +102,7 @@ class FaceCrop(_Message):
 
     @classmethod
     def from_pixels(cls, pixels: np.ndarray, **fields) -> FaceCrop:
+        """A crop from a (48, 48) uint8 array and the other fields; the pixels are checked first."""
         _check_pixels(pixels)
         return cls(crop=np.ascontiguousarray(pixels).tobytes(), **fields)
 
@@ -188,6 +189,8 @@ class Label(_Message):
     @classmethod
     def for_crop(cls, crop: FaceCrop, probabilities: np.ndarray, *, model_id: str, worker_id: str,
                  inferred_at: float) -> Label:
+        """The label of ``crop``: its identity fields, the most probable emotion with its probability
+        as confidence, and ``labelled_at`` set to now."""
         probs = tuple(float(p) for p in probabilities)
         best = int(np.argmax(probabilities))
         return cls(

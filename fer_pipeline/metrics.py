@@ -38,9 +38,12 @@ class PipelineCollector:
         self.transport = transport
 
     def describe(self):
+        """No metrics up front: they are read at each scrape, so registering costs no Redis round trip."""
         return []  # collected lazily: no Redis round trip at registration
 
     def collect(self):
+        """The deployment's metrics now: processes alive, stream lengths, group lag and pending, the
+        streams' counters and every live process's heartbeat counters."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         st = collect(self.transport, rate_interval_s=0)

@@ -24,6 +24,8 @@ METADATA_FORMAT = 1
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A checked ``model.json``: its path, model id, labels, model files by kind and the raw metadata."""
+
     path: Path  # the model.json
     model_id: str
     labels: tuple[str, ...]
@@ -31,6 +33,8 @@ class ModelInfo:
     raw: dict
 
     def file(self, key: str) -> Path:
+        """The path of the model file listed under ``key`` (``tflite``, ``tflite_int8``, ``keras``);
+        ``ModelError`` if it is not listed or not on disk."""
         name = self.files.get(key)
         if not name:
             raise ModelError(f"{self.path}: metadata lists no {key!r} model file")
@@ -63,6 +67,8 @@ def read_info(path: Path) -> ModelInfo:
 
 
 class Predictor(Protocol):
+    """What workers serve through: a ``model_id`` and ``predict``."""
+
     model_id: str
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
@@ -100,6 +106,7 @@ class LiteRTPredictor:
             self._size = n
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) uint8 -> (N, 7) float32 probabilities, in one interpreter call."""
         if crops.ndim != 3 or crops.shape[1:] != (48, 48):
             raise ModelError(f"expected crops of shape (N, 48, 48), got {crops.shape}")
         n = len(crops)
@@ -132,6 +139,7 @@ class KerasPredictor:
         self.model_id = info.model_id
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) uint8 -> (N, 7) float32 probabilities, in one model call."""
         x = _as_input(crops)
         if len(x) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)

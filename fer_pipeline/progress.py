@@ -24,6 +24,9 @@ def _num(v) -> float:
 
 @dataclass
 class Progress:
+    """What `up` shows while it runs: the last heartbeat of every process seen, the ones alive
+    now, and the labels/s rate."""
+
     transport: Transport
     last: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     alive: set[tuple[str, str]] = field(default_factory=set)
@@ -31,6 +34,8 @@ class Progress:
     rate: float = 0.0
 
     def refresh(self) -> None:
+        """Read the heartbeats: keep each process's latest, note which are alive, and update the
+        labels/s rate (at most once a second)."""
         self.alive = set()
         for role, ident, info in alive_processes(self.transport):
             self.last[(role, ident)] = info
@@ -44,12 +49,15 @@ class Progress:
             self._rate_mark = (now, labelled)
 
     def total(self, role: str, key: str) -> float:
+        """Counter ``key`` summed over every process of ``role`` seen, finished ones included."""
         return sum(_num(info.get(key)) for (r, _), info in self.last.items() if r == role)
 
     def count_alive(self, role: str) -> int:
+        """How many processes of ``role`` had a live heartbeat at the last refresh."""
         return sum(1 for r, _ in self.alive if r == role)
 
     def emotions(self) -> dict[str, int]:
+        """Crops labelled per emotion, summed over every worker seen."""
         out: dict[str, int] = defaultdict(int)
         for (r, _), info in self.last.items():
             if r == "worker":
@@ -58,6 +66,8 @@ class Progress:
         return dict(out)
 
     def snapshot(self, backlog: dict[str, tuple[int, int]] | None = None) -> dict:
+        """The progress as a dict: processes alive, frames, faces, labels and their rate, losses,
+        the queue per stage from ``backlog`` (waiting plus pending), and labels per emotion."""
         stats = self.transport.stats()
         return {
             "producers": self.count_alive("producer"),

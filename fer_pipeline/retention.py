@@ -48,6 +48,8 @@ class RetentionService(Service):
         self._next = 0.0
 
     def step(self) -> None:
+        """Expire old entries when a run is due; otherwise wait towards it, at most ``block_ms``, so a
+        stop request is seen promptly."""
         now = time.monotonic()
         if now < self._next:
             # Wait in short slices so a stop request is honoured within block_ms.

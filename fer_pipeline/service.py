@@ -35,10 +35,14 @@ HEARTBEAT_TTL_S = 5.0
 
 
 def default_ident() -> str:
+    """The ident a process gets when none is given: ``<hostname>-<pid>``."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Service:
+    """Base of every long-running role: the ``step`` loop, Redis outage retries, heartbeats and
+    the warm/cold stop on signals. Subclasses set ``role`` and implement the hooks."""
+
     role = "service"
 
     def __init__(self, settings: Settings, transport: Transport, ident: str | None = None) -> None:
@@ -69,12 +73,15 @@ class Service:
     # -- control ---------------------------------------------------------------------------
     @property
     def stopping(self) -> bool:
+        """Whether a stop has been requested."""
         return self.stop_event.is_set()
 
     def request_stop(self) -> None:
+        """Ask the loop to stop after the current step (``finish`` then runs)."""
         self.stop_event.set()
 
     def install_signal_handlers(self) -> None:
+        """Make the first SIGINT/SIGTERM a warm stop and a second one a cold stop (KeyboardInterrupt)."""
         def handler(signum, frame):
             if self.stop_event.is_set():
                 raise KeyboardInterrupt  # second signal: stop now

@@ -30,6 +30,8 @@ class _Section(BaseModel):
 
 
 class RedisSettings(_Section):
+    """Redis connection and retry settings (env FER_REDIS__*)."""
+
     # None means "start an embedded broker" for `up`; the single-role commands need a URL.
     url: str | None = None
     prefix: str = "fer"
@@ -57,6 +59,8 @@ class RedisSettings(_Section):
 
 
 class StreamSettings(_Section):
+    """Stream bounds, the producers' crop backlog limit, message size and read blocking (env FER_STREAMS__*)."""
+
     # Bounds keep a stalled consumer from exhausting Redis memory; trimmed unread
     # entries are counted (see transport.publish).
     crops_maxlen: int = Field(20_000, ge=10)
@@ -74,6 +78,8 @@ DETECTORS: tuple[str, ...] = get_args(DetectorName)  # the names, in the order h
 
 
 class ProducerSettings(_Section):
+    """Producer detection, tracking, cropping, pacing and frame publishing settings (env FER_PRODUCER__*)."""
+
     # Face detector by name (producers/detection): BlazeFace (full range, plus short range for
     # close-ups) finds the most faces per millisecond on real video (README's detector table);
     # "haar" is the tutorial's.
@@ -123,6 +129,8 @@ class ProducerSettings(_Section):
 
 
 class WorkerSettings(_Section):
+    """Worker model, runtime, batching and reclaim settings (env FER_WORKER__*)."""
+
     runtime: Literal["litert", "keras"] = "litert"
     model: Path = DEFAULT_MODEL_DIR / "model.json"
     # Serve the dynamic-range int8 TFLite file (shipped only when within 0.5 point of float):
@@ -141,6 +149,8 @@ PgUrl = Annotated[str, StringConstraints(pattern=r"^postgres(ql)?://")]
 
 
 class ConsumerSettings(_Section):
+    """Emotion log, display and retention settings of the consumers (env FER_CONSUMER__*)."""
+
     db: Path | PgUrl = Path("out/emotions.sqlite")
     out_dir: Path = Path("out")
     window: Literal["auto", "on", "off"] = "auto"

@@ -14,6 +14,8 @@ LOGGER_GROUP = "logger"
 
 @dataclass(frozen=True)
 class StreamKeys:
+    """Every Redis key of one deployment, named under its ``prefix``."""
+
     prefix: str
 
     @property
@@ -32,6 +34,7 @@ class StreamKeys:
 
     @property
     def labels(self) -> str:
+        """Labels from every worker; the logger's and each display's consumer group read all of them."""
         return f"{self.prefix}:labels"
 
     @property
@@ -50,6 +53,7 @@ class StreamKeys:
         return f"{self.prefix}:stats"
 
     def frames(self, camera_id: str) -> str:
+        """One camera's frames (JPEG) from its producer, read by the display groups."""
         return f"{self.prefix}:frames:{camera_id}"
 
     def health(self, role: str, ident: str) -> str:
@@ -58,4 +62,5 @@ class StreamKeys:
 
     @property
     def health_pattern(self) -> str:
+        """SCAN pattern matching every heartbeat key."""
         return f"{self.prefix}:health:*"

@@ -27,6 +27,8 @@ STOP_WAIT_S = 20.0
 
 @dataclass
 class Child:
+    """One child process of `up`: its name, role, CLI arguments, log file and, once started, its process."""
+
     name: str
     role: str
     args: list[str]
@@ -35,13 +37,16 @@ class Child:
 
     @property
     def running(self) -> bool:
+        """Whether the process has been started and has not exited yet."""
         return self.popen is not None and self.popen.poll() is None
 
     @property
     def returncode(self) -> int | None:
+        """The exit status, or None before the start and while the process runs."""
         return None if self.popen is None else self.popen.poll()
 
     def log_tail(self, lines: int = 3) -> str:
+        """The last ``lines`` lines of the child's log joined by `` | ``; empty if the log is unreadable."""
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -61,6 +66,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class Supervisor:
+    """The children of `up`: starts them, watches their backlog in Redis and stops them in
+    dependency order."""
+
     settings: Settings
     transport: Transport
     log_dir: Path
@@ -68,11 +76,14 @@ class Supervisor:
     stopping: bool = False
 
     def add(self, name: str, role: str, args: list[str]) -> Child:
+        """Register a child (not started yet) that logs to ``<log_dir>/<name>.log``; returns it."""
         child = Child(name, role, args, self.log_dir / f"{name}.log")
         self.children.append(child)
         return child
 
     def start(self) -> None:
+        """Start every child with the settings in its environment: consumers first, then workers,
+        then producers, each in its own session with output appended to its log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = settings_env(self.settings)
         # Consumers first so they are in their groups before the first label exists.
@@ -86,20 +97,26 @@ class Supervisor:
             log.close()
 
     def role(self, role: str) -> list[Child]:
+        """The children that play ``role``."""
         return [c for c in self.children if c.role == role]
 
     def producers_done(self) -> bool:
+        """Whether no producer is running any more (all exited, or none started)."""
         return not any(c.running for c in self.role("producer"))
 
     def failed(self) -> list[Child]:
+        """The children that exited with a nonzero status."""
         return [c for c in self.children if c.returncode not in (None, 0)]
 
     def signal_role(self, role: str, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` (SIGTERM by default) to the running children of ``role``."""
         for c in self.role(role):
             if c.running:
                 c.popen.send_signal(sig)
 
     def wait_role(self, role: str, timeout_s: float = STOP_WAIT_S) -> None:
+        """Wait up to ``timeout_s`` in all for the children of ``role`` to exit; kill those still
+        running at the deadline (their unacked work stays pending in Redis)."""
         deadline = time.monotonic() + timeout_s
         for c in self.role(role):
             if c.popen is None:
@@ -160,6 +177,7 @@ class Supervisor:
         return drained
 
     def kill_all(self) -> None:
+        """Kill every running child at once and reap it: no ordered stop, nothing drained."""
         for c in self.children:
             if c.running:
                 c.popen.kill()

@@ -91,6 +91,8 @@ class Transport:
 
     @classmethod
     def connect(cls, settings: Settings, *, check: bool = True) -> Transport:
+        """A transport on ``settings.redis.url`` (PINGed first when ``check``); ``BrokerUnavailable``
+        without a URL or when Redis cannot be reached."""
         url = settings.redis.url
         if not url:
             msg = "no Redis URL: pass --redis-url or set FER_REDIS__URL (or use `fer-pipeline up`, which can start one)"
@@ -110,6 +112,7 @@ class Transport:
         return cls(client, StreamKeys(settings.redis.prefix), settings)
 
     def close(self) -> None:
+        """Close the Redis client and its connection pool."""
         self._client.close()
 
     # -- writing -----------------------------------------------------------------------
@@ -235,14 +238,18 @@ class Transport:
         log.warning("dead-letter %s %s from %s: %s", role, entry_id, source, reason)
 
     def incr(self, field: str, n: int = 1) -> None:
+        """Add ``n`` to ``field`` of the shared stats hash (nothing for 0)."""
         if n:
             self._client.hincrby(self.keys.stats, field, n)
 
     def stats(self) -> dict[str, int]:
+        """The shared stats hash as integers (published, trimmed unread, expired per stream; dead letters)."""
         return {k.decode(): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}
 
     # -- consumer groups ---------------------------------------------------------------
     def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        """Create ``group`` on ``stream`` (and the stream if missing), reading from ``start``; an
+        existing group is left as it is."""
         try:
             self._client.xgroup_create(stream, group, id=start, mkstream=True)
         except redis.ResponseError as e:
@@ -372,6 +379,7 @@ class Transport:
         pipe.execute()
 
     def delete_record(self, key: str) -> None:
+        """Delete the key ``key`` (a heartbeat on a clean stop)."""
         self._client.delete(key)
 
     def records(self, pattern: str) -> Iterator[tuple[str, dict[str, str]]]:

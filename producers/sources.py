@@ -149,6 +149,9 @@ def _open_file(path: Path, threads: int):
 
 
 class VideoFileSource(Source):
+    """A video file as a camera: paced to its frame rate when ``realtime``, rewound at the end
+    when ``loop``."""
+
     kind = "file"
 
     def __init__(self, path: Path, settings: Settings) -> None:
@@ -322,6 +325,9 @@ def _open_stream(url: str) -> LiveSource:
 
 # -- image folders --------------------------------------------------------------------------------
 class ImageFolderSource(Source):
+    """A folder of images as a camera: one frame per readable image in name order (paced to
+    ``FOLDER_FPS`` when ``realtime``); unreadable or oversized images are skipped."""
+
     kind = "folder"
 
     def __init__(self, path: Path, settings: Settings) -> None:

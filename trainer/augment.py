@@ -22,6 +22,8 @@ CENTRE = (SIZE - 1) / 2.0
 
 @dataclass(frozen=True)
 class AugmentParams:
+    """How strong each augmentation is; shared by the TensorFlow and NumPy appliers."""
+
     shift: float = 0.1          # translation, fraction of the side
     zoom: float = 0.1           # isotropic scale jitter
     rotate_deg: float = 12.0

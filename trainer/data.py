@@ -41,6 +41,9 @@ def default_data_dir() -> Path:
 
 @dataclass
 class FaceSet:
+    """A labelled face set: (N, 48, 48) uint8 images, labels in model output order and, from FER+,
+    optional soft targets and not-face flags."""
+
     images: np.ndarray  # (N, 48, 48) uint8
     labels: np.ndarray  # (N,) int64, model output order
     source: str

@@ -23,6 +23,8 @@ log = logging.getLogger("fer.train")
 
 @dataclass
 class Recipe:
+    """The hyperparameters of one training run; ``for_arch`` gives an architecture's defaults."""
+
     arch: str = "compact"
     epochs: int = 30
     batch_size: int = 128

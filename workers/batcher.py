@@ -17,6 +17,9 @@ T = TypeVar("T")
 
 @dataclass
 class Batcher(Generic[T]):
+    """Items collected into one batch, ready when it holds ``max_batch`` or its oldest item has
+    waited ``max_wait_s``."""
+
     max_batch: int
     max_wait_s: float
     clock: Callable[[], float] = time.monotonic

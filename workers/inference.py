@@ -39,12 +39,17 @@ LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead
 
 @dataclass(frozen=True)
 class Item:
+    """A crop read from the crops stream, with its entry id (for the ack) and ref (for dead letters)."""
+
     entry_id: str
     ref: str  # the entry id, #part within a bundle
     crop: FaceCrop
 
 
 class InferenceWorker(Service):
+    """Role "worker": labels the crops of every camera in batches, publishing each batch's labels
+    together with the acks of its crops."""
+
     role = "worker"
 
     def __init__(self, settings: Settings, transport: Transport, predictor: Predictor, ident: str | None = None) -> None:

@@ -29,6 +29,8 @@ MAX_ANCHORS_KEPT = 100  # before NMS: a frame never holds this many faces
 
 @dataclass(frozen=True)
 class BlazeFaceModel:
+    """One BlazeFace variant: its model file, input size and anchor layout."""
+
     file: str
     size: int
     strides: tuple[int, ...]
