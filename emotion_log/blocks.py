@@ -122,10 +122,10 @@ def group(entries: Iterable[tuple[str, str, int, float, int, Sequence[float]]]) 
     entries = list(entries)
     if not entries:
         return {}
-    cameras, runs, tracks, t, size, probs = zip(*entries)
-    t = np.array(t, dtype=np.float64)
-    size = np.array(size, dtype=np.int32)
-    probs = np.array(probs, dtype=np.float32).T  # (K, n)
+    cameras, runs, tracks, t_in, size_in, probs_in = zip(*entries)
+    t = np.array(t_in, dtype=np.float64)
+    size = np.array(size_in, dtype=np.int32)
+    probs = np.array(probs_in, dtype=np.float32).T  # (K, n)
     at: dict[Key, list[int]] = {}
     for i, key in enumerate(zip(cameras, runs, tracks)):
         at.setdefault(key, []).append(i)

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from fer_pipeline.emotion_log import blocks, schema
-from fer_pipeline.emotion_log.reader import merge_chunks, read_batches, split_whole_tracks
+from fer_pipeline.emotion_log.reader import Chunk, merge_chunks, read_batches, split_whole_tracks
 from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
 from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
@@ -99,7 +99,7 @@ class PostgresStore:
             # store creates the trigger under it): two orders would deadlock.
             cur.execute(blocks.POSTGRES.lock)
             cur.executemany(_INSERT, rows, returning=True)
-            inserted = set()
+            inserted: set[str] = set()
             while True:
                 inserted.update(r[0] for r in cur.fetchall())
                 if not cur.nextset():
@@ -196,7 +196,7 @@ class PostgresStore:
                     cur.executemany(blocks.POSTGRES.insert, list(blocks.bulk_from_columns(
                         c.cameras, c.camera, c.runs, c.run, c.track, c.t, c.size, c.probs)))
 
-            pending = []
+            pending: list[Chunk] = []
             for batch in read_batches(self._db, Selection(blocks=False), "postgres"):
                 whole, rest = split_whole_tracks(merge_chunks([*pending, batch]))
                 store(whole)

@@ -21,9 +21,11 @@ the same time.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,12 +57,14 @@ _SELECT_ALL = {"?": f"SELECT camera_id, {_COLS_SQLITE} FROM labels", "%s": f"SEL
 
 
 def _filters(options: Selection, placeholder: str, part: Part | None, since_column: str, until_column: str
-             ) -> tuple[list[str], list]:
-    where, params = [], []
+             ) -> tuple[list[str], list[str | int | float]]:
+    where: list[str] = []
+    params: list[str | int | float] = []
     if part is not None:
         where.append(f"camera_id = {placeholder}")
         params.append(part.camera)
         if part.lo is not None:
+            assert part.hi is not None, "a part's track range has both ends"
             where.append(f"track_id >= {placeholder} AND track_id < {placeholder}")
             params += [int(part.lo), int(part.hi)]
     elif options.cameras:
@@ -301,8 +305,8 @@ class SqliteLog:
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"no emotion log at {self.path}")
-        self._db = None
-        self._adbc = None  # opened at the first read of rows; False: not installed
+        self._db: sqlite3.Connection | None = None
+        self._adbc: Any = None  # opened at the first read of rows; False: not installed
         if has_blocks is None:
             import sqlite3
 

@@ -57,11 +57,11 @@ def create_table(dialect: Dialect) -> str:
             "CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captured_at);\n")
 
 
-def _checked(placeholder: str) -> str:
+def _checked(placeholder: str) -> Placeholder:
     # The one value spliced into SQL besides the column names: only a driver's placeholder.
     if placeholder not in ("?", "%s"):
         raise ValueError(f"not a DB-API placeholder: {placeholder!r}")
-    return placeholder
+    return "?" if placeholder == "?" else "%s"
 
 
 def insert_sql(placeholder: Placeholder) -> str:
@@ -74,13 +74,14 @@ ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
 
 
 def erase_filter(camera_id: str, track_id: int | None, run_id: str | None,
-                 placeholder: Placeholder = "?") -> tuple[str, list]:
+                 placeholder: Placeholder = "?") -> tuple[str, list[str | int]]:
     """WHERE text and parameters selecting one camera's rows (optionally one track/run).
 
     The text holds only fixed column names and the driver's placeholder; values go in as
     parameters.
     """
-    where, params = f"camera_id = {placeholder}", [camera_id]
+    where = f"camera_id = {placeholder}"
+    params: list[str | int] = [camera_id]
     if track_id is not None:
         where += f" AND track_id = {placeholder}"
         params.append(int(track_id))
@@ -119,7 +120,8 @@ def timeline_sql(placeholder: Placeholder, run_id: str | None) -> str:
 def timeline_rows(rows: list[tuple]) -> list[TimelineRow]:
     """``timeline_sql``'s rows as ``TimelineRow``s, the probability columns gathered into a tuple."""
     n = len(PROB_COLUMNS)
-    return [TimelineRow(*r[:8], probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
+    return [TimelineRow(r[0], r[1], int(r[2]), float(r[3]), float(r[4]), float(r[5]), r[6], float(r[7]),
+                        probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,8 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
         self.workdir.cleanup()
 
     def __enter__(self) -> EmbeddedBroker:

@@ -191,7 +191,7 @@ def problems(status: PipelineStatus) -> list[str]:
 
 def render(status: PipelineStatus):
     """A rich renderable: a headline, per-group lag/pending, processes, problems."""
-    from rich.console import Group
+    from rich.console import Group, RenderableType
     from rich.table import Table
     from rich.text import Text
 
@@ -227,6 +227,7 @@ def render(status: PipelineStatus):
     for p in status.processes:
         procs.add_row(p.role, p.ident, f"{p.uptime_s:,.0f}s", *(f"{p.counters[c]:,.0f}" if c in p.counters else ""
                                                                   for c in shown))
-    parts = [head, stages, procs if status.processes else Text("no live processes", style="yellow")]
+    parts: list[RenderableType] = [head, stages,
+                                   procs if status.processes else Text("no live processes", style="yellow")]
     parts += [Text(f"! {p}", style="bold red") for p in status.problems]
     return Group(*parts)

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgpack
 import numpy as np
@@ -30,7 +30,7 @@ from pydantic import (
 from fer_pipeline.errors import MessageError
 from fer_pipeline.labels import EMOTIONS, NUM_CLASSES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 CROP_SIZE = 48
 CROP_BYTES = CROP_SIZE * CROP_SIZE
 # Pixel payloads must arrive as msgpack bin: lax validation would turn a str into bytes.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import redis
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+def _s(v: bytes | str | int) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def group_lag(client: redis.Redis, stream: str, info: dict) -> int:
@@ -23,7 +23,7 @@ def group_lag(client: redis.Redis, stream: str, info: dict) -> int:
     if lag is not None:
         return int(lag)
     last = _s(info["last-delivered-id"])
-    return len(client.xrange(stream, min=f"({last}", count=100_000)) if last else 0
+    return len(client.xrange(stream, min=f"({last}", count=100_000) or []) if last else 0
 
 
 def autoclaim_missing(client: redis.Redis, stream: str, group: str, consumer: str, reply: list) -> list[str]:

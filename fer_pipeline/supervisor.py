@@ -111,7 +111,7 @@ class Supervisor:
     def signal_role(self, role: str, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` (SIGTERM by default) to the running children of ``role``."""
         for c in self.role(role):
-            if c.running:
+            if c.running and c.popen is not None:
                 c.popen.send_signal(sig)
 
     def wait_role(self, role: str, timeout_s: float = STOP_WAIT_S) -> None:
@@ -179,7 +179,7 @@ class Supervisor:
     def kill_all(self) -> None:
         """Kill every running child at once and reap it: no ordered stop, nothing drained."""
         for c in self.children:
-            if c.running:
+            if c.running and c.popen is not None:
                 c.popen.kill()
                 c.popen.wait()
 

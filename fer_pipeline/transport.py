@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -76,6 +76,8 @@ class Entry(NamedTuple):
         reason when it is not one, an unreadable bundle included."""
         if self.malformed:
             raise MessageError(self.malformed)
+        if self.payload is None:
+            raise MessageError("the entry was deleted before it was read")
         return decode(self.payload, max_bytes=max_bytes, expect=expect)
 
 
@@ -229,7 +231,7 @@ class Transport:
 
     def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
         """Park a bad message with why it was rejected; the original payload is kept as is."""
-        fields = {
+        fields: dict[Any, Any] = {  # redis-py types field values narrower than what it sends
             "reason": reason[:500], "source": source, "id": entry_id, "role": role,
             "at": f"{time.time():.3f}", "payload": payload if payload is not None else b"",
         }
@@ -244,7 +246,7 @@ class Transport:
 
     def stats(self) -> dict[str, int]:
         """The shared stats hash as integers (published, trimmed unread, expired per stream; dead letters)."""
-        return {k.decode(): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}
+        return {_s(k): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}
 
     # -- consumer groups ---------------------------------------------------------------
     def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
@@ -278,7 +280,7 @@ class Transport:
         """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no
         group; ``count`` counts entries. ``newest``: the last ``count`` entries instead."""
         if newest:
-            return _entries([(stream, list(reversed(self._client.xrevrange(stream, count=count))))],
+            return _entries([(stream, list(reversed(self._client.xrevrange(stream, count=count) or [])))],
                             self.settings.streams.max_payload_bytes)
         return _entries([(stream, self._client.xrange(stream, min=start, count=count))],
                         self.settings.streams.max_payload_bytes)
@@ -374,7 +376,7 @@ class Transport:
         """Replace the hash ``key`` with ``fields``, expiring after ``ttl_s``, in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         pipe.delete(key)
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=cast(Any, fields))
         pipe.pexpire(key, int(ttl_s * 1000))
         pipe.execute()
 

@@ -269,6 +269,7 @@ def train(train_set: FaceSet, recipe: Recipe, run_dir: Path, *, resume: bool = F
             _dataset(tr, recipe, training=True, weights=weights, start_epoch=initial),
             validation_data=_dataset(va, recipe, training=False),
             epochs=recipe.epochs, initial_epoch=initial, verbose=0,
+            shuffle=False,  # the dataset shuffles itself (Keras ignores this for datasets, and warns)
             callbacks=[_EpochLog(run_dir, state, recipe, printer, deadline)],
         )
     state["finished"] = time.time()

@@ -69,6 +69,7 @@ def tls_redis(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
+        proc.stdout.close()
 
 
 @pytest.mark.slow
@@ -134,6 +135,8 @@ def test_a_password_rotated_under_a_running_logger_stops_it_with_one_line(tls_re
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.communicate(timeout=10)  # reap it and close its pipes
         admin.close()
     assert proc.returncode == 1, err
     lines = err.strip().splitlines()
