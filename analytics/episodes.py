@@ -9,19 +9,15 @@ is per track, so reducing chunk by chunk gives the numbers of one pass over ever
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fer_pipeline.analytics.options import STATES, UNKNOWN, ReportOptions
 from fer_pipeline.analytics.runs import collect_runs
+from fer_pipeline.emotion_log.reader import LogSource
 from fer_pipeline.labels import EMOTIONS
-
-if TYPE_CHECKING:
-    from psycopg import Connection as PgConnection
 
 S = len(STATES)
 
@@ -231,8 +227,8 @@ def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> 
     return report
 
 
-def build_report(source: Path | str | sqlite3.Connection | PgConnection, options: ReportOptions) -> Report:
+def build_report(source: Path | str | LogSource, options: ReportOptions) -> Report:
     """Read the selected labels from ``source`` (a SQLite path, which is read in parallel
-    parts, or an open sqlite3 or PostgreSQL connection) and summarise them."""
+    parts, or an open ``LogSource`` such as a PostgreSQL ``ConnectionLog``) and summarise them."""
     pieces, n = collect_runs(source, options, lambda keys, runs: reduce_runs(keys, runs, options))
     return summarise(pieces, options, n)

@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,18 +37,16 @@ from fer_pipeline.analytics.options import UNKNOWN, ReportOptions
 from fer_pipeline.analytics.smoothing import smoothed_states
 from fer_pipeline.emotion_log.reader import (
     Chunk,
+    LogSource,
     Part,
     SqliteLog,
     camera_ids,
     continuing_rows,
     merge_chunks,
     plan_parts,
-    read_batches,
     split_whole_tracks,
 )
 
-if TYPE_CHECKING:
-    from psycopg import Connection as PgConnection
 
 def _grouped(chunk: Chunk) -> tuple[Chunk, np.ndarray]:
     """The chunk in (camera, track, run, time) order and where each (camera, run, track)
@@ -124,20 +120,18 @@ def sqlite_parts(path, options: ReportOptions) -> tuple[list[Part], int, bool]:
         return plan_parts(log, options, cams, 2 * threads if threads > 1 else 1), threads, log.blocks
 
 
-def collect_runs(source: Path | str | sqlite3.Connection | PgConnection, options: ReportOptions, reduce: Callable = lambda keys, runs: (keys, runs)
+def collect_runs(source: Path | str | LogSource, options: ReportOptions, reduce: Callable = lambda keys, runs: (keys, runs)
                  ) -> tuple[list, int]:
     """Stream the selected labels into runs, chunk by chunk of whole tracks; returns
     ([reduce(keys, runs) of each chunk, in report order], labels read).
 
-    A SQLite log is read in parts (a camera, or a range of its track ids) by
+    ``source`` is a SQLite path, or any open ``LogSource``. A SQLite path is read in parts (a camera, or a range of its track ids) by
     ``options.threads`` threads, each with its own connection; ``reduce`` runs in those
     threads too. Reading and numpy release the GIL, and tracks never span parts. The parts'
     results are joined in part order, which is the order of one sequential read.
     """
-    if isinstance(source, sqlite3.Connection):
-        return _collect(read_batches(source, options, "sqlite"), options, reduce)
     if not isinstance(source, (str, Path)):
-        return _collect(read_batches(source, options, "postgres"), options, reduce)
+        return _collect(source.batches(options), options, reduce)
     parts, threads, has_blocks = sqlite_parts(source, options)
     results: list[tuple[list, int]] = [([], 0)] * len(parts)
     taken = itertools.count()

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fer_pipeline.emotion_log import schema
 from fer_pipeline.labels import EMOTIONS
 
 K = len(EMOTIONS)
@@ -192,50 +193,26 @@ class Dialect:
     select_all: str
 
 
-_COLUMNS = "camera_id, run_id, track_id, first_at, last_at, n, sealed, t, size, probs"
 # Small columns first: a scan of the metadata never reads the BLOBs' overflow pages.
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS label_blocks (
-    id       INTEGER PRIMARY KEY,
-    camera_id TEXT NOT NULL,
-    run_id   TEXT NOT NULL,
-    track_id INTEGER NOT NULL,
-    first_at REAL NOT NULL,
-    last_at  REAL NOT NULL,
-    n        INTEGER NOT NULL,
-    sealed   INTEGER NOT NULL,
-    t        BLOB NOT NULL,
-    size     BLOB NOT NULL,
-    probs    BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS label_blocks_by_track ON label_blocks (camera_id, track_id, first_at);
+_TABLE: tuple[schema.Column, ...] = (
+    ("id", "serial", False), ("camera_id", "text", False), ("run_id", "text", False), ("track_id", "bigint", False),
+    ("first_at", "real", False), ("last_at", "real", False), ("n", "int", False), ("sealed", "int", False),
+    ("t", "blob", False), ("size", "blob", False), ("probs", "blob", False),
+)
+_COLUMNS = ", ".join(name for name, _, _ in _TABLE[1:])  # all but the id
+_INDEXES = """CREATE INDEX IF NOT EXISTS label_blocks_by_track ON label_blocks (camera_id, track_id, first_at);
 CREATE INDEX IF NOT EXISTS label_blocks_open ON label_blocks (camera_id, run_id, track_id, last_at) WHERE sealed = 0;
 CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS labels_inserted_without_blocks AFTER INSERT ON labels
+"""
+_SQLITE_TRIGGERS = """CREATE TRIGGER IF NOT EXISTS labels_inserted_without_blocks AFTER INSERT ON labels
 WHEN NOT EXISTS (SELECT 1 FROM log_meta WHERE key = 'writer_keeps_blocks')
 BEGIN DELETE FROM log_meta WHERE key = 'blocks'; END;
 CREATE TRIGGER IF NOT EXISTS labels_deleted_without_blocks AFTER DELETE ON labels
 WHEN NOT EXISTS (SELECT 1 FROM log_meta WHERE key = 'writer_keeps_blocks')
 BEGIN DELETE FROM log_meta WHERE key = 'blocks'; END;
 """
-_PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS label_blocks (
-    id       BIGSERIAL PRIMARY KEY,
-    camera_id TEXT NOT NULL,
-    run_id   TEXT NOT NULL,
-    track_id BIGINT NOT NULL,
-    first_at DOUBLE PRECISION NOT NULL,
-    last_at  DOUBLE PRECISION NOT NULL,
-    n        INTEGER NOT NULL,
-    sealed   INTEGER NOT NULL,
-    t        BYTEA NOT NULL,
-    size     BYTEA NOT NULL,
-    probs    BYTEA NOT NULL
-);
-CREATE INDEX IF NOT EXISTS label_blocks_by_track ON label_blocks (camera_id, track_id, first_at);
-CREATE INDEX IF NOT EXISTS label_blocks_open ON label_blocks (camera_id, run_id, track_id, last_at) WHERE sealed = 0;
-CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+_SQLITE_SCHEMA = schema.table_sql("label_blocks", _TABLE, "sqlite") + _INDEXES + _SQLITE_TRIGGERS
+_PG_SCHEMA = schema.table_sql("label_blocks", _TABLE, "postgres") + _INDEXES
 # The writers that do not keep blocks (an older version of this program, a script, psql) are
 # caught by triggers in the database itself, which they fire too: a row inserted or deleted
 # by anyone but a writer that says it keeps blocks drops the marker, so the report reads rows

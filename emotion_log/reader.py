@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -431,6 +431,28 @@ def plan_parts(log: SqliteLog, options: Selection, cameras: list[str], pieces: i
         cuts = np.linspace(span[0], span[1] + 1, pieces + 1).round().astype(np.int64).tolist()
         parts += [Part(camera, a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
     return parts
+
+
+class LogSource(Protocol):
+    """An open emotion log that gives the selected labels in column batches, ordered by
+    camera and track (the analytics read any such source; a SQLite path is also read in
+    parallel parts, see ``analytics.runs``)."""
+
+    def batches(self, selection: Selection) -> Iterator[Chunk]:
+        """The selected labels, batch by batch (about ``selection.chunk_rows`` each)."""
+        ...
+
+
+class ConnectionLog:
+    """A ``LogSource`` over an open connection the caller owns: sqlite3, or psycopg for PostgreSQL."""
+
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self.conn = conn
+        self.dialect: Dialect = dialect
+
+    def batches(self, selection: Selection) -> Iterator[Chunk]:
+        """The selected labels from the label blocks when they cover the log, else from the rows."""
+        return read_batches(self.conn, selection, self.dialect)
 
 
 def read_batches(conn, options: Selection, dialect: Dialect) -> Iterator[Chunk]:

@@ -20,8 +20,9 @@ Placeholder = Literal["?", "%s"]
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
 
-# (name, kind, nullable); kinds map to each dialect's type below.
-_TABLE: tuple[tuple[str, str, bool], ...] = (
+Column = tuple[str, str, bool]  # (name, kind, nullable); kinds map to each dialect's type below
+
+_TABLE: tuple[Column, ...] = (
     ("crop_id", "key", False),
     ("camera_id", "text", False),
     ("run_id", "text", False),
@@ -42,19 +43,28 @@ _TABLE: tuple[tuple[str, str, bool], ...] = (
 COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in _TABLE)
 
 _TYPES: dict[Dialect, dict[str, str]] = {
-    "sqlite": {"key": "TEXT PRIMARY KEY", "text": "TEXT", "bigint": "INTEGER", "int": "INTEGER", "real": "REAL"},
-    "postgres": {"key": "TEXT PRIMARY KEY", "text": "TEXT", "bigint": "BIGINT", "int": "INTEGER",
-                 "real": "DOUBLE PRECISION"},
+    "sqlite": {"key": "TEXT PRIMARY KEY", "serial": "INTEGER PRIMARY KEY", "text": "TEXT", "bigint": "INTEGER",
+               "int": "INTEGER", "real": "REAL", "blob": "BLOB"},
+    "postgres": {"key": "TEXT PRIMARY KEY", "serial": "BIGSERIAL PRIMARY KEY", "text": "TEXT", "bigint": "BIGINT",
+                 "int": "INTEGER", "real": "DOUBLE PRECISION", "blob": "BYTEA"},
 }
+_TABLES = ("labels", "label_blocks")  # the only names table_sql writes
+
+
+def table_sql(table: str, columns: tuple[Column, ...], dialect: Dialect) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for ``columns`` in ``dialect``'s types (one list, both dialects)."""
+    if table not in _TABLES:
+        raise ValueError(f"not a table of the emotion log: {table!r}")
+    types = _TYPES[dialect]
+    cols = ",\n    ".join(f"{name} {types[kind]}{'' if null or kind in ('key', 'serial') else ' NOT NULL'}"
+                          for name, kind, null in columns)
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n    {cols}\n);\n"
 
 
 def create_table(dialect: Dialect) -> str:
     """The ``labels`` table and its index, for ``dialect``."""
-    types = _TYPES[dialect]
-    cols = ",\n    ".join(f"{name} {types[kind]}{'' if null or kind == 'key' else ' NOT NULL'}"
-                          for name, kind, null in _TABLE)
-    return (f"CREATE TABLE IF NOT EXISTS labels (\n    {cols}\n);\n"
-            "CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captured_at);\n")
+    return (table_sql("labels", _TABLE, dialect)
+            + "CREATE INDEX IF NOT EXISTS labels_by_track ON labels (camera_id, track_id, captured_at);\n")
 
 
 def _checked(placeholder: str) -> Placeholder:

@@ -65,17 +65,18 @@ def status(
 
 @contextmanager
 def _source(db: str | None):
-    """What the analytics read: the SQLite path, or an open PostgreSQL connection."""
+    """What the analytics read: the SQLite path, or a ``ConnectionLog`` on an open PostgreSQL connection."""
     from fer_pipeline.emotion_log.store import is_postgres_url
 
     s = build_settings(consumer={"db": db})
     target = str(s.consumer.db)
     if is_postgres_url(target):
         from fer_pipeline.emotion_log.postgres import connect
+        from fer_pipeline.emotion_log.reader import ConnectionLog
 
         conn = connect(target)
         try:
-            yield conn
+            yield ConnectionLog(conn, "postgres")
         finally:
             conn.close()
     else:

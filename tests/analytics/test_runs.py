@@ -10,7 +10,7 @@ import pytest
 
 from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions, parse_time
-from fer_pipeline.emotion_log.reader import select_sql
+from fer_pipeline.emotion_log.reader import ConnectionLog, select_sql
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from tests.logs import T0, same_report, track_labels
@@ -123,7 +123,7 @@ def test_chunked_and_dbapi_reading_agree(db, tmp_path):
         assert report(path, chunk_rows=chunk_rows).episodes == whole.episodes
     conn = sqlite3.connect(path)
     try:
-        via_dbapi = build_report(conn, ReportOptions(chunk_rows=50))
+        via_dbapi = build_report(ConnectionLog(conn, "sqlite"), ReportOptions(chunk_rows=50))
     finally:
         conn.close()
     assert via_dbapi.tracks == whole.tracks and via_dbapi.transitions == whole.transitions
@@ -228,7 +228,7 @@ def test_parts_threads_batches_and_readers_agree(tmp_path, monkeypatch):
         assert same_report(report(path, **kw), base), kw
     conn = sqlite3.connect(path)
     try:
-        assert same_report(build_report(conn, ReportOptions(chunk_rows=13)), base)
+        assert same_report(build_report(ConnectionLog(conn, "sqlite"), ReportOptions(chunk_rows=13)), base)
     finally:
         conn.close()
     monkeypatch.setitem(sys.modules, "adbc_driver_sqlite.dbapi", None)  # the stdlib reader

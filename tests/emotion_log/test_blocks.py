@@ -17,7 +17,7 @@ from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.cli import app
 from fer_pipeline.emotion_log import blocks
-from fer_pipeline.emotion_log.reader import SqliteLog
+from fer_pipeline.emotion_log.reader import ConnectionLog, SqliteLog
 from fer_pipeline.emotion_log.schema import label_row
 from fer_pipeline.emotion_log.sqlite import _INSERT, _SCHEMA, SqliteStore
 from tests.logs import FPS, T0, K, assert_invariant, day, deliver, label, same_report
@@ -113,9 +113,9 @@ def test_block_report_equals_row_report_on_a_messy_log(messy):
     # The DB-API readers (sqlite3 connection) and the stdlib row reader agree too.
     conn = sqlite3.connect(path)
     try:
-        assert same_report(build_report(conn, ReportOptions(chunk_rows=13)), build_report(path, ReportOptions()))
-        assert same_report(build_report(conn, ReportOptions(since=T0 + 50, chunk_rows=100)),
-                           build_report(conn, ReportOptions(since=T0 + 50, chunk_rows=100, blocks=False)))
+        assert same_report(build_report(ConnectionLog(conn, "sqlite"), ReportOptions(chunk_rows=13)), build_report(path, ReportOptions()))
+        assert same_report(build_report(ConnectionLog(conn, "sqlite"), ReportOptions(since=T0 + 50, chunk_rows=100)),
+                           build_report(ConnectionLog(conn, "sqlite"), ReportOptions(since=T0 + 50, chunk_rows=100, blocks=False)))
     finally:
         conn.close()
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.cli import app
+from fer_pipeline.emotion_log.reader import ConnectionLog
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
@@ -68,8 +69,8 @@ def test_report_over_postgres_matches_sqlite(pg_url, tmp_path):
         s.add(labels)
     conn = psycopg.connect(pg_url)
     try:
-        pg = build_report(conn, ReportOptions(chunk_rows=50))
-        only_door = build_report(conn, ReportOptions(cameras=("door",), since=T0, until=T0 + 10))
+        pg = build_report(ConnectionLog(conn, "postgres"), ReportOptions(chunk_rows=50))
+        only_door = build_report(ConnectionLog(conn, "postgres"), ReportOptions(cameras=("door",), since=T0, until=T0 + 10))
     finally:
         conn.close()
     lite = build_report(tmp_path / "same.sqlite", ReportOptions())
@@ -143,9 +144,9 @@ def pg_same_reports(url, options) -> None:
     conn = psycopg.connect(url)
     try:
         for kw in options:
-            from_rows = build_report(conn, ReportOptions(blocks=False, **kw))
+            from_rows = build_report(ConnectionLog(conn, "postgres"), ReportOptions(blocks=False, **kw))
             assert from_rows.labels_read, kw
-            assert same_report(build_report(conn, ReportOptions(**kw)), from_rows), kw
+            assert same_report(build_report(ConnectionLog(conn, "postgres"), ReportOptions(**kw)), from_rows), kw
     finally:
         conn.close()
 
