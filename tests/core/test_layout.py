@@ -46,3 +46,17 @@ def test_nothing_but_the_cli_imports_the_dashboard():
 
 def test_stream_consumers_do_not_import_analytics():
     assert offenders("consumers", {"analytics", "dashboard"}) == []
+
+
+def test_only_the_transport_touches_the_redis_client():
+    """Every Redis operation of the product is a Transport method (transport.py owns the client)."""
+    found = []
+    for folder in PACKAGES:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path.name in ("transport.py", "redis_compat.py"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Attribute) and node.attr in ("client", "_client") and \
+                        not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} .{node.attr}")
+    assert found == []
