@@ -18,8 +18,9 @@ import threading
 from collections.abc import Callable, Sequence
 
 from fer_pipeline.emotion_log import blocks, schema
+from fer_pipeline.emotion_log.queries import StoreReads
 from fer_pipeline.emotion_log.reader import Chunk, merge_chunks, read_batches, split_whole_tracks
-from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
+from fer_pipeline.emotion_log.schema import Placeholder
 from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
@@ -47,7 +48,7 @@ def connect(url: str):
         raise ConfigError(f"cannot open the emotion database {redact_url(url)}: {first[:200]}") from e
 
 
-class PostgresStore:
+class PostgresStore(StoreReads):
     """A PostgreSQL table of labels (and its label blocks) with the SQLite store's interface
     (add, count, timeline, prune, erase, backfill); safe to share between threads (one lock,
     one connection).
@@ -58,6 +59,8 @@ class PostgresStore:
     Raises:
         ConfigError: psycopg is missing, or the database cannot be reached or written.
     """
+
+    _placeholder: Placeholder = "%s"
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -112,28 +115,6 @@ class PostgresStore:
             if new:
                 blocks.add(cur, blocks.POSTGRES, map(schema.block_entry, new), self._seal_checks)
             return len(new)
-
-    def count(self, camera_id: str | None = None) -> int:
-        """Rows stored (of one camera)."""
-        with self._lock:
-            if camera_id is None:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM labels").fetchone()
-            else:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM labels WHERE camera_id = %s", (camera_id,)).fetchone()
-        return int(n)
-
-    def timeline(self, camera_id: str, track_id: int, run_id: str | None = None) -> list[TimelineRow]:
-        """One track's labels in capture order (of one run when ``run_id`` is given)."""
-        params: list = [camera_id, track_id] + ([] if run_id is None else [run_id])
-        with self._lock:
-            rows = self._db.execute(schema.timeline_sql("%s", run_id), params).fetchall()
-        return schema.timeline_rows(rows)
-
-    def summary(self) -> list[TrackSummary]:
-        """Per camera run and track: label count, dominant emotion, time span, mean latency."""
-        with self._lock:
-            rows = self._db.execute(schema.SUMMARY_SQL).fetchall()
-        return schema.track_summaries(rows)
 
     def prune(self, before: float, *, dry_run: bool = False) -> int:
         """Delete rows captured before ``before`` (epoch seconds), and drop them from the label

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fer_pipeline.emotion_log import blocks, schema
+from fer_pipeline.emotion_log.queries import StoreReads
 from fer_pipeline.emotion_log.reader import Part, camera_ids, merge_chunks, read_rows
-from fer_pipeline.emotion_log.schema import TimelineRow, TrackSummary
+from fer_pipeline.emotion_log.schema import Placeholder
 from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
@@ -41,7 +42,7 @@ _CLEAR_CAMERA = "DELETE FROM label_blocks WHERE camera_id = ?"
 BACKFILL_ROWS = 65_536  # per transaction: ~1 s of the write lock on 2 cores, so a live logger hardly waits
 
 
-class SqliteStore:
+class SqliteStore(StoreReads):
     """A SQLite table of labels (and its label blocks); safe to share between threads (one
     lock, one connection).
 
@@ -51,6 +52,8 @@ class SqliteStore:
     Raises:
         ConfigError: the file cannot be created or opened for writing.
     """
+
+    _placeholder: Placeholder = "?"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
@@ -113,31 +116,6 @@ class SqliteStore:
                 self._db.executemany(_INSERT, new)
                 blocks.add(self._db, blocks.SQLITE, map(schema.block_entry, new), self._seal_checks)
             return len(new)
-
-    def count(self, camera_id: str | None = None) -> int:
-        """Rows stored, for one camera or all."""
-        with self._lock:
-            if camera_id is None:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM labels").fetchone()
-            else:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM labels WHERE camera_id = ?", (camera_id,)).fetchone()
-        return int(n)
-
-    def timeline(self, camera_id: str, track_id: int, run_id: str | None = None) -> list[TimelineRow]:
-        """One track's labels ordered by capture time (then frame, face).
-
-        Track ids restart with each producer run; pass ``run_id`` to keep to one run.
-        """
-        params: list = [camera_id, track_id] + ([] if run_id is None else [run_id])
-        with self._lock:
-            rows = self._db.execute(schema.timeline_sql("?", run_id), params).fetchall()
-        return schema.timeline_rows(rows)
-
-    def summary(self) -> list[TrackSummary]:
-        """Per camera run and track: label count, dominant emotion, time span, mean latency."""
-        with self._lock:
-            rows = self._db.execute(schema.SUMMARY_SQL).fetchall()
-        return schema.track_summaries(rows)
 
     def prune(self, before: float, *, dry_run: bool = False) -> int:
         """Retention: delete rows captured before ``before`` (epoch seconds); returns how many.
