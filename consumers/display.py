@@ -37,6 +37,10 @@ MIN_BUFFER = 30
 MAX_LABEL_FRAMES = 600     # buffered not-yet-framed label sets per camera run
 MAX_RUNS = 16              # camera runs remembered (label buffers, last drawn frame)
 MAX_TRACKS = 256           # last-known labels kept per camera
+# MPEG-4 (mp4v) refuses a side of 8192 px or more and a time base beyond 1/65535 s: a video
+# file is fitted into these (a 596x8400 PNG from an image folder is legitimate input).
+MAX_VIDEO_SIDE = 4096
+MIN_VIDEO_FPS, MAX_VIDEO_FPS = 1.0, 1000.0
 
 
 def screen_available() -> bool:
@@ -68,8 +72,8 @@ class _VideoSink:
             n = self._count.get(camera_id, 0)
             name = _safe_name(camera_id) + (f"-{n + 1}" if n else "") + ".mp4"
             path = self.out_dir / name
-            size = (image.shape[1], image.shape[0])
-            rate = self.fps_override or fps or DEFAULT_FPS
+            size = _video_size(image.shape[1], image.shape[0])
+            rate = _video_rate(self.fps_override or fps or DEFAULT_FPS)
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), rate, size)
             if not writer.isOpened():
                 raise ConfigError(f"cannot write video {path} (mp4v, {size[0]}x{size[1]})")
@@ -383,6 +387,21 @@ class DisplayService(Service):
             raise ConfigError(f"cannot create the output folder {out}: {e.strerror or e}") from e
         self._video = _VideoSink(out, self.settings.consumer.fps)
         return self._video
+
+
+def _video_rate(fps: float) -> float:
+    """The rate a video file is written at: within what MPEG-4 takes, and rounded so that
+    the time base's denominator (the rate's numerator as a fraction) stays under 65536
+    (530.416 fps would need 66302; 530.42 needs 26521)."""
+    fps = min(max(fps, MIN_VIDEO_FPS), MAX_VIDEO_FPS)
+    return round(fps, 2) if fps < 600 else float(round(fps))
+
+
+def _video_size(width: int, height: int) -> tuple[int, int]:
+    """The frame size a camera's video is written at: the first frame's, scaled to fit
+    ``MAX_VIDEO_SIDE`` (aspect kept, at least 2 px a side)."""
+    scale = min(1.0, MAX_VIDEO_SIDE / max(width, height))
+    return max(2, round(width * scale)), max(2, round(height * scale))
 
 
 def _safe_name(camera_id: str) -> str:

@@ -35,9 +35,27 @@ CROP_SIZE = 48
 CROP_BYTES = CROP_SIZE * CROP_SIZE
 # Pixel payloads must arrive as msgpack bin: lax validation would turn a str into bytes.
 RawBytes = Annotated[bytes, Strict()]
-# Times must be real numbers: a NaN capture time would sort nowhere in a timeline and break
-# the log's per-track blocks, so it is refused (dead-lettered) where the message is received.
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Every number a message carries is bounded to what its consumers store and draw, so a
+# schema-valid message can never crash one (SQLite INTEGER is int64, the label blocks keep
+# sizes as int32, OpenCV's video writer wants a sane frame rate): such a message is refused
+# (dead-lettered) where it is received instead.
+# Times are epoch seconds: real numbers (a NaN would sort nowhere in a timeline), after 1970
+# and before 2286.
+MAX_TIME = 1e10
+Finite = Annotated[float, Field(ge=0.0, lt=MAX_TIME, allow_inf_nan=False)]
+# Frame numbers, track ids and counts: 2**53 keeps them exact in a float and in the
+# dashboard's JSON, and far inside int64 (a 1000 fps camera would need 285,000 years).
+MAX_COUNT = 2**53
+Count = Annotated[int, Field(ge=0, lt=MAX_COUNT)]
+# Box coordinates and sides in source pixels: 2**20 is beyond any frame we accept.
+MAX_SIDE = 2**20
+MAX_FACES = 1024  # faces in one frame
+MAX_FPS = 1000.0
+
+
+def _name(max_length: int):
+    # Identifiers and names: no NUL, which PostgreSQL's text cannot hold (SQLite's can).
+    return Field(min_length=1, max_length=max_length, pattern=r"^[^\x00]+$")
 
 
 class _Message(BaseModel):
@@ -52,23 +70,23 @@ class BBox(BaseModel):
     """Face box in source-frame pixels."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(gt=0)
-    h: int = Field(gt=0)
+    x: int = Field(ge=0, lt=MAX_SIDE)
+    y: int = Field(ge=0, lt=MAX_SIDE)
+    w: int = Field(gt=0, le=MAX_SIDE)
+    h: int = Field(gt=0, le=MAX_SIDE)
 
 
 class FaceCrop(_Message):
     """One detected face: a 48x48 gray crop plus where and when it came from."""
 
     kind: Literal["crop"] = "crop"
-    camera_id: str = Field(min_length=1, max_length=128)
+    camera_id: str = _name(128)
     # A producer run id: frame numbers restart when a camera restarts, this keeps crop ids unique.
-    run_id: str = Field(min_length=1, max_length=64)
-    frame_index: int = Field(ge=0)
-    face_index: int = Field(ge=0, lt=1024)
-    faces_in_frame: int = Field(ge=1, le=1024)
-    track_id: int = Field(ge=0)
+    run_id: str = _name(64)
+    frame_index: Count
+    face_index: int = Field(ge=0, lt=MAX_FACES)
+    faces_in_frame: int = Field(ge=1, le=MAX_FACES)
+    track_id: Count
     bbox: BBox
     captured_at: Finite
     published_at: Finite
@@ -146,19 +164,19 @@ class Label(_Message):
     """The worker's answer for one crop."""
 
     kind: Literal["label"] = "label"
-    crop_id: str = Field(min_length=1, max_length=512)
-    camera_id: str = Field(min_length=1, max_length=128)
-    run_id: str = Field(min_length=1, max_length=64)
-    frame_index: int = Field(ge=0)
-    face_index: int = Field(ge=0)
-    faces_in_frame: int = Field(ge=1)
-    track_id: int = Field(ge=0)
+    crop_id: str = _name(512)
+    camera_id: str = _name(128)
+    run_id: str = _name(64)
+    frame_index: Count
+    face_index: int = Field(ge=0, lt=MAX_FACES)
+    faces_in_frame: int = Field(ge=1, le=MAX_FACES)
+    track_id: Count
     bbox: BBox
     emotion: str
     confidence: float = Field(ge=0.0, le=1.0)
     probabilities: tuple[float, ...]
-    model_id: str
-    worker_id: str
+    model_id: str = _name(256)
+    worker_id: str = _name(256)
     captured_at: Finite
     published_at: Finite
     inferred_at: Finite
@@ -246,14 +264,14 @@ class Frame(_Message):
     """A (downscaled) JPEG of one captured frame, for display consumers."""
 
     kind: Literal["frame"] = "frame"
-    camera_id: str = Field(min_length=1, max_length=128)
-    run_id: str = Field(min_length=1, max_length=64)
-    frame_index: int = Field(ge=0)
+    camera_id: str = _name(128)
+    run_id: str = _name(64)
+    frame_index: Count
     captured_at: Finite
-    faces: int = Field(ge=0)
+    faces: int = Field(ge=0, le=MAX_FACES)
     # Factor from source pixels to this JPEG's pixels (boxes are in source pixels).
     scale: float = Field(gt=0.0, le=1.0)
-    fps: float = Field(ge=0.0, allow_inf_nan=False)
+    fps: float = Field(ge=0.0, le=MAX_FPS, allow_inf_nan=False)  # 0: unknown
     jpeg: RawBytes
 
 
@@ -261,10 +279,10 @@ class EndOfStream(_Message):
     """A camera's finite source ended; written to its frames stream so the display can close its video."""
 
     kind: Literal["end"] = "end"
-    camera_id: str = Field(min_length=1, max_length=128)
-    run_id: str = Field(min_length=1, max_length=64)
-    frames: int = Field(ge=0)
-    crops: int = Field(ge=0)
+    camera_id: str = _name(128)
+    run_id: str = _name(64)
+    frames: Count
+    crops: Count
     ended_at: Finite
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fer_pipeline.errors import ConfigError, SourceError
-from fer_pipeline.messages import EndOfStream, FaceCrop, Frame
+from fer_pipeline.messages import MAX_FACES, MAX_FPS, EndOfStream, FaceCrop, Frame
 from fer_pipeline.producers.detection import Detector
 from fer_pipeline.producers.faces import FaceFinder
 from fer_pipeline.producers.publisher import SENT_NAMES, Outgoing, Publisher
@@ -31,7 +31,6 @@ from fer_pipeline.transport import Transport
 
 BACKLOG_CHECK_S = 0.1  # the crops backlog is polled at most this often, shared by all cameras
 GAUGE_WAIT_S = 0.05  # longest a camera waits for an in-flight publish before reading the backlog
-MAX_FACES = 1024  # FaceCrop.face_index bound
 REGISTER_EVERY_S = 1.0  # re-announce the cameras set this often (one SADD)
 JOIN_TIMEOUT_S = 10.0  # live reads can block up to the FFmpeg read timeout
 CAMERA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -178,7 +177,7 @@ class CameraProducer:
         if not ok:
             raise SourceError(f"camera {self.camera_id}: JPEG encoding failed for frame {frame.index}")
         return Frame(camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index,
-                     captured_at=frame.captured_at, faces=faces, scale=scale, fps=self.source.fps,
+                     captured_at=frame.captured_at, faces=faces, scale=scale, fps=_frame_rate(self.source.fps),
                      jpeg=jpeg.tobytes()).encode()
 
     def _end_of_stream(self) -> None:
@@ -193,6 +192,12 @@ class CameraProducer:
                           crops=self.publisher.counts(self.camera_id)["crops_published"], ended_at=time.time())
         if not self.publisher.submit(Outgoing(self.camera_id, display=msg.encode())):
             self.log.warning("camera %s: end of stream not published (Redis unreachable)", self.camera_id)
+
+
+def _frame_rate(fps: float) -> float:
+    """The source's frame rate as a Frame carries it: 0 (unknown) when a container reports
+    something no camera does (0, negative, NaN, 90,000)."""
+    return fps if 0.0 < fps <= MAX_FPS else 0.0
 
 
 class ProducerService(Service):

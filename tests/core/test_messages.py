@@ -132,3 +132,40 @@ def test_non_finite_times_are_refused_where_received(value):
     raw["labelled_at"] = value
     with pytest.raises(MessageError, match="labelled_at"):
         decode(msgpack.packb(raw))
+
+
+def _crop_fields(**update) -> dict:
+    fields = {"v": 1, "kind": "crop", "camera_id": "c", "run_id": "r", "frame_index": 0, "face_index": 0,
+              "faces_in_frame": 1, "track_id": 0, "bbox": {"x": 0, "y": 0, "w": 10, "h": 10},
+              "captured_at": 1.0, "published_at": 1.0, "crop": bytes(48 * 48)}
+    for key, value in update.items():
+        if key in ("x", "y", "w", "h"):
+            fields["bbox"] = {**fields["bbox"], key: value}
+        else:
+            fields[key] = value
+    return fields
+
+
+@pytest.mark.parametrize(("field", "value", "where"), [
+    # The values an adversarial run used to crash the logger (SQLite int64, the blocks' int32).
+    ("frame_index", 2**63, "frame_index"), ("track_id", 2**64 - 1, "track_id"), ("x", 2**63, "bbox.x"),
+    ("w", 2**31, "bbox.w"), ("h", 2**31, "bbox.h"), ("captured_at", 1e308, "captured_at"),
+    ("published_at", -1.0, "published_at"), ("face_index", 5000, "face_index"),
+])
+def test_numbers_beyond_what_consumers_store_are_refused(field, value, where):
+    with pytest.raises(MessageError, match=f"invalid crop: crop.{where}: "):
+        decode(msgpack.packb(_crop_fields(**{field: value}), use_bin_type=True))
+    # The bounds themselves are accepted: the limits are what the consumers handle.
+    from fer_pipeline.messages import MAX_COUNT, MAX_SIDE
+
+    edge = {"frame_index": MAX_COUNT - 1, "track_id": MAX_COUNT - 1, "x": MAX_SIDE - 1, "w": MAX_SIDE,
+            "h": MAX_SIDE, "face_index": 1023}
+    if field in edge:
+        decode(msgpack.packb(_crop_fields(**{field: edge[field]}), use_bin_type=True))
+
+
+def test_frame_rates_no_camera_has_are_refused():
+    ok = Frame(camera_id="c", run_id="r", frame_index=0, captured_at=1.0, faces=0, scale=1.0, fps=1000.0, jpeg=b"x")
+    for fps in (1e308, 90_000.0, -1.0):
+        with pytest.raises(MessageError, match="fps"):
+            decode(msgpack.packb({**ok.model_dump(), "fps": fps}, use_bin_type=True))
