@@ -13,7 +13,8 @@ import threading
 import time
 
 from fer_pipeline import bundles
-from fer_pipeline.emotion_log.store import LabelStore, open_store
+from fer_pipeline.backoff import Backoff
+from fer_pipeline.emotion_log.store import LabelStore, StoreUnavailable, is_unavailable, open_store
 from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label
 from fer_pipeline.service import Service
@@ -55,6 +56,7 @@ class LabelLoggerService(Service):
         self._own_pending = True  # re-read our own PEL before reading new entries
         self._sizer = bundles.ReadSizer()  # COUNT (entries) for BATCH labels
         self._next_reclaim = 0.0
+        self._store_backoff = Backoff(0.5, 30.0)
         # The backfill of an old log runs beside the logging: about 75 s for 20M rows on 2
         # cores, during which labels must keep being logged, not pile up in Redis and be
         # trimmed. It takes the store a range at a time (~1 s), between the logger's batches.
@@ -110,7 +112,20 @@ class LabelLoggerService(Service):
                 entries = self._read_new()
         else:
             entries = self._read_new()
-        self.handle(entries)
+        try:
+            self.handle(entries)
+        except StoreUnavailable as e:
+            # Locked (a long prune), disk full, database gone: keep the batch pending (not
+            # acked) and take it again from our own PEL once the wait is over.
+            self.counters["store_waits"] += 1
+            wait = self._store_backoff.next()
+            if self.counters["store_waits"] == 1 or wait >= self._store_backoff.cap:
+                self.log.warning("the emotion log cannot be written (%s); keeping %d entries pending, retrying in "
+                                 "%.1fs", str(e)[:200], len(entries), wait)
+            self._own_pending = True
+            self.stop_event.wait(wait)
+        else:
+            self._store_backoff.reset()
 
     def handle(self, entries: list[Entry]) -> int:
         """Decode, store (one transaction), dead-letter the bad ones, then ack them all.
@@ -120,24 +135,45 @@ class LabelLoggerService(Service):
         """
         if not entries:
             return 0
-        labels: list[Label] = []
+        labelled: list[tuple[Entry, Label]] = []
         bad: list[tuple[Entry, str]] = []
         for e in entries:
             if e.payload is None:  # trimmed/deleted between delivery and now (a bundle counts once)
                 self.counters["labels_missing"] += 1
                 continue
             try:
-                labels.append(e.message(self.settings.streams.max_payload_bytes, expect=Label))
+                labelled.append((e, e.message(self.settings.streams.max_payload_bytes, expect=Label)))
             except MessageError as err:
                 bad.append((e, err.reason))
-        inserted = self.store.add(labels)
+        inserted = self._store(labelled, bad)
         for e, reason in bad:
             self.transport.dead_letter(source=self.stream, entry_id=e.ref, payload=e.payload, reason=reason,
                                        role=self.role)
         self.transport.ack(self.stream, LOGGER_GROUP, [e.id for e in entries])
         self.counters["labels_logged"] += inserted
-        self.counters["duplicates_ignored"] += len(labels) - inserted
+        self.counters["duplicates_ignored"] += len(labelled) - inserted
         self.counters["dead_letters"] += len(bad)
+        return inserted
+
+    def _store(self, labelled: list[tuple[Entry, Label]], bad: list[tuple[Entry, str]]) -> int:
+        """Store the batch in one transaction; when something in it cannot be stored, store
+        the labels one by one and move those that fail to ``bad`` (they are dead-lettered,
+        the rest logged). A database that cannot write now raises ``StoreUnavailable``:
+        nothing is acked, and ``step`` retries the batch."""
+        try:
+            return self.store.add([lab for _, lab in labelled])
+        except Exception as err:  # noqa: BLE001 - sorted below: the database's fault, or a message's
+            if is_unavailable(err):
+                raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+        inserted = 0
+        for e, lab in labelled:
+            try:
+                inserted += self.store.add([lab])
+            except Exception as err:  # noqa: BLE001 - this label's values: dead-letter it, log the rest
+                if is_unavailable(err):
+                    raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+                bad.append((e, f"cannot be stored: {type(err).__name__}: {str(err)[:200]}"))
+        labelled[:] = [(e, lab) for e, lab in labelled if not any(e is b for b, _ in bad)]
         return inserted
 
     def on_redis_down(self) -> None:

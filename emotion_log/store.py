@@ -3,6 +3,7 @@ one from a setting: a ``postgresql://`` URL opens PostgreSQL, anything else a SQ
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,6 +63,23 @@ class LabelStore(Protocol):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+
+class StoreUnavailable(Exception):
+    """The database cannot take writes for now (locked, disk full, connection lost, damaged
+    file): the writer keeps its messages and retries, it never drops them for this."""
+
+
+def is_unavailable(err: BaseException) -> bool:
+    """Whether a store error is the database's condition (retry later) rather than something
+    about the values written (then only the message that carries them fails)."""
+    if isinstance(err, (sqlite3.OperationalError, OSError)) or type(err) is sqlite3.DatabaseError:
+        return True  # locked, busy, disk full or I/O; "database disk image is malformed"
+    try:
+        import psycopg  # only installed with the postgres extra; imported on an error only
+    except ImportError:
+        return False
+    return isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def is_postgres_url(target: Path | str) -> bool:

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from fer_pipeline.backoff import Backoff
 from fer_pipeline.consumers.label_logger import LabelLoggerService
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
@@ -109,3 +110,73 @@ def test_run_loop_against_real_redis(redis_settings, real_transport):
         assert [r.frame_index for r in store.timeline("cam0", 0)] == list(range(0, N + 3, 3))
     (dead,) = dead_letters(real_transport)
     assert b"invalid label" in dead["reason"]
+
+
+class FlakyStore:
+    """Wraps a real store: fails the first ``down`` adds as the database would (locked, disk
+    full), and refuses any label of ``poison`` crop ids as a value it cannot store."""
+
+    def __init__(self, store, *, down: int = 0, error: str = "database is locked", poison: set[str] = frozenset()):
+        self.store, self.down, self.error, self.poison = store, down, error, poison
+
+    def add(self, labels):
+        import sqlite3
+
+        if self.down:
+            self.down -= 1
+            raise sqlite3.OperationalError(self.error)
+        if any(lab.crop_id in self.poison for lab in labels):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return self.store.add(labels)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_label_the_store_cannot_take_is_dead_lettered_and_the_rest_logged(settings, fake_transport, tmp_path):
+    payloads = publish_labels(fake_transport, 10, bad=False)
+    poison = decode(payloads[4]).crop_id
+    with SqliteStore(tmp_path / "log.sqlite") as real:
+        service = LabelLoggerService(settings, fake_transport, ident="log-p", store=FlakyStore(real, poison={poison}))
+        drive(service)
+        assert real.count() == 9 and service.counters["labels_logged"] == 9
+    assert service.counters["dead_letters"] == 1
+    (dead,) = dead_letters(fake_transport)
+    assert dead["reason"].startswith(b"cannot be stored: OverflowError") and dead["payload"] == payloads[4]
+
+
+@pytest.mark.parametrize("error", ["database is locked", "database or disk is full"])
+def test_a_database_that_cannot_write_keeps_the_labels_pending_until_it_can(settings, fake_transport, tmp_path,
+                                                                           error):
+    publish_labels(fake_transport, 12, bad=False)
+    with SqliteStore(tmp_path / "log.sqlite") as real:
+        service = LabelLoggerService(settings, fake_transport, ident="log-w", store=FlakyStore(real, down=2,
+                                                                                                error=error))
+        service._store_backoff = Backoff(0.01, 0.05)
+        drive(service)  # no exception escapes: the batch waits, then goes in
+        assert real.count() == 12 and service.counters["labels_logged"] == 12
+    assert service.counters["store_waits"] == 2 and service.counters["dead_letters"] == 0
+    assert fake_transport.backlog(fake_transport.keys.labels, LOGGER_GROUP) == (0, 0)
+
+
+@pytest.mark.slow
+def test_a_writer_holding_the_log_past_the_busy_timeout_only_delays_the_logger(settings, fake_transport, tmp_path):
+    """As a long prune does: another connection holds the write lock for longer than the
+    store's 5 s busy timeout. The logger waits it out and then logs everything."""
+    import sqlite3
+
+    path = tmp_path / "log.sqlite"
+    with SqliteStore(path) as real:
+        publish_labels(fake_transport, 6, bad=False)
+        service = LabelLoggerService(settings, fake_transport, ident="log-l", store=real)
+        service._store_backoff = Backoff(0.2, 0.5)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(6.0, other.execute, ("COMMIT",))
+        release.start()
+        try:
+            drive(service, max_steps=200)
+        finally:
+            release.join()
+            other.close()
+        assert real.count() == 6 and service.counters["store_waits"] >= 1
