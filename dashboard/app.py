@@ -9,6 +9,7 @@ the script draws the charts on plain canvases and builds every element with text
 
 from __future__ import annotations
 
+import hmac
 from importlib import resources
 
 import redis
@@ -37,6 +38,20 @@ def create_app(settings: Settings, transport: Transport):
     app = FastAPI(title="fer-pipeline dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.dashboard = state
     no_cache = {"Cache-Control": "no-store"}
+    token = settings.dashboard.token.get_secret_value() if settings.dashboard.token is not None else None
+
+    @app.middleware("http")
+    async def _authorized(request, call_next):
+        # People's faces and emotions: /api/* and /metrics need the token when one is set. The
+        # page, its script and style, and /healthz (the container's health check) are public.
+        path = request.url.path
+        if token is not None and (path.startswith("/api/") or path == "/metrics"):
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"error": "a valid token is needed (Authorization: Bearer, or ?token=)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
 
     @app.exception_handler(redis.RedisError)
     async def _redis_down(request, exc):  # the page keeps polling and recovers when Redis is back

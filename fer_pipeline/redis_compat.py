@@ -9,6 +9,25 @@ where 7 lists its id in a third element. Everything else the transport uses is t
 from __future__ import annotations
 
 import redis
+from redis._parsers.base import BaseParser
+
+
+class BusyError(redis.ResponseError):
+    """BUSY: the server is running a long script or function; it answers again when done."""
+
+
+# redis-py maps error codes to classes through this table and has no entry for BUSY (it would
+# be a plain ResponseError, indistinguishable from a bug in our command).
+BaseParser.EXCEPTION_CLASSES.setdefault("BUSY", BusyError)
+
+# What a role waits out like a lost connection, with backoff, holding its messages pending:
+# the server is down or restarting (LOADING is a ConnectionError to redis-py), full (OOM under
+# maxmemory noeviction), a replica after a failover (READONLY, MASTERDOWN), or busy.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError,
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError, BusyError,
+)
 
 
 def _s(v: bytes | str | int) -> str:

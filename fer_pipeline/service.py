@@ -19,14 +19,15 @@ from collections import Counter
 
 import redis
 
-from fer_pipeline import health
+from fer_pipeline import health, redis_compat
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import BrokerUnavailable
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
 from fer_pipeline.urls import redact_url
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+# Waited out with backoff (down, restarting, full, read-only after a failover, busy): redis_compat.
+REDIS_DOWN = redis_compat.UNAVAILABLE
 # A ConnectionError subclass that no retry can fix (the password or ACL user changed under a
 # running process): stop with one readable line; unacked work stays pending for the others.
 REDIS_REFUSED = (redis.AuthenticationError,)

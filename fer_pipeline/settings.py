@@ -11,7 +11,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +75,10 @@ class StreamSettings(_Section):
     labels_maxlen: int = Field(50_000, ge=10)
     frames_maxlen: int = Field(300, ge=10)
     dead_maxlen: int = Field(10_000, ge=10)
+    # A dead letter keeps this much of the payload (plus its size and SHA-256): bad input alone
+    # can no longer fill Redis, the dead stream holds at most about dead_maxlen x this. A crop
+    # message (2.4 KB) is kept whole; a frame's JPEG is cut.
+    dead_payload_bytes: int = Field(8_192, ge=256, le=1_000_000)
     # Producers drop new crops (counted) rather than publish into a backlog this deep.
     max_crop_backlog: int = Field(5_000, ge=1)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
@@ -171,6 +183,28 @@ class ConsumerSettings(_Section):
     max_frame_pixels: int = Field(16_000_000, ge=1)
 
 
+class DashboardSettings(_Section):
+    """Where the dashboard listens and who may read it (env FER_DASHBOARD__*)."""
+
+    host: str = "127.0.0.1"  # loopback: only this machine; 0.0.0.0 for every interface
+    port: int = Field(8000, ge=1, le=65535)
+    # When set, /api/* and /metrics need it: `Authorization: Bearer <token>` or `?token=<token>`
+    # (open the page as http://host:port/?token=<token>). Set one for any non-loopback bind.
+    token: SecretStr | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v in ("", None) else v  # compose passes an unset DASHBOARD_TOKEN as ""
+
+    @field_serializer("token", when_used="json")
+    def _token_json(self, token: SecretStr | None, info: SerializationInfo) -> str | None:
+        # Masked in JSON, except for settings_env, which hands the settings to child processes.
+        if token is None:
+            return None
+        return token.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(token)
+
+
 class Settings(BaseSettings):
     """Every tunable of the pipeline; see the README for the env-var names."""
 
@@ -181,6 +215,7 @@ class Settings(BaseSettings):
     producer: ProducerSettings = ProducerSettings()
     worker: WorkerSettings = WorkerSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def with_updates(self, **sections: dict) -> Settings:

@@ -59,7 +59,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
     for name in Settings.model_fields:
         value = getattr(settings, name)
-        env[f"FER_{name.upper()}"] = value.model_dump_json() if hasattr(value, "model_dump_json") else str(value)
+        # Secrets travel as their values (a child must read back the same token), never in a log.
+        env[f"FER_{name.upper()}"] = (value.model_dump_json(context={"reveal_secrets": True})
+                                      if hasattr(value, "model_dump_json") else str(value))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

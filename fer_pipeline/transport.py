@@ -10,6 +10,7 @@ counted data, not Redis memory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -231,9 +232,12 @@ class Transport:
 
     def dead_letter(self, *, source: str, entry_id: str, payload: bytes | None, reason: str, role: str) -> None:
         """Park a bad message with why it was rejected; the original payload is kept as is."""
+        body = bytes(payload) if payload is not None else b""
+        keep = self.settings.streams.dead_payload_bytes
         fields: dict[Any, Any] = {  # redis-py types field values narrower than what it sends
             "reason": reason[:500], "source": source, "id": entry_id, "role": role,
-            "at": f"{time.time():.3f}", "payload": payload if payload is not None else b"",
+            "at": f"{time.time():.3f}", "payload": body[:keep], "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(), "truncated": int(len(body) > keep),
         }
         self._client.xadd(self.keys.dead, fields, maxlen=self.settings.streams.dead_maxlen, approximate=True)
         self._client.hincrby(self.keys.stats, "dead_letters", 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 
@@ -52,3 +54,11 @@ def make_frame(*, camera_id: str = "cam0", run_id: str = "r1", frame_index: int 
 
 def make_end(*, camera_id: str = "cam0", run_id: str = "r1", frames: int = 0, crops: int = 0) -> EndOfStream:
     return EndOfStream(camera_id=camera_id, run_id=run_id, frames=frames, crops=crops, ended_at=2_000.0)
+
+
+def crop_payload(i: int, camera: str = "cam0", value: int | None = None) -> bytes:
+    """A crop message's bytes: frame ``i`` of ``camera``, its pixels all ``value`` (default: from i)."""
+    pixels = np.full((48, 48), (i * 37) % 256 if value is None else value, np.uint8)
+    return FaceCrop.from_pixels(pixels, camera_id=camera, run_id="r", frame_index=i, face_index=0, faces_in_frame=1,
+                                track_id=1, bbox=BBox(x=0, y=0, w=10, h=10), captured_at=time.time(),
+                                published_at=time.time()).encode()

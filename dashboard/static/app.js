@@ -13,8 +13,12 @@ function el(tag, props = {}, ...children) {
   return e;
 }
 
+// A dashboard started with a token is opened as /?token=...: the API calls carry it.
+const TOKEN = new URLSearchParams(location.search).get('token');
+const FETCH = {cache: 'no-store', headers: TOKEN ? {Authorization: 'Bearer ' + TOKEN} : {}};
+
 async function getJSON(url) {
-  const r = await fetch(url, {cache: 'no-store'});
+  const r = await fetch(url, FETCH);
   if (!r.ok) throw new Error(url + ': ' + r.status);
   return r.json();
 }
@@ -48,7 +52,7 @@ async function refreshFrame(cam, c) {
   if (c.busy) return;
   c.busy = true;
   try {
-    const r = await fetch('/api/frame/' + encodeURIComponent(cam), {cache: 'no-store'});
+    const r = await fetch('/api/frame/' + encodeURIComponent(cam), FETCH);
     if (!r.ok) return;
     const index = r.headers.get('X-Frame-Index');
     const blob = await r.blob();

@@ -259,8 +259,11 @@ def _has_blocks(path: Path) -> bool:
 def dashboard(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (0.0.0.0: every interface) "
+                                             "[default: 127.0.0.1, or FER_DASHBOARD__HOST].",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port [default: 8000, or "
+                                             "FER_DASHBOARD__PORT].", show_default=False)] = None,
 ) -> None:
     """Serve the live dashboard (video, per-track emotion charts, health) and Prometheus /metrics."""
     try:
@@ -272,10 +275,15 @@ def dashboard(
                           "pip install 'fer-pipeline[dashboard]'") from None
     from fer_pipeline.transport import Transport
 
-    s = build_settings(redis_url=redis_url, prefix=prefix)
+    s = build_settings(redis_url=redis_url, prefix=prefix).with_updates(dashboard={"host": host, "port": port})
     setup_logging(s.log_level)
+    host, port = s.dashboard.host, s.dashboard.port
+    if s.dashboard.token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: the dashboard listens on {host} without a token: anyone who reaches this port sees "
+                   "the cameras; set FER_DASHBOARD__TOKEN", err=True)
     transport = Transport.connect(s)
-    typer.echo(f"dashboard on http://{host}:{port}/  (metrics at /metrics)")
+    where = f"http://{host}:{port}/" + ("?token=<FER_DASHBOARD__TOKEN>" if s.dashboard.token is not None else "")
+    typer.echo(f"dashboard on {where}  (metrics at /metrics)")
     try:
         uvicorn.run(create_app(s, transport), host=host, port=port, log_level="warning")
     finally:

@@ -168,3 +168,30 @@ def test_a_new_producer_run_starts_new_charts(redis_settings, real_transport):
     time.sleep(0.15)  # past the poll interval
     tracks = client.get("/api/tracks/door").json()["tracks"]
     assert set(tracks) == {"0"} and len(tracks["0"]) == 1
+
+
+def test_a_token_guards_the_api_and_metrics_but_not_the_page(settings, fake_transport):
+    s = settings.with_updates(dashboard={"token": "s3cret-token"})
+    client = TestClient(create_app(s, fake_transport))
+    for path in ("/api/cameras", "/api/status", "/metrics"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, params={"token": "wrong"}).status_code == 401
+        assert client.get(path, params={"token": "s3cret-token"}).status_code == 200
+        assert client.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    for path in ("/", "/static/app.js", "/healthz"):
+        assert client.get(path).status_code == 200
+    assert "s3cret-token" not in s.model_dump_json()  # never in a dump or a log line
+
+
+def test_a_frame_declaring_a_huge_image_is_never_decoded(settings, fake_transport):
+    import struct
+
+    sof = struct.pack(">BHHB", 8, 30_000, 30_000, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    bomb = b"\xff\xd8\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\x00" * 600
+    good = make_frame(frame_index=1, faces=0)
+    t = fake_transport
+    t.publish(t.keys.frames("cam0"), [good.encode(), good.model_copy(update={"jpeg": bomb, "frame_index": 2}).encode()],
+              300)
+    t.add_cameras(["cam0"])
+    r = TestClient(create_app(settings, t)).get("/api/frame/cam0")
+    assert r.status_code == 200 and r.headers["X-Frame-Index"] == "1"  # the newest decodable one

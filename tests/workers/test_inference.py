@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import BBox, FaceCrop, Label, decode
+from fer_pipeline.messages import Label, decode
 from fer_pipeline.streams import WORKERS_GROUP
 from fer_pipeline.workers.inference import InferenceWorker
+from tests.factories import crop_payload
 from tests.fakes import MeanPredictor, NanPredictor
-
-
-def crop_payload(i: int, camera: str = "cam0", value: int | None = None) -> bytes:
-    pixels = np.full((48, 48), (i * 37) % 256 if value is None else value, np.uint8)
-    return FaceCrop.from_pixels(pixels, camera_id=camera, run_id="r", frame_index=i, face_index=0, faces_in_frame=1,
-                                track_id=1, bbox=BBox(x=0, y=0, w=10, h=10), captured_at=time.time(),
-                                published_at=time.time()).encode()
 
 
 def labels_in(transport) -> list[Label]:
