@@ -25,7 +25,7 @@ from fer_pipeline.errors import BrokerUnavailable, MessageError
 from fer_pipeline.messages import decode
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import StreamKeys
-from fer_pipeline.urls import redact_url
+from fer_pipeline.urls import raw_password_hint, redact_url, scrub
 
 log = logging.getLogger("fer.transport")
 
@@ -110,8 +110,9 @@ class Transport:
             if check:
                 client.ping()
         except (redis.RedisError, OSError, ValueError) as e:
-            msg = f"cannot reach Redis at {redact_url(url)}: {_short(e)}"
-            raise BrokerUnavailable(msg) from e
+            msg = f"cannot reach Redis at {redact_url(url)}: {scrub(_short(e), url)}{raw_password_hint(url)}"
+            # `from None`: the chained exception's text may quote the raw URL, password included.
+            raise BrokerUnavailable(msg) from None
         return cls(client, StreamKeys(settings.redis.prefix), settings)
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.settings import Settings, shipped_path
+from fer_pipeline.urls import has_password
 
 DEMO_CLIP = shipped_path("demo") / "short_hamilton_clip.mp4"
 
@@ -59,6 +60,9 @@ def resolve_sources(specs: list[str] | None) -> list[str]:
 
 def build_settings(*, redis_url: str | None = None, prefix: str | None = None, **sections: dict) -> Settings:
     """Environment (FER_*) first, then command-line values; a bad value is a ConfigError."""
+    if redis_url and has_password(redis_url) and _on_command_line(redis_url):
+        typer.echo("fer-pipeline: warning: the password in --redis-url is visible to every local user (ps); "
+                   "set FER_REDIS__URL in the environment instead", err=True)
     try:
         s = Settings()
         return s.with_updates(redis={"url": redis_url, "prefix": prefix}, **sections)
@@ -66,6 +70,11 @@ def build_settings(*, redis_url: str | None = None, prefix: str | None = None, *
         first = e.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise ConfigError(f"invalid setting {where}: {first.get('msg')}") from e
+
+
+def _on_command_line(value: str) -> bool:
+    # typer also fills --redis-url from FER_REDIS_URL: only a value typed as an argument warns.
+    return any(arg == value or arg == f"--redis-url={value}" for arg in sys.argv[1:])
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -5,6 +5,7 @@ the wire or from files is unpickled or evaluated; SQL text is built from constan
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import subprocess
@@ -108,12 +109,20 @@ def test_up_over_tls_with_acl_user_never_shows_the_password(tls_redis, data_dir,
     ],
 )
 def test_refused_connections_are_one_line_without_the_password(case, make_url, message, tls_redis):
-    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "logger", "--redis-url", make_url(tls_redis),
-                        "--prefix", "tls", "--db", "/tmp/unused.sqlite"], capture_output=True, text=True, timeout=60)
+    # The URL in the environment, the documented way for one with a password.
+    env = {**os.environ, "FER_REDIS__URL": make_url(tls_redis)}
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "logger", "--prefix", "tls", "--db", "/tmp/unused.sqlite"],
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], (case, r.stderr)
     assert SECRET not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    # Typed on the command line instead, it works the same, after a warning that ps shows it.
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "logger", "--redis-url", make_url(tls_redis),
+                        "--prefix", "tls", "--db", "/tmp/unused.sqlite"], capture_output=True, text=True, timeout=60)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "visible to every local user" in err[0] and message in err[-1], r.stderr
+    assert SECRET not in r.stderr + r.stdout
 
 
 @pytest.mark.slow
@@ -229,3 +238,26 @@ def test_sql_text_is_built_from_constants_only():
                         problems.append(f"{path.relative_to(REPO)}:{node.lineno} splices {sorted(loose)} into SQL")
     assert checked >= 3  # the store's schema, insert and queries were seen
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("password", ["p#ss", "p?ss", "p/ss", "p@ss", "a:b", "p%23ss", "#?/@:"])
+def test_redaction_holds_for_passwords_typed_raw(password):
+    for url in (f"redis://fer:{password}@host:6379/0", f"rediss://:{password}@[::1]:6380/0?ssl_cert_reqs=none",
+                f"redis://fer:{password}@host/0?password={password}&db=1"):
+        shown = redact_url(url)
+        assert password not in shown.replace("fer:***", "").replace("password=***", ""), shown
+        assert "***" in shown and "host" in shown or "[::1]" in shown
+
+
+@pytest.mark.parametrize("password", ["p#ss-word", "p?ss-word", "p/ss-word", "p@ss-word"])
+def test_an_unreachable_redis_error_never_shows_a_raw_password(tmp_path, password):
+    from fer_pipeline.errors import BrokerUnavailable
+    from fer_pipeline.transport import Transport
+    from tests.conftest import make_settings
+
+    s = make_settings(tmp_path, url=f"redis://fer:{password}@127.0.0.1:1/0").with_updates(
+        redis={"connect_timeout_s": 0.5})
+    with pytest.raises(BrokerUnavailable) as err:
+        Transport.connect(s)
+    text = str(err.value)
+    assert text.startswith("cannot reach Redis at redis://fer:***@") and "ss-word" not in text, text
