@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -53,6 +55,17 @@ def find_server() -> tuple[str, tuple[int, ...]]:
     raise BrokerUnavailable(msg)
 
 
+def _die_with_parent() -> None:
+    """In the server's process before exec (Linux): SIGTERM it when the process that started it
+    dies, even by kill -9, so that no redis-server outlives `up`. Elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (chosen by the OS; another process may take it before use)."""
     with socket.socket() as s:
@@ -83,6 +96,7 @@ class EmbeddedBroker:
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", workdir.name, "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url, socket_connect_timeout=0.5)

@@ -31,6 +31,9 @@ REDIS_DOWN = redis_compat.UNAVAILABLE
 # A ConnectionError subclass that no retry can fix (the password or ACL user changed under a
 # running process): stop with one readable line; unacked work stays pending for the others.
 REDIS_REFUSED = (redis.AuthenticationError,)
+# Set by `up` for its children: the pid to outlive. When it is gone (even killed with -9), the
+# child stops in order by itself rather than run on unsupervised.
+PARENT_ENV = "FER_PARENT_PID"
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_S = 5.0
 
@@ -55,6 +58,8 @@ class Service:
         self.log = logging.getLogger(f"fer.{self.role}:{self.ident}")
         self.started_at = time.time()
         self._last_beat = 0.0
+        parent = os.environ.get(PARENT_ENV, "")
+        self._parent = int(parent) if parent.isdigit() else None
 
     # -- lifecycle hooks -------------------------------------------------------------------
     def setup(self) -> None:
@@ -98,6 +103,10 @@ class Service:
         backoff = self._backoff()
         down_since: float | None = None
         while not self.stopping:
+            if self._parent is not None and os.getppid() != self._parent:
+                self.log.warning("the `up` that started this %s is gone: stopping", self.role)
+                self.request_stop()
+                break
             try:
                 self.step()
                 self._beat()

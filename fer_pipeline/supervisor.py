@@ -18,11 +18,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fer_pipeline.service import PARENT_ENV
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import LOGGER_GROUP, WORKERS_GROUP
 from fer_pipeline.transport import Transport
 
 STOP_WAIT_S = 20.0
+MAX_RESTARTS = 5  # a child that crashes more often is left down (and `up` stops, exit 1)
+RESTART_BACKOFF_S = 1.0
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Child:
     args: list[str]
     log_path: Path
     popen: subprocess.Popen | None = None
+    restarts: int = 0
+    restart_at: float | None = None  # monotonic time of the next restart after a crash
 
     @property
     def running(self) -> bool:
@@ -87,20 +92,54 @@ class Supervisor:
         """Start every child with the settings in its environment: consumers first, then workers,
         then producers, each in its own session with output appended to its log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = settings_env(self.settings)
         # Consumers first so they are in their groups before the first label exists.
         order = {"logger": 0, "display": 1, "worker": 2, "producer": 3}
         for child in sorted(self.children, key=lambda c: order.get(c.role, 9)):
-            log = child.log_path.open("ab")
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        env = settings_env(self.settings)
+        # Each child watches for this process: if `up` dies, even by kill -9, they stop in
+        # order by themselves (service.py) instead of running on unsupervised.
+        env[PARENT_ENV] = str(os.getpid())
+        log = child.log_path.open("ab")
+        try:
             child.popen = subprocess.Popen(
                 [sys.executable, "-m", "fer_pipeline", *child.args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
+        finally:
             log.close()
+
+    def restart_crashed(self) -> list[Child]:
+        """Restart the children that crashed (nonzero exit), each after a backoff that doubles
+        with its restarts (1 s to 30 s); returns those that crashed more than ``MAX_RESTARTS``
+        times, which are left down. A producer that ended (exit 0) is done, not crashed."""
+        given_up = []
+        now = time.monotonic()
+        for c in self.children:
+            if self.stopping or c.returncode in (None, 0):
+                continue
+            if c.restarts >= MAX_RESTARTS:
+                given_up.append(c)
+            elif c.restart_at is None:
+                c.restart_at = now + min(RESTART_BACKOFF_S * 2 ** c.restarts, 30.0)
+            elif now >= c.restart_at:
+                c.restarts += 1
+                c.restart_at = None
+                with c.log_path.open("a") as log:
+                    log.write(f"\n[up] {c.name} exited with {c.returncode}; restart {c.restarts} of {MAX_RESTARTS}\n")
+                self._spawn(c)
+        return given_up
 
     def role(self, role: str) -> list[Child]:
         """The children that play ``role``."""
         return [c for c in self.children if c.role == role]
+
+    def producers_done_for_good(self) -> bool:
+        """Whether every producer has ended and none waits for a restart (a crash is restarted)."""
+        return all(c.returncode == 0 or (c.returncode is not None and c.restarts >= MAX_RESTARTS)
+                   for c in self.role("producer"))
 
     def producers_done(self) -> bool:
         """Whether no producer is running any more (all exited, or none started)."""

@@ -78,6 +78,10 @@ def up(
     for spec in specs:  # likewise a bad source
         open_source(spec, s).close()
 
+    # From here on a SIGTERM must unwind through the `finally` below (stopping the broker and
+    # removing its folder) rather than end the process where it stands; _run installs the
+    # handlers for the ordered stop once the children exist.
+    signal.signal(signal.SIGTERM, _terminate)
     broker = None
     if s.redis.url is None:
         broker = EmbeddedBroker.start()
@@ -103,6 +107,10 @@ def up(
         if broker is not None:
             broker.stop()
     raise typer.Exit(code)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(sup, s, out: Path) -> int:
@@ -140,13 +148,17 @@ def _run(sup, s, out: Path) -> int:
     if live is not None:
         live.start()
     try:
-        while not interrupted["n"] and not sup.producers_done():
+        given_up: list = []
+        while not interrupted["n"] and not sup.producers_done_for_good():
             tick()
-            dead = [c for c in sup.failed() if c.role != "producer"]
-            if dead:
+            # A crashed child is restarted (with backoff, counted in its log and the summary);
+            # one that keeps crashing stops the pipeline.
+            given_up = sup.restart_crashed()
+            if given_up:
                 break
             time.sleep(0.25)
-        reason = "interrupted" if interrupted["n"] else ("all sources ended" if sup.producers_done() else "a process failed")
+        reason = ("interrupted" if interrupted["n"] else
+                  f"{given_up[0].name} kept crashing" if given_up else "all sources ended")
         drained = sup.stop(drain=not interrupted["n"], tick=tick)
         tick()
     finally:
@@ -181,6 +193,9 @@ def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: floa
     for v in videos:
         print(f"  annotated video: {v}")
     print(f"  process logs: {out / 'logs'}")
+    restarted = [f"{c.name} x{c.restarts}" for c in sup.children if c.restarts]
+    if restarted:
+        print(f"  restarted after a crash: {', '.join(restarted)} (see their logs)")
     failed = sup.failed()
     for c in failed:
         print(f"  {c.name} exited with {c.returncode}: {c.log_tail()}", file=sys.stderr)

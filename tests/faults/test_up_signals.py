@@ -83,3 +83,53 @@ def test_signal_stops_up_cleanly_with_nothing_pending(sig, redis_settings, data_
     record(signal=sig.name, faces_in_source=FACES, published=published,
            labels_published=figures[f"published:{prefix}:labels"], rows_in_log=len(rows),
            dead_letters=figures.get("dead_letters", 0), exit_code=up.returncode)
+
+
+def test_kill_9_of_up_takes_its_children_and_its_broker_with_it(data_dir, tmp_path, record):
+    """Nothing outlives `up`, even when it cannot stop them itself: every child notices its
+    parent is gone and stops, and the embedded redis-server gets SIGTERM from the kernel."""
+    out = tmp_path / "out"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fer_pipeline", "up", "--source", replay_spec(data_dir, fps=30, limit=FACES),
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: len(log_rows(out / "emotions.sqlite")) >= 20 or up.poll() is not None, 90,
+                   "the first rows in the log")
+        assert up.poll() is None, up.communicate()
+        children = children_of(up.pid)
+        assert len(children) >= 5  # redis-server, logger, display, worker, producer
+        up.kill()
+        up.communicate(timeout=10)
+        wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in children), 30,
+                   "the children and the broker to stop")
+    finally:
+        leftovers = [pid for pid in children_of(up.pid) if _alive(pid)] if up.poll() is None else []
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+    record(children=len(children))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (its reaper is init now)
+
+
+def test_a_crashed_child_is_restarted_with_backoff_and_given_up_on(tmp_path, monkeypatch, redis_settings):
+    from fer_pipeline import supervisor as sup_module
+    from fer_pipeline.supervisor import Supervisor
+
+    monkeypatch.setattr(sup_module, "RESTART_BACKOFF_S", 0.01)
+    t = Transport.connect(redis_settings)
+    try:
+        sup = Supervisor(redis_settings, t, tmp_path / "logs")
+        crash = sup.add("worker-0", "worker", ["worker", "--model", str(tmp_path / "missing.json")])  # exits 1
+        sup.start()
+        wait_until(lambda: bool(sup.restart_crashed()), 120, "five restarts, then giving up")
+        assert crash.restarts == sup_module.MAX_RESTARTS and crash.returncode == 1
+        assert crash.log_path.read_text().count("[up] worker-0 exited with 1; restart") == sup_module.MAX_RESTARTS
+    finally:
+        t.close()
