@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import numpy as np
 
@@ -321,7 +322,7 @@ class SqliteLog:
         if self._db is None:
             import sqlite3
 
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10.0)
+            self._db = sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=10.0)
         return self._db
 
     def close(self) -> None:
@@ -433,6 +434,12 @@ def plan_parts(log: SqliteLog, options: Selection, cameras: list[str], pieces: i
     return parts
 
 
+def _read_only_uri(path: Path | str) -> str:
+    """A SQLite URI opening ``path`` read-only. The path is percent-encoded: a raw ``#`` or ``?``
+    would end it early, drop ``mode=ro`` and create a stray file at the cut."""
+    return f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+
+
 class LogSource(Protocol):
     """An open emotion log that gives the selected labels in column batches, ordered by
     camera and track (the analytics read any such source; a SQLite path is also read in
@@ -490,7 +497,7 @@ def camera_ids(path) -> list[str]:
     """The cameras in a SQLite log, by a loose index scan (one index seek per camera)."""
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=10.0)
     try:
         rows = conn.execute(
             # Qualified names: labels has a column "x" (the face box) that would capture a bare one.

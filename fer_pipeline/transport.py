@@ -109,8 +109,11 @@ class Transport:
             )
             if check:
                 client.ping()
-        except (redis.RedisError, OSError, ValueError) as e:
-            msg = f"cannot reach Redis at {redact_url(url)}: {scrub(_short(e), url)}{raw_password_hint(url)}"
+        except (redis.RedisError, OSError, ValueError, TypeError) as e:
+            # TypeError: an option redis-py does not take on this scheme (ssl_* on redis://).
+            hint = " (TLS options need a rediss:// URL)" if isinstance(e, TypeError) and "ssl" in str(e) else ""
+            msg = (f"cannot reach Redis at {redact_url(url)}: {scrub(_short(e), url)}"
+                   f"{raw_password_hint(url)}{hint}")
             # `from None`: the chained exception's text may quote the raw URL, password included.
             raise BrokerUnavailable(msg) from None
         return cls(client, StreamKeys(settings.redis.prefix), settings)

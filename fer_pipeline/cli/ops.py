@@ -98,7 +98,7 @@ def _store(db: str | None):
 @app.command()
 def prune(
     older_than: Annotated[float | None, typer.Option(
-        "--older-than", min=0.0, help="Delete log rows captured more than this many days ago (default: "
+        "--older-than", min=0.0, max=1e6, help="Delete log rows captured more than this many days ago (default: "
         "FER_CONSUMER__LOG_RETENTION_DAYS).", show_default=False)] = None,
     db: Db = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,

@@ -86,3 +86,12 @@ def test_publish_many_is_one_pipeline_and_survives_a_flushed_script_cache(fake_t
     assert [e.payload for e in t.entries(t.keys.crops)] == [b"c1", b"c2"] * 2
     assert t._client.xlen(t.keys.frames("a")) == 2 and not t._client.exists(t.keys.frames("b"))
     assert t.stats()[f"published:{t.keys.crops}"] == 4
+
+
+def test_tls_options_on_a_plain_url_are_one_line_with_a_hint(tmp_path):
+    from fer_pipeline.errors import BrokerUnavailable
+    from tests.conftest import make_settings
+
+    s = make_settings(tmp_path, url="redis://127.0.0.1:1/0?ssl_cert_reqs=required")
+    with pytest.raises(BrokerUnavailable, match="TLS options need a rediss:// URL"):
+        Transport.connect(s)

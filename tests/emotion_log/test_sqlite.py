@@ -100,3 +100,16 @@ def test_unwritable_path_is_a_config_error(tmp_path):
     assert "emotions.sqlite" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError):
         SqliteStore(tmp_path)  # a folder, not a database file
+
+
+def test_a_log_path_with_hash_or_question_mark_is_read_where_it_is(tmp_path):
+    """The read-only URI is percent-encoded: a raw # or ? used to cut the path, drop mode=ro
+    and create a stray file at the cut."""
+    from fer_pipeline.analytics.episodes import build_report
+    from fer_pipeline.analytics.options import ReportOptions
+
+    path = tmp_path / "day#1?.sqlite"
+    with SqliteStore(path) as store:
+        store.add([make_label(frame_index=i) for i in range(5)])
+    assert build_report(path, ReportOptions()).labels_read == 5
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("day#1?.sqlite")) == []
