@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from fer_pipeline.emotion_log import blocks, schema
-from fer_pipeline.emotion_log.queries import StoreReads
+from fer_pipeline.emotion_log.queries import StoreBase
 from fer_pipeline.emotion_log.reader import Chunk, merge_chunks, read_batches, split_whole_tracks
 from fer_pipeline.emotion_log.schema import Placeholder
 from fer_pipeline.emotion_log.selection import Selection
@@ -48,7 +48,7 @@ def connect(url: str):
         raise ConfigError(f"cannot open the emotion database {redact_url(url)}: {first[:200]}") from e
 
 
-class PostgresStore(StoreReads):
+class PostgresStore(StoreBase):
     """A PostgreSQL table of labels (and its label blocks) with the SQLite store's interface
     (add, count, timeline, prune, erase, backfill); safe to share between threads (one lock,
     one connection).
@@ -194,13 +194,3 @@ class PostgresStore(StoreReads):
             blocks.mark_covered(cur, blocks.POSTGRES)
         return int(rows)
 
-    def close(self) -> None:
-        """Close the database connection."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

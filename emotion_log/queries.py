@@ -1,17 +1,19 @@
-"""The read queries both emotion-log backends answer the same way: only the driver's
-placeholder differs, so they are written once here and mixed into each store."""
+"""What both emotion-log backends share: the read queries (only the driver's placeholder
+differs) and the connection's lifetime, written once here and inherited by each store."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+from typing_extensions import Self
+
 from fer_pipeline.emotion_log import schema
 from fer_pipeline.emotion_log.schema import Placeholder, TimelineRow, TrackSummary
 
 
-class StoreReads:
-    """``count``, ``timeline`` and ``summary`` over a store's connection (``_db``), under its lock."""
+class StoreBase:
+    """``count``, ``timeline``, ``summary`` and closing, over a store's connection (``_db``), under its lock."""
 
     _placeholder: Placeholder
     _lock: threading.Lock
@@ -43,3 +45,14 @@ class StoreReads:
         with self._lock:
             rows = self._db.execute(schema.SUMMARY_SQL).fetchall()
         return schema.track_summaries(rows)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fer_pipeline.emotion_log import blocks, schema
-from fer_pipeline.emotion_log.queries import StoreReads
+from fer_pipeline.emotion_log.queries import StoreBase
 from fer_pipeline.emotion_log.reader import Part, camera_ids, merge_chunks, read_rows
 from fer_pipeline.emotion_log.schema import Placeholder
 from fer_pipeline.emotion_log.selection import Selection
@@ -42,7 +42,7 @@ _CLEAR_CAMERA = "DELETE FROM label_blocks WHERE camera_id = ?"
 BACKFILL_ROWS = 65_536  # per transaction: ~1 s of the write lock on 2 cores, so a live logger hardly waits
 
 
-class SqliteStore(StoreReads):
+class SqliteStore(StoreBase):
     """A SQLite table of labels (and its label blocks); safe to share between threads (one
     lock, one connection).
 
@@ -231,16 +231,6 @@ class SqliteStore(StoreReads):
     def _mark_covered(self) -> None:
         blocks.mark_covered(self._db, blocks.SQLITE)
 
-    def close(self) -> None:
-        """Close the database connection."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class _Transaction:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,24 @@ def video_dir() -> Path:
 
 def make_crop_pixels(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (48, 48), dtype=np.uint8)
+
+
+PG_URL = os.environ.get("FER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def pg_schema(tag: str) -> Iterator[str]:
+    """A fresh schema in the PostgreSQL at ``FER_TEST_PG_URL`` (dropped afterwards), as the URL
+    that selects it; skips the test with the reason when the server or psycopg is missing."""
+    psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=2)
+    except psycopg.Error as e:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {str(e).strip().splitlines()[0]}")
+    schema = f"{tag}_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()

@@ -3,9 +3,6 @@ test (dropped afterwards), the same behaviour as the SQLite store, and reports o
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 from typer.testing import CliRunner
 
@@ -16,26 +13,17 @@ from fer_pipeline.emotion_log.reader import ConnectionLog
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
+from tests.conftest import pg_schema
 from tests.factories import make_label
 from tests.logs import T0, track_labels
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
-PG_URL = os.environ.get("FER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
 def pg_url():
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=2)
-    except psycopg.Error as e:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {str(e).strip().splitlines()[0]}")
-    schema = f"fer_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    with pg_schema("fer_test") as url:
+        yield url
 
 
 def test_add_is_idempotent_and_values_are_verbatim(pg_url):

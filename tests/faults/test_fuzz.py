@@ -26,7 +26,7 @@ from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import MAX_COUNT, MAX_FACES, MAX_FPS, MAX_SIDE, MAX_TIME, BBox, Frame, Label
 from fer_pipeline.streams import StreamKeys
 from fer_pipeline.transport import Transport
-from tests.conftest import make_settings
+from tests.conftest import make_settings, pg_schema
 from tests.logs import drive
 
 FUZZ = settings(max_examples=int(os.environ.get("FER_FUZZ_EXAMPLES", "25")), deadline=None,
@@ -96,19 +96,8 @@ def test_any_valid_label_is_logged_once_and_reported(batch):
 
 @pytest.fixture(scope="module")
 def pg_url():
-    psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
-    url = os.environ.get("FER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        admin = psycopg.connect(url, autocommit=True, connect_timeout=2)
-    except psycopg.Error as e:
-        pytest.skip(f"PostgreSQL not reachable at {url}: {str(e).strip().splitlines()[0]}")
-    schema = f"fer_fuzz_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    with pg_schema("fer_fuzz") as url:  # one schema for every example (crop ids made unique)
+        yield url
 
 
 @FUZZ
