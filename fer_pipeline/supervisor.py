@@ -10,11 +10,14 @@ process runs with the one settings object the user built.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from fer_pipeline.streams import LOGGER_GROUP, WORKERS_GROUP
 from fer_pipeline.transport import Transport
 
 STOP_WAIT_S = 20.0
+_STOPPED = re.compile(r" stopped after [0-9.]+s: (.*)$", re.M)
+_FIELD = re.compile(r"(\w+)=(-?[0-9.]+)(?=\s|$)")
 MAX_RESTARTS = 5  # a child that crashes more often is left down (and `up` stops, exit 1)
 RESTART_BACKOFF_S = 1.0
 
@@ -49,6 +54,23 @@ class Child:
     def returncode(self) -> int | None:
         """The exit status, or None before the start and while the process runs."""
         return None if self.popen is None else self.popen.poll()
+
+    def final_counters(self) -> Counter[str] | None:
+        """The counters of every run of this child, summed, from the ``stopped after`` line each
+        run logs last (service.py); None when a run ended without one (it crashed)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        runs = _STOPPED.findall(text)
+        if len(runs) != 1 + self.restarts:
+            return None
+        total: Counter[str] = Counter()
+        for fields in runs:
+            for key, value in _FIELD.findall(fields):
+                with contextlib.suppress(ValueError):
+                    total[key] += int(float(value))
+        return total
 
     def log_tail(self, lines: int = 3) -> str:
         """The last ``lines`` lines of the child's log joined by `` | ``; empty if the log is unreadable."""
@@ -167,6 +189,24 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 c.popen.kill()  # did not honour SIGTERM in time: its work stays pending in Redis
                 c.popen.wait()
+
+    def unaccounted(self) -> dict[str, int] | None:
+        """What no process's own counters account for, from their final log lines: crops
+        published but neither labelled nor dead-lettered by a worker, labels published but
+        neither logged (or found duplicate) nor dead-lettered by the logger. These vanished
+        inside Redis: lost with its memory on a restart without persistence, or trimmed. None
+        when a process's final counters are missing (it crashed) or a stage did not run."""
+        per_role: dict[str, Counter[str]] = {}
+        for c in self.children:
+            counters = c.final_counters()
+            if counters is None:
+                return None
+            per_role.setdefault(c.role, Counter()).update(counters)
+        if not {"producer", "worker", "logger"} <= set(per_role):
+            return None
+        p, w, lg = per_role["producer"], per_role["worker"], per_role["logger"]
+        return {"crops": p["crops_published"] - w["crops_labelled"] - w["dead_letters"],
+                "labels": w["crops_labelled"] - lg["labels_logged"] - lg["duplicates_ignored"] - lg["dead_letters"]}
 
     def backlog(self) -> dict[str, tuple[int, int]]:
         """(undelivered, pending) per stage: crops for workers, labels for each consumer."""

@@ -193,6 +193,11 @@ def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: floa
     for v in videos:
         print(f"  annotated video: {v}")
     print(f"  process logs: {out / 'logs'}")
+    lost = sup.unaccounted()
+    if lost and any(v > 0 for v in lost.values()):
+        # Counted from the processes' own final counters: Redis's stats may be gone with it.
+        print(f"  vanished inside Redis: {lost['crops']:,} crops, {lost['labels']:,} labels (lost with its memory "
+              "on a restart without persistence, or trimmed unread); see RELIABILITY.md", file=sys.stderr)
     restarted = [f"{c.name} x{c.restarts}" for c in sup.children if c.restarts]
     if restarted:
         print(f"  restarted after a crash: {', '.join(restarted)} (see their logs)")

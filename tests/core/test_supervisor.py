@@ -1,0 +1,32 @@
+"""`up`'s bookkeeping of its children: what no process's own counters account for."""
+
+from __future__ import annotations
+
+from fer_pipeline.supervisor import Supervisor
+
+
+def _child(sup: Supervisor, name: str, role: str, *runs: str, restarts: int = 0):
+    c = sup.add(name, role, [role])
+    c.log_path.parent.mkdir(parents=True, exist_ok=True)
+    c.log_path.write_text("".join(f"12:00:00 I fer.{role}:x: {role} x stopped after 2.5s: {r} model=m-1 run_id=7a\n"
+                                  for r in runs))
+    c.restarts = restarts
+    return c
+
+
+def test_vanished_crops_and_labels_come_from_the_processes_final_counters(settings, fake_transport, tmp_path):
+    sup = Supervisor(settings, fake_transport, tmp_path / "logs")
+    _child(sup, "producer-0", "producer", "crops_published=669 crops_dropped=12")
+    # A worker restarted once: both runs' lines count.
+    _child(sup, "worker-0", "worker", "crops_labelled=300 dead_letters=1", "crops_labelled=200 dead_letters=0",
+           restarts=1)
+    _child(sup, "logger", "logger", "labels_logged=344 duplicates_ignored=2 dead_letters=0 labels_missing=3")
+    assert sup.unaccounted() == {"crops": 669 - 500 - 1, "labels": 500 - 344 - 2}
+
+
+def test_no_figure_when_a_process_ended_without_its_counters(settings, fake_transport, tmp_path):
+    sup = Supervisor(settings, fake_transport, tmp_path / "logs")
+    _child(sup, "producer-0", "producer", "crops_published=10")
+    _child(sup, "worker-0", "worker", "crops_labelled=10 dead_letters=0", restarts=1)  # the crashed run left none
+    _child(sup, "logger", "logger", "labels_logged=10 duplicates_ignored=0 dead_letters=0")
+    assert sup.unaccounted() is None
