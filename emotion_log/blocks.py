@@ -180,6 +180,8 @@ class Dialect:
     seal: str
     cold: str
     prune_whole: str
+    prune_whole_range: str
+    straddling_range: str
     straddling: str
     rewrite: str
     get_meta: str
@@ -234,6 +236,7 @@ CREATE OR REPLACE TRIGGER labels_changed_without_blocks AFTER INSERT OR DELETE O
 FOR EACH STATEMENT EXECUTE FUNCTION fer_labels_changed_without_blocks();
 """
 _GROUP = "camera_id = ? AND run_id = ? AND track_id = ? AND sealed = 0"
+_RANGE = "camera_id = ? AND track_id >= ? AND track_id < ?"
 _READ_COLUMNS = "run_id, track_id, n, first_at, last_at, t, size, probs"
 
 _COMMON = {
@@ -245,6 +248,10 @@ _COMMON = {
     "cold": "SELECT run_id, track_id FROM label_blocks WHERE camera_id = ? AND sealed = 0 GROUP BY run_id, track_id "
             "HAVING MAX(last_at) < ? ORDER BY run_id, track_id LIMIT ?",
     "prune_whole": "DELETE FROM label_blocks WHERE last_at < ?",
+    # The same for one camera's range of track ids (a prune in small transactions).
+    "prune_whole_range": f"DELETE FROM label_blocks WHERE {_RANGE} AND last_at < ?",
+    "straddling_range": f"SELECT id, n, t, size, probs FROM label_blocks WHERE {_RANGE} AND first_at < ? "
+                        "AND last_at >= ? ORDER BY id",
     "straddling": "SELECT id, n, t, size, probs FROM label_blocks WHERE first_at < ? AND last_at >= ? ORDER BY id",
     "rewrite": "UPDATE label_blocks SET first_at = ?, last_at = ?, n = ?, t = ?, size = ?, probs = ? WHERE id = ?",
     "get_meta": "SELECT value FROM log_meta WHERE key = ?",
@@ -341,10 +348,16 @@ def seal(cur, sql: Dialect, key: Key) -> None:
         _insert(cur, sql, key, merge(old), True)
 
 
-def prune(cur, sql: Dialect, before: float) -> None:
-    """Retention: drop the labels captured before ``before`` from the blocks."""
-    cur.execute(sql.prune_whole, (before,))
-    for block_id, n, t, size, probs in cur.execute(sql.straddling, (before, before)).fetchall():
+def prune(cur, sql: Dialect, before: float, tracks: tuple[str, int, int] | None = None) -> None:
+    """Retention: drop the labels captured before ``before`` from the blocks (of one camera's
+    track ids ``[lo, hi)`` when ``tracks`` is ``(camera, lo, hi)``)."""
+    if tracks is None:
+        cur.execute(sql.prune_whole, (before,))
+        straddling = cur.execute(sql.straddling, (before, before)).fetchall()
+    else:
+        cur.execute(sql.prune_whole_range, (*tracks, before))
+        straddling = cur.execute(sql.straddling_range, (*tracks, before, before)).fetchall()
+    for block_id, n, t, size, probs in straddling:
         lab = unpack(n, bytes(t), bytes(size), bytes(probs))
         kept = lab.part(int(np.searchsorted(lab.t, before, side="left")), len(lab))
         cur.execute(sql.rewrite, (*pack(kept), block_id))

@@ -17,6 +17,7 @@ from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.cli import app
 from fer_pipeline.emotion_log import blocks
+from fer_pipeline.emotion_log import sqlite as store_module
 from fer_pipeline.emotion_log.reader import ConnectionLog, SqliteLog
 from fer_pipeline.emotion_log.schema import label_row
 from fer_pipeline.emotion_log.sqlite import _INSERT, _SCHEMA, SqliteStore
@@ -138,7 +139,10 @@ def test_without_arrow_the_row_reader_agrees(messy, monkeypatch):
     assert same_report(build_report(path, ReportOptions(threads=2, chunk_rows=64, blocks=False)), blocks_report)
 
 
-def test_prune_rewrites_blocks_that_straddle_the_cutoff(messy):
+@pytest.mark.parametrize("rows_per_transaction", [65_536, 40])
+def test_prune_rewrites_blocks_that_straddle_the_cutoff(messy, monkeypatch, rows_per_transaction):
+    # 40 rows a transaction: the prune goes range by range, each leaving the log consistent.
+    monkeypatch.setattr(store_module, "BACKFILL_ROWS", rows_per_transaction)
     path, labels = messy
     cutoff = T0 + 61.37
     with SqliteStore(path) as store:
@@ -203,8 +207,6 @@ def old_log(path, labels) -> None:
 
 
 def test_backfill_of_an_old_log(tmp_path, monkeypatch):
-    import fer_pipeline.emotion_log.sqlite as store_module
-
     path = tmp_path / "old.sqlite"
     labels = day(seed=4)
     old_log(path, labels[:1500])
