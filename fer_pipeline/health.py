@@ -23,7 +23,7 @@ GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
 PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelled", "batches", "labels_logged",
                     "frames_drawn", "dead_letters", "reconnects", "infer_ms")
 # Read from heartbeats too, for the problems and /metrics, without a column of their own.
-COLLECTED_COUNTERS = (*PROCESS_COUNTERS, "realtime_lost_ms")
+COLLECTED_COUNTERS = (*PROCESS_COUNTERS, "realtime_lost_ms", "redis_data_lost")
 LOST_WARN_S = 1.0  # a producer this far behind its sources' frame rate is named in the problems
 
 
@@ -180,6 +180,10 @@ def problems(status: PipelineStatus) -> list[str]:
             out.append(f"{stream}: {n:,} messages trimmed before a consumer read them")
     if status.crops_dropped:
         out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")
+    lost = max((p.counters.get("redis_data_lost", 0) for p in status.processes), default=0)
+    if lost:
+        out.append(f"Redis lost its data {lost:,.0f} time(s) while these processes ran (a restart without "
+                   "persistence): the messages it held then are gone, and its counters restarted from 0")
     for p in status.processes:
         lost = p.counters.get("realtime_lost_ms", 0) / 1000
         if p.role == "producer" and lost >= LOST_WARN_S:

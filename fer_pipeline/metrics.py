@@ -24,6 +24,8 @@ PROCESS_COUNTERS = {
     "frames_drawn": ("fer_frames_drawn_total", "Frames annotated by display consumers."),
     "dead_letters": ("fer_process_dead_letters_total", "Messages a process sent to the dead-letter stream."),
     "reconnects": ("fer_reconnects_total", "Redis reconnect attempts."),
+    "redis_data_lost": ("fer_redis_data_lost_total",
+                        "Times a process found Redis had lost its data (a restart without persistence)."),
     "realtime_lost_ms": ("fer_realtime_lost_milliseconds_total",
                          "Time paced file sources fell behind their frame rate (producers too slow)."),
 }

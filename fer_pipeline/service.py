@@ -58,6 +58,7 @@ class Service:
         self.log = logging.getLogger(f"fer.{self.role}:{self.ident}")
         self.started_at = time.time()
         self._last_beat = 0.0
+        self._epoch: str | None = None
         parent = os.environ.get(PARENT_ENV, "")
         self._parent = int(parent) if parent.isdigit() else None
 
@@ -146,8 +147,19 @@ class Service:
         now = time.time()
         if now - self._last_beat >= HEARTBEAT_EVERY_S:
             self._last_beat = now
+            self._check_epoch()
             health.beat(self.transport, self.role, self.ident, HEARTBEAT_TTL_S,
                         {"role": self.role, "started": round(self.started_at, 3), **self.info()})
+
+    def _check_epoch(self) -> None:
+        # Redis restarted without persistence (or was flushed): what it held (streams, groups,
+        # stats) is gone. Counted and said, so that status and /metrics can tell the loss.
+        epoch = self.transport.epoch()
+        if self._epoch is not None and epoch != self._epoch:
+            self.counters["redis_data_lost"] += 1
+            self.log.warning("Redis lost its data (restarted without persistence?): the messages it held are gone; "
+                             "see RELIABILITY.md")
+        self._epoch = epoch
 
     def _backoff(self) -> Backoff:
         return Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)

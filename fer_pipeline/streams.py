@@ -52,6 +52,11 @@ class StreamKeys:
         """Hash of counters (trimmed-unread per stream, drops) shared by all processes."""
         return f"{self.prefix}:stats"
 
+    @property
+    def epoch(self) -> str:
+        """A random id written once: a different (or missing) one means Redis lost its data."""
+        return f"{self.prefix}:epoch"
+
     def frames(self, camera_id: str) -> str:
         """One camera's frames (JPEG) from its producer, read by the display groups."""
         return f"{self.prefix}:frames:{camera_id}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -369,6 +370,14 @@ class Transport:
     def camera_ids(self) -> list[str]:
         """Every camera ever announced under this prefix, sorted."""
         return sorted(_s(c) for c in self._client.smembers(self.keys.cameras))
+
+    def epoch(self) -> str:
+        """The data epoch of this Redis: a random id created on first use (SET NX, so every process
+        agrees); a Redis restarted without persistence comes back without it, and gets a new one."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+        pipe.get(self.keys.epoch)
+        return _s(pipe.execute()[1])
 
     def server_time_ms(self) -> int:
         """Redis's clock (stream ids are made from it), in epoch milliseconds."""

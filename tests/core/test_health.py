@@ -125,3 +125,22 @@ def test_container_healthcheck_command(redis_settings, real_transport):
     assert r.exit_code == 0 and "box7-123" in r.output
     assert CliRunner().invoke(app, [*args, "--role", "worker", "--host", "box"]).exit_code == 1  # not a prefix match
     assert CliRunner().invoke(app, [*args, "--role", "logger", "--host", "box7"]).exit_code == 1
+
+
+def test_a_redis_that_lost_its_data_is_counted_and_shown(settings, fake_transport):
+    from fer_pipeline.consumers.label_logger import LabelLoggerService
+
+    t = fake_transport
+    service = LabelLoggerService(settings, t, ident="log")
+    service._beat()
+    first = t.epoch()
+    assert t.epoch() == first  # stable while Redis keeps its data
+    t._client.flushall()  # fakeredis is private to this test: as a restart without persistence leaves it
+    service._last_beat = 0.0
+    service._beat()
+    assert service.counters["redis_data_lost"] == 1 and t.epoch() != first
+    status = collect(t, rate_interval_s=0)
+    assert any("Redis lost its data 1 time(s)" in p for p in status.problems)
+    service._last_beat = 0.0
+    service._beat()  # the new epoch is the one it now knows
+    assert service.counters["redis_data_lost"] == 1

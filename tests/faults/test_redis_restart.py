@@ -95,6 +95,8 @@ def test_redis_restart_mid_run_every_role_reconnects_and_losses_are_counted(priv
         for p, role in ((worker, "worker"), (logger, "logger"), (display, "display")):
             text = p.log()
             assert "Redis unreachable" in text and "Redis reachable again" in text, f"{role}: {text[-2000:]}"
+            # The restart emptied Redis: every role noticed by its epoch, and says the data are gone.
+            assert "Redis lost its data" in text and "redis_data_lost=1" in text, f"{role}: {text[-2000:]}"
             assert "Traceback" not in text, f"{role}: {text[-3000:]}"
             assert p.counters()["reconnects"] >= 1
         assert "Traceback" not in producer.log()
