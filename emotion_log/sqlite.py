@@ -153,9 +153,25 @@ class SqliteStore(StoreBase):
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
         """Erase a person's rows (one camera's track; every run unless ``run_id``), or a whole
-        camera's when ``track_id`` is None, and their blocks; returns how many rows."""
+        camera's when ``track_id`` is None, and their blocks; returns how many rows.
+
+        A whole camera (or run) goes one range of about ``BACKFILL_ROWS`` rows per
+        transaction, as ``prune`` does, so a logger writing meanwhile never waits long."""
         where, params = schema.erase_filter(camera_id, track_id, run_id)
-        return self._delete(where, params, dry_run, lambda: blocks.erase(self._db, blocks.SQLITE, where, params))
+        if dry_run or track_id is not None:
+            return self._delete(where, params, dry_run, lambda: blocks.erase(self._db, blocks.SQLITE, where, params))
+        end, deleted = 2 ** 62, 0
+        where += " AND track_id >= ? AND track_id < ?"
+        lo = -end
+        while lo < end:
+            with self._lock, self._transaction():
+                hi = self._backfill_end(camera_id, lo, end)
+                deleted += self._db.execute(f"DELETE FROM labels WHERE {where}", [*params, lo, hi]).rowcount
+                blocks.erase(self._db, blocks.SQLITE, where, [*params, lo, hi])
+            lo = hi
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
 
     def _delete(self, where: str, params: list, dry_run: bool, on_blocks: Callable[[], None]) -> int:
         with self._lock:

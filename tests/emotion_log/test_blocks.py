@@ -156,7 +156,10 @@ def test_prune_rewrites_blocks_that_straddle_the_cutoff(messy, monkeypatch, rows
 
 
 @pytest.mark.parametrize("what", [("door", 3, None), ("door", 3, "r2"), ("hall", None, None), ("door", None, "r1")])
-def test_erase_keeps_the_blocks_of_everything_else(messy, what):
+@pytest.mark.parametrize("rows_per_transaction", [65_536, 40])
+def test_erase_keeps_the_blocks_of_everything_else(messy, what, monkeypatch, rows_per_transaction):
+    # 40 rows a transaction: a whole camera (or run) is erased range by range.
+    monkeypatch.setattr(store_module, "BACKFILL_ROWS", rows_per_transaction)
     path, labels = messy
     camera, track, run = what
     gone = [x for x in labels if x.camera_id == camera and track in (None, x.track_id) and run in (None, x.run_id)]
