@@ -23,7 +23,7 @@ GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
 PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelled", "batches", "labels_logged",
                     "frames_drawn", "dead_letters", "reconnects", "infer_ms")
 # Read from heartbeats too, for the problems and /metrics, without a column of their own.
-COLLECTED_COUNTERS = (*PROCESS_COUNTERS, "realtime_lost_ms", "redis_data_lost")
+COLLECTED_COUNTERS = (*PROCESS_COUNTERS, "realtime_lost_ms", "redis_data_lost", "store_waits")
 LOST_WARN_S = 1.0  # a producer this far behind its sources' frame rate is named in the problems
 
 
@@ -177,9 +177,13 @@ def problems(status: PipelineStatus) -> list[str]:
     for stream, n in sorted(status.trimmed_unread.items()):
         # A stream nobody consumes (frames while no display runs) is trimmed by design.
         if n and stream in grouped:
-            out.append(f"{stream}: {n:,} messages trimmed before a consumer read them")
+            out.append(f"{stream}: {n:,} messages trimmed before a consumer finished them")
     if status.crops_dropped:
         out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")
+    for p in status.processes:
+        if p.role == "logger" and p.counters.get("store_waits", 0):
+            out.append(f"logger {p.ident}: the emotion log could not be written {p.counters['store_waits']:,.0f} "
+                       "time(s) (locked, disk full, database gone): its labels wait pending, see its log")
     lost = max((p.counters.get("redis_data_lost", 0) for p in status.processes), default=0)
     if lost:
         out.append(f"Redis lost its data {lost:,.0f} time(s) while these processes ran (a restart without "

@@ -24,6 +24,7 @@ PROCESS_COUNTERS = {
     "frames_drawn": ("fer_frames_drawn_total", "Frames annotated by display consumers."),
     "dead_letters": ("fer_process_dead_letters_total", "Messages a process sent to the dead-letter stream."),
     "reconnects": ("fer_reconnects_total", "Redis reconnect attempts."),
+    "store_waits": ("fer_store_waits_total", "Times a logger found the emotion log unwritable and kept its labels pending."),
     "redis_data_lost": ("fer_redis_data_lost_total",
                         "Times a process found Redis had lost its data (a restart without persistence)."),
     "realtime_lost_ms": ("fer_realtime_lost_milliseconds_total",
@@ -72,7 +73,7 @@ class PipelineCollector:
         for stream, n in st.published.items():
             published.add_metric([stream], n)
         yield published
-        trimmed = CounterMetricFamily("fer_trimmed_unread", "Messages trimmed by the bound before a group read them.",
+        trimmed = CounterMetricFamily("fer_trimmed_unread", "Messages trimmed by the bound before a group read them, or while pending in one.",
                                       labels=["stream"])
         for stream, n in st.trimmed_unread.items():
             trimmed.add_metric([stream], n)

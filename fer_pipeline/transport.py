@@ -4,7 +4,7 @@ A message lives in a single field ``d`` holding its msgpack payload, except on b
 streams (crops and labels), whose entries each hold a bundle of messages (``bundles.py``);
 readers get one ``Entry`` per message either way. ``publish`` bounds every stream at a number
 of messages (exactly, or on a bundled stream by trimming whole bundles) and counts those
-trimmed before some consumer group read them, in the stats hash, so a stalled consumer costs
+trimmed before some consumer group read them (or while one held them unacknowledged), in the stats hash, so a stalled consumer costs
 counted data, not Redis memory.
 """
 

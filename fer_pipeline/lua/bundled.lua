@@ -28,7 +28,7 @@ if excess > 0 and len > 1 then
     if #old == 0 then break end
     for _, e in ipairs(old) do
       local k = messages_in(e[2])
-      if unread(e[1]) then lost = lost + k end
+      if lost_if_trimmed(stream, e[1]) then lost = lost + k end
       if drop < before then held = held - k else fresh = fresh - k end
       drop, excess, from = drop + 1, excess - k, '(' .. e[1]
       if excess <= 0 or drop >= len - 1 then break end

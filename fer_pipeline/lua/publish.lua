@@ -25,7 +25,7 @@ if n > 0 then
     local old = {}
     if len > 0 then old = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, len)) end
     for _, e in ipairs(old) do
-      if unread(e[1]) then lost = lost + 1 end
+      if lost_if_trimmed(stream, e[1]) then lost = lost + 1 end
     end
     -- A batch larger than the room left trims some of its own new entries: unread by anyone.
     if excess > len then lost = lost + excess - len end

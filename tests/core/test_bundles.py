@@ -77,8 +77,9 @@ def test_the_bound_counts_messages_and_drops_whole_oldest_bundles(real_transport
     t.ensure_group(s, "workers")
     for i in range(4):  # bundles of 3: 12 messages
         t.publish(s, [b"%d-%d" % (i, k) for k in range(3)], maxlen=12)
-    t.read_group([s], "workers", "w", count=1, block_ms=None)  # the group has read bundle 0
-    t.publish(s, [b"4-0", b"4-1"], maxlen=12)  # 14 > 12: bundle 0 goes (read), then 11 fit
+    done = t.read_group([s], "workers", "w", count=1, block_ms=None)  # the group has read bundle 0
+    t._client.xack(s, "workers", done[0].id)  # and finished it
+    t.publish(s, [b"4-0", b"4-1"], maxlen=12)  # 14 > 12: bundle 0 goes (done), then 11 fit
     assert t.depth(s) == 11 and t._client.xlen(s) == 4
     assert t.stats().get(f"trimmed_unread:{s}", 0) == 0
     t.publish(s, [b"5-0"] * 4, maxlen=12)  # 15 > 12: bundle 1 (unread, 3 messages) goes
@@ -191,3 +192,18 @@ def test_a_deleted_pending_entry_is_reported_missing_on_the_embedded_redis_6(tmp
             assert missing == [gone_id]
         finally:
             t.close()
+
+
+@pytest.mark.redis
+def test_a_bundle_trimmed_from_under_a_consumer_that_died_is_counted_in_messages(real_transport):
+    """Labels delivered to a logger that died before acking, then trimmed by the bound, used
+    to be counted nowhere (its successor's labels_missing counts entries, not labels)."""
+    t = real_transport
+    s = t.keys.labels
+    t.ensure_group(s, "logger")
+    t.publish(s, [b"a-%d" % k for k in range(8)], maxlen=20)  # one bundle of 8
+    held = t.read_group([s], "logger", "dead-logger", count=1, block_ms=None)
+    assert len(held) == 8  # delivered, never acked: the logger was killed
+    for i in range(2):  # the second goes past the bound (20 messages): the held bundle is trimmed
+        t.publish(s, [b"b%d-%d" % (i, k) for k in range(8)], maxlen=20)
+    assert t.stats()[f"trimmed_unread:{s}"] == 8

@@ -75,7 +75,7 @@ def test_dead_letters_trimmed_and_rate(real_transport):
     assert st.trimmed_unread == {"crops": 2}
     assert st.labels_per_s is not None and st.labels_per_s > 0
     assert any("dead letters" in p for p in st.problems)
-    assert any("trimmed before a consumer read them" in p for p in st.problems)
+    assert any("trimmed before a consumer finished them" in p for p in st.problems)
 
 
 def test_empty_deployment_and_render(real_transport):
@@ -144,3 +144,9 @@ def test_a_redis_that_lost_its_data_is_counted_and_shown(settings, fake_transpor
     service._last_beat = 0.0
     service._beat()  # the new epoch is the one it now knows
     assert service.counters["redis_data_lost"] == 1
+
+
+def test_a_logger_waiting_for_its_database_is_a_problem_in_status(settings, fake_transport):
+    health.beat(fake_transport, "logger", "log-1", 5.0, {"role": "logger", "started": 1.0, "store_waits": 3})
+    st = collect(fake_transport, rate_interval_s=0)
+    assert any("logger log-1: the emotion log could not be written 3 time(s)" in p for p in st.problems)

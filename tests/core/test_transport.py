@@ -8,17 +8,18 @@ from fer_pipeline.urls import redact_url
 
 
 @pytest.mark.redis
-def test_publish_bounds_the_stream_and_counts_only_unread_trims(real_transport):
+def test_publish_bounds_the_stream_and_counts_only_unfinished_trims(real_transport):
     t = real_transport
     stream = f"{t.keys.prefix}:s"
     t.ensure_group(stream, "g")
     t.publish(stream, [b"%d" % i for i in range(5)], maxlen=5)
     got = t.read_group([stream], "g", "c", count=2, block_ms=None)  # the group has read 2 of 5
     assert [e.payload for e in got] == [b"0", b"1"]
-    t.publish(stream, [b"5", b"6", b"7", b"8"], maxlen=5)  # trims 0..3: 0,1 were read; 2,3 were not
+    t.ack(stream, "g", [got[0].id])  # 0 done; 1 delivered but never acked (its consumer died)
+    t.publish(stream, [b"5", b"6", b"7", b"8"], maxlen=5)  # trims 0..3: 0 was done; 1 pending; 2,3 unread
     assert t._client.xlen(stream) == 5
     stats = t.stats()
-    assert stats[f"trimmed_unread:{stream}"] == 2
+    assert stats[f"trimmed_unread:{stream}"] == 3
     assert stats[f"published:{stream}"] == 9
 
 
