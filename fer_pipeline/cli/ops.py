@@ -4,6 +4,7 @@ log), the log's privacy controls (`prune`, `erase`), and `reindex` (its label bl
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import typer
 
 from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
 from fer_pipeline.errors import BrokerUnavailable, ConfigError
+from fer_pipeline.settings import Settings
 
 Db = Annotated[str | None, typer.Option(
     "--db", help="Emotion log: SQLite file or postgresql:// URL (default: FER_CONSUMER__DB or out/emotions.sqlite).",
@@ -275,19 +277,33 @@ def dashboard(
                           "pip install 'fer-pipeline[dashboard]'") from None
     from fer_pipeline.transport import Transport
 
-    s = build_settings(redis_url=redis_url, prefix=prefix).with_updates(dashboard={"host": host, "port": port})
+    s, where = dashboard_settings(build_settings(redis_url=redis_url, prefix=prefix)
+                                  .with_updates(dashboard={"host": host, "port": port}))
     setup_logging(s.log_level)
     host, port = s.dashboard.host, s.dashboard.port
-    if s.dashboard.token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: the dashboard listens on {host} without a token: anyone who reaches this port sees "
-                   "the cameras; set FER_DASHBOARD__TOKEN", err=True)
     transport = Transport.connect(s)
-    where = f"http://{host}:{port}/" + ("?token=<FER_DASHBOARD__TOKEN>" if s.dashboard.token is not None else "")
     typer.echo(f"dashboard on {where}  (metrics at /metrics)")
     try:
         uvicorn.run(create_app(s, transport), host=host, port=port, log_level="warning")
     finally:
         transport.close()
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def dashboard_settings(s: Settings) -> tuple[Settings, str]:
+    """The settings the dashboard runs with, and the address to open. Listening beyond this
+    machine without a token, it makes one up (as Jupyter does) and prints it in the address:
+    the cameras are never open to whoever reaches the port (compose's case, unless
+    DASHBOARD_TOKEN is set)."""
+    d = s.dashboard
+    if d.token is None and d.host not in LOOPBACK:
+        s = s.with_updates(dashboard={"token": secrets.token_urlsafe(18)})
+        token = s.dashboard.token.get_secret_value() if s.dashboard.token is not None else ""
+        return s, f"http://{d.host}:{d.port}/?token={token}"
+    suffix = "?token=<FER_DASHBOARD__TOKEN>" if d.token is not None else ""
+    return s, f"http://{d.host}:{d.port}/{suffix}"
 
 
 @app.command(hidden=True)

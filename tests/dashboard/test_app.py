@@ -195,3 +195,15 @@ def test_a_frame_declaring_a_huge_image_is_never_decoded(settings, fake_transpor
     t.add_cameras(["cam0"])
     r = TestClient(create_app(settings, t)).get("/api/frame/cam0")
     assert r.status_code == 200 and r.headers["X-Frame-Index"] == "1"  # the newest decodable one
+
+
+def test_listening_beyond_loopback_always_needs_a_token(settings):
+    from fer_pipeline.cli.ops import dashboard_settings
+
+    local, where = dashboard_settings(settings)
+    assert local.dashboard.token is None and where == "http://127.0.0.1:8000/"
+    wide, where = dashboard_settings(settings.with_updates(dashboard={"host": "0.0.0.0"}))
+    token = wide.dashboard.token.get_secret_value()
+    assert len(token) >= 20 and where == f"http://0.0.0.0:8000/?token={token}"  # made up, and printed
+    fixed, where = dashboard_settings(settings.with_updates(dashboard={"host": "0.0.0.0", "token": "mine"}))
+    assert fixed.dashboard.token.get_secret_value() == "mine" and "mine" not in where

@@ -139,9 +139,14 @@ def pg_same_reports(url, options) -> None:
         conn.close()
 
 
-def test_label_blocks_follow_add_prune_and_erase(pg_url):
+@pytest.mark.parametrize("rows_per_transaction", [65_536, 40])
+def test_label_blocks_follow_add_prune_and_erase(pg_url, monkeypatch, rows_per_transaction):
+    from fer_pipeline.emotion_log import postgres
     from tests.logs import T0 as B0
     from tests.logs import day, deliver
+
+    # 40 rows a transaction: prune and a whole-run erase go range by range.
+    monkeypatch.setattr(postgres, "ROWS_PER_TRANSACTION", rows_per_transaction)
 
     labels = day(seed=11)
     options = [{}, {"chunk_rows": 7}, {"window": 40}, {"cameras": ("hall",), "run": "r2"},
