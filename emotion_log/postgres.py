@@ -32,12 +32,6 @@ _HAS_TRIGGER = ("SELECT 1 FROM pg_trigger WHERE tgname = 'labels_changed_without
 _INSERT = (schema.insert_sql("%s") + " ON CONFLICT (crop_id) DO NOTHING RETURNING crop_id")
 _CLEAR_BLOCKS = "DELETE FROM label_blocks"
 ROWS_PER_TRANSACTION = 65_536  # prune and erase: the rows one transaction deletes, about
-_RANGE_END = "SELECT track_id FROM labels WHERE camera_id = %s AND track_id >= %s ORDER BY track_id LIMIT 1 OFFSET %s"
-_FIRST_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = %s AND track_id >= %s"
-_NEXT_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = %s AND track_id > %s"
-_CAMERAS = ("WITH RECURSIVE cams(prev) AS (SELECT MIN(camera_id) FROM labels UNION ALL "
-            "SELECT (SELECT MIN(labels.camera_id) FROM labels WHERE labels.camera_id > cams.prev) FROM cams "
-            "WHERE cams.prev IS NOT NULL) SELECT prev FROM cams")
 
 log = logging.getLogger("fer.store")
 
@@ -135,7 +129,7 @@ class PostgresStore(StoreBase):
             return self._delete("captured_at < %s", [before], True, lambda cur: None)
         deleted = 0
         for camera in self._cameras():
-            for lo, hi in self._ranges(camera):
+            for lo, hi in self._track_ranges(camera, ROWS_PER_TRANSACTION):
                 deleted += self._delete(
                     "camera_id = %s AND track_id >= %s AND track_id < %s AND captured_at < %s",
                     [camera, lo, hi, before], False,
@@ -153,31 +147,7 @@ class PostgresStore(StoreBase):
         where += " AND track_id >= %s AND track_id < %s"
         return sum(self._delete(where, [*params, lo, hi], False,
                                 lambda cur, ps=[*params, lo, hi]: blocks.erase(cur, blocks.POSTGRES, where, ps))
-                   for lo, hi in self._ranges(camera_id))
-
-    def _cameras(self) -> list[str]:
-        with self._lock:  # a loose index scan: one index seek per camera
-            return [r[0] for r in self._db.execute(_CAMERAS).fetchall() if r[0] is not None]
-
-    def _ranges(self, camera: str):
-        """Track-id ranges ``[lo, hi)`` of ``camera`` covering every id, each of about
-        ``ROWS_PER_TRANSACTION`` rows (a track longer than that alone)."""
-        end = 2 ** 62
-        lo = -end
-        while lo < end:
-            with self._lock:
-                row = self._db.execute(_RANGE_END, (camera, lo, ROWS_PER_TRANSACTION)).fetchone()
-                if row is None:
-                    hi = end
-                else:
-                    (first,) = self._db.execute(_FIRST_TRACK, (camera, lo)).fetchone()
-                    if row[0] == first:  # one track of more rows than a range: that track alone
-                        (nxt,) = self._db.execute(_NEXT_TRACK, (camera, first)).fetchone()
-                        hi = end if nxt is None else int(nxt)
-                    else:
-                        hi = int(row[0])
-            yield lo, hi
-            lo = hi
+                   for lo, hi in self._track_ranges(camera_id, ROWS_PER_TRANSACTION))
 
     def _delete(self, where: str, params: list, dry_run: bool, on_blocks: Callable) -> int:
         with self._lock:

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from fer_pipeline.emotion_log import blocks
+from fer_pipeline.emotion_log import blocks, schema
 from fer_pipeline.emotion_log.schema import Dialect
 from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
@@ -499,11 +499,7 @@ def camera_ids(path) -> list[str]:
 
     conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=10.0)
     try:
-        rows = conn.execute(
-            # Qualified names: labels has a column "x" (the face box) that would capture a bare one.
-            "WITH RECURSIVE cams(prev) AS (SELECT MIN(camera_id) FROM labels UNION ALL "
-            "SELECT (SELECT MIN(labels.camera_id) FROM labels WHERE labels.camera_id > cams.prev) FROM cams "
-            "WHERE cams.prev IS NOT NULL) SELECT prev FROM cams WHERE prev IS NOT NULL LIMIT 100000").fetchall()
+        rows = conn.execute(schema.CAMERAS).fetchall()
     finally:
         conn.close()
     return [r[0] for r in rows]

@@ -81,6 +81,11 @@ def insert_sql(placeholder: Placeholder) -> str:
 
 
 ANY_ROW = "SELECT 1 FROM labels LIMIT 1"
+# The cameras of a log by a loose index scan (one index seek per camera), in both dialects.
+# Qualified names: labels has a column "x" (the face box) that would capture a bare one.
+CAMERAS = ("WITH RECURSIVE cams(prev) AS (SELECT MIN(camera_id) FROM labels UNION ALL "
+           "SELECT (SELECT MIN(labels.camera_id) FROM labels WHERE labels.camera_id > cams.prev) FROM cams "
+           "WHERE cams.prev IS NOT NULL) SELECT prev FROM cams WHERE prev IS NOT NULL LIMIT 100000")
 
 
 def erase_filter(camera_id: str, track_id: int | None, run_id: str | None,

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fer_pipeline.emotion_log import blocks, schema
-from fer_pipeline.emotion_log.queries import StoreBase
-from fer_pipeline.emotion_log.reader import Part, camera_ids, merge_chunks, read_rows
+from fer_pipeline.emotion_log.queries import TRACK_END, StoreBase
+from fer_pipeline.emotion_log.reader import Part, merge_chunks, read_rows
 from fer_pipeline.emotion_log.schema import Placeholder
 from fer_pipeline.emotion_log.selection import Selection
 from fer_pipeline.errors import ConfigError
@@ -32,11 +32,7 @@ _INSERT = schema.insert_sql("?").replace("INSERT", "INSERT OR IGNORE", 1)
 # Which of a batch's crop ids are stored already: one parameter, a JSON array of the ids.
 _EXISTING = "SELECT crop_id FROM labels WHERE crop_id IN (SELECT value FROM json_each(?))"
 _EXISTS_ONE = "SELECT 1 FROM labels WHERE crop_id = ?"
-# Backfill: the track id that ends a batch of about BACKFILL_ROWS rows of one camera.
-_BATCH_END = "SELECT track_id FROM labels WHERE camera_id = ? AND track_id >= ? ORDER BY track_id LIMIT 1 OFFSET ?"
-_NEXT_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = ? AND track_id > ?"
 _CLEAR_RANGE = "DELETE FROM label_blocks WHERE camera_id = ? AND track_id >= ? AND track_id < ?"
-_FIRST_TRACK = "SELECT MIN(track_id) FROM labels WHERE camera_id = ? AND track_id >= ?"
 _BLOCK_CAMERAS = "SELECT DISTINCT camera_id FROM label_blocks"
 _CLEAR_CAMERA = "DELETE FROM label_blocks WHERE camera_id = ?"
 _PRUNE_RANGE = "DELETE FROM labels WHERE camera_id = ? AND track_id >= ? AND track_id < ? AND captured_at < ?"
@@ -130,25 +126,16 @@ class SqliteStore(StoreBase):
         before = float(before)
         if dry_run:
             return self._delete("captured_at < ?", [before], True, lambda: None)
-        end, deleted = 2 ** 62, 0
+        deleted = 0
         for camera in self._cameras():
-            lo = -end
-            while lo < end:
+            for lo, hi in self._track_ranges(camera, BACKFILL_ROWS):
                 with self._lock, self._transaction():
-                    hi = self._backfill_end(camera, lo, end)
                     deleted += self._db.execute(_PRUNE_RANGE, (camera, lo, hi, before)).rowcount
                     blocks.prune(self._db, blocks.SQLITE, before, (camera, lo, hi))
-                lo = hi
         with self._lock:
             # secure_delete zeroed the freed pages; the checkpoint empties the WAL of them too.
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
-
-    def _cameras(self) -> list[str]:
-        if self.path is not None:
-            return camera_ids(self.path)
-        with self._lock:  # ":memory:": only this connection sees the log
-            return [r[0] for r in self._db.execute("SELECT DISTINCT camera_id FROM labels").fetchall()]
 
     def erase(self, camera_id: str, track_id: int | None = None, *, run_id: str | None = None,
               dry_run: bool = False) -> int:
@@ -160,15 +147,12 @@ class SqliteStore(StoreBase):
         where, params = schema.erase_filter(camera_id, track_id, run_id)
         if dry_run or track_id is not None:
             return self._delete(where, params, dry_run, lambda: blocks.erase(self._db, blocks.SQLITE, where, params))
-        end, deleted = 2 ** 62, 0
+        deleted = 0
         where += " AND track_id >= ? AND track_id < ?"
-        lo = -end
-        while lo < end:
+        for lo, hi in self._track_ranges(camera_id, BACKFILL_ROWS):
             with self._lock, self._transaction():
-                hi = self._backfill_end(camera_id, lo, end)
                 deleted += self._db.execute(f"DELETE FROM labels WHERE {where}", [*params, lo, hi]).rowcount
                 blocks.erase(self._db, blocks.SQLITE, where, [*params, lo, hi])
-            lo = hi
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
@@ -220,17 +204,16 @@ class SqliteStore(StoreBase):
             (rows,) = self._db.execute(blocks.SQLITE.count_rows).fetchone()
         if on_start is not None:
             on_start(int(rows))
-        end = 2 ** 62
         options = Selection(blocks=False)
         with self._lock, self._transaction():
             # Under the write lock: a camera that appears later is this version's (it keeps blocks).
-            cameras = camera_ids(self.path)
+            cameras = [r[0] for r in self._db.execute(schema.CAMERAS).fetchall()]
             for (camera,) in self._db.execute(_BLOCK_CAMERAS).fetchall():
                 if camera not in cameras:
                     self._db.execute(_CLEAR_CAMERA, (camera,))
         for camera in cameras:
-            lo = -end
-            while lo < end:
+            lo = -TRACK_END
+            while lo < TRACK_END:
                 if stop is not None and stop.is_set():
                     return 0
                 # The rows are read on this connection, inside the range's write transaction:
@@ -238,7 +221,7 @@ class SqliteStore(StoreBase):
                 # between ranges (a second connection, or ADBC's own SQLite, would not see the
                 # same snapshot, and two SQLite libraries on one file corrupt each other's locks).
                 with self._lock, self._transaction():
-                    hi = self._backfill_end(camera, lo, end)
+                    hi = self._range_end(camera, lo, BACKFILL_ROWS)
                     self._db.execute(_CLEAR_RANGE, (camera, lo, hi))
                     chunks = list(read_rows(self._db, options, Part(camera, lo, hi)))
                     if chunks:
@@ -256,19 +239,6 @@ class SqliteStore(StoreBase):
                 return int(covered)
             self._mark_covered()
         return int(rows)
-
-    def _backfill_end(self, camera: str, lo: int, end: int) -> int:
-        """The end (exclusive) of the track-id range from ``lo`` holding about BACKFILL_ROWS rows."""
-        (first,) = self._db.execute(_FIRST_TRACK, (camera, lo)).fetchone()
-        if first is None:
-            return end
-        row = self._db.execute(_BATCH_END, (camera, lo, BACKFILL_ROWS)).fetchone()
-        if row is None:
-            return end
-        if row[0] == first:  # one track of more than BACKFILL_ROWS rows: that track alone
-            (nxt,) = self._db.execute(_NEXT_TRACK, (camera, first)).fetchone()
-            return end if nxt is None else int(nxt)
-        return int(row[0])
 
     def _mark_covered(self) -> None:
         blocks.mark_covered(self._db, blocks.SQLITE)
