@@ -165,7 +165,7 @@ class LabelLoggerService(Service):
         except Exception as err:  # noqa: BLE001 - sorted below: the database's fault, or a message's
             if is_unavailable(err):
                 raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
-        inserted = 0
+        inserted, stored = 0, []
         for e, lab in labelled:
             try:
                 inserted += self.store.add([lab])
@@ -173,7 +173,9 @@ class LabelLoggerService(Service):
                 if is_unavailable(err):
                     raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
                 bad.append((e, f"cannot be stored: {type(err).__name__}: {str(err)[:200]}"))
-        labelled[:] = [(e, lab) for e, lab in labelled if not any(e is b for b, _ in bad)]
+            else:
+                stored.append((e, lab))
+        labelled[:] = stored
         return inserted
 
     def on_redis_down(self) -> None:

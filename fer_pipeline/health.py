@@ -181,6 +181,11 @@ def problems(status: PipelineStatus) -> list[str]:
     if status.crops_dropped:
         out.append(f"producers dropped {status.crops_dropped:,} crops (backlog over the limit)")
     for p in status.processes:
+        behind = p.counters.get("realtime_lost_ms", 0) / 1000
+        if p.role == "producer" and behind >= LOST_WARN_S:
+            # A paced file replays slower than real time; a live camera would drop frames instead.
+            out.append(f"producer {p.ident}: its cameras fell {behind:,.1f} s behind real time "
+                       "(too slow for the frame rate: raise --detect-every or add cores)")
         if p.role == "logger" and p.counters.get("store_waits", 0):
             out.append(f"logger {p.ident}: the emotion log could not be written {p.counters['store_waits']:,.0f} "
                        "time(s) (locked, disk full, database gone): its labels wait pending, see its log")
@@ -188,12 +193,6 @@ def problems(status: PipelineStatus) -> list[str]:
     if lost:
         out.append(f"Redis lost its data {lost:,.0f} time(s) while these processes ran (a restart without "
                    "persistence): the messages it held then are gone, and its counters restarted from 0")
-    for p in status.processes:
-        lost = p.counters.get("realtime_lost_ms", 0) / 1000
-        if p.role == "producer" and lost >= LOST_WARN_S:
-            # A paced file replays slower than real time; a live camera would drop frames instead.
-            out.append(f"producer {p.ident}: its cameras fell {lost:,.1f} s behind real time "
-                       "(too slow for the frame rate: raise --detect-every or add cores)")
     return out
 
 

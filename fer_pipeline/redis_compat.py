@@ -30,7 +30,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def _s(v: bytes | str | int) -> str:
+def as_text(v: bytes | str | int) -> str:
+    """A reply value as text (redis-py hands back bytes unless told to decode)."""
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -41,7 +42,7 @@ def group_lag(client: redis.Redis, stream: str, info: dict) -> int:
     lag = info.get("lag")
     if lag is not None:
         return int(lag)
-    last = _s(info["last-delivered-id"])
+    last = as_text(info["last-delivered-id"])
     return len(client.xrange(stream, min=f"({last}", count=100_000) or []) if last else 0
 
 
@@ -50,11 +51,11 @@ def autoclaim_missing(client: redis.Redis, stream: str, group: str, consumer: st
     on 6.2, only hinted at by nil items, so the consumer's pending list is checked entry by
     entry (at most 1,000)."""
     if len(reply) > 2:
-        return [_s(i) for i in reply[2]]
+        return [as_text(i) for i in reply[2]]
     if not any(item is None or item[0] is None for item in reply[1]):
         return []
     pel = client.xpending_range(stream, group, min="-", max="+", count=1000, consumername=consumer)
-    ids = [_s(p["message_id"]) for p in pel]
+    ids = [as_text(p["message_id"]) for p in pel]
     pipe = client.pipeline(transaction=False)
     for i in ids:
         pipe.xrange(stream, min=i, max=i, count=1)

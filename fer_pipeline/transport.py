@@ -4,8 +4,8 @@ A message lives in a single field ``d`` holding its msgpack payload, except on b
 streams (crops and labels), whose entries each hold a bundle of messages (``bundles.py``);
 readers get one ``Entry`` per message either way. ``publish`` bounds every stream at a number
 of messages (exactly, or on a bundled stream by trimming whole bundles) and counts those
-trimmed before some consumer group read them (or while one held them unacknowledged), in the stats hash, so a stalled consumer costs
-counted data, not Redis memory.
+trimmed before some consumer group read them, or while one held them unacknowledged, in the
+stats hash, so a stalled consumer costs counted data, not Redis memory.
 """
 
 from __future__ import annotations
@@ -342,23 +342,19 @@ class Transport:
 
     def backlog(self, stream: str, group: str) -> tuple[int, int]:
         """(entries not yet delivered to the group, delivered but unacknowledged)."""
-        try:
-            groups = self._client.xinfo_groups(stream)
-        except redis.ResponseError:
-            return 0, 0
-        for g in groups:
-            if _s(g["name"]) == group:
-                return redis_compat.group_lag(self._client, stream, g), int(g["pending"])
-        return self._client.xlen(stream), 0
+        for _, _, lag, pending in self.groups(stream, only=group):
+            return lag, pending
+        return self._client.xlen(stream), 0  # no such group yet: everything is undelivered
 
-    def groups(self, stream: str) -> list[tuple[str, int, int, int]]:
-        """(group, consumers, lag, pending) of each consumer group of ``stream`` ([] before it exists)."""
+    def groups(self, stream: str, only: str | None = None) -> list[tuple[str, int, int, int]]:
+        """(group, consumers, lag, pending) of each consumer group of ``stream`` (of group ``only``
+        when given; [] before the stream exists)."""
         try:
             infos = self._client.xinfo_groups(stream)
         except redis.ResponseError:  # no such stream yet
             return []
         return [(_s(g["name"]), int(g["consumers"]), redis_compat.group_lag(self._client, stream, g), int(g["pending"]))
-                for g in infos]
+                for g in infos if only is None or _s(g["name"]) == only]
 
     # -- the cameras set, server time, liveness ---------------------------------------------------
     def add_cameras(self, camera_ids: Iterable[str]) -> None:
@@ -424,8 +420,7 @@ def _execute(pipe) -> list:
     return results
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+_s = redis_compat.as_text
 
 
 def _entries(reply, max_message_bytes: int = 1 << 20) -> list[Entry]:
