@@ -24,7 +24,7 @@ import numpy as np
 from fer_pipeline.consumers.joiner import DEFAULT_FPS, faces_to_draw, frames_in_window
 from fer_pipeline.consumers.overlay import EmotionAnnotator
 from fer_pipeline.errors import ConfigError, MessageError
-from fer_pipeline.images import image_dimensions
+from fer_pipeline.images import frame_refusal
 from fer_pipeline.messages import EndOfStream, Frame, Label
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
@@ -340,14 +340,9 @@ class DisplayService(Service):
         """The frame's image, or None after dead-lettering it: the size comes from the header
         first, so a few bytes declaring a huge image never reach the decoder."""
         data = item.msg.jpeg
-        dims = image_dimensions(data)
-        limit = self.settings.consumer.max_frame_pixels
         image = None
-        if dims is None:
-            reason = "frame is not a JPEG, PNG or BMP image"
-        elif dims[0] * dims[1] > limit:
-            reason = f"frame of {dims[0]}x{dims[1]} exceeds max_frame_pixels={limit}"
-        else:
+        reason = frame_refusal(data, self.settings.consumer.max_frame_pixels)
+        if reason is None:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             reason = "frame jpeg cannot be decoded"
         if image is None:

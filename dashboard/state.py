@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.health import collect
-from fer_pipeline.images import image_dimensions
+from fer_pipeline.images import frame_refusal
 from fer_pipeline.labels import INDEX
 from fer_pipeline.messages import Frame, Label
 from fer_pipeline.settings import Settings
@@ -119,9 +119,8 @@ class DashboardState:
                 continue
             if not isinstance(msg, Frame):
                 continue  # an end-of-stream marker
-            dims = image_dimensions(msg.jpeg)
-            if dims is None or dims[0] * dims[1] > self.settings.consumer.max_frame_pixels:
-                continue  # not an image, or one declaring more pixels than the display accepts: never decoded
+            if frame_refusal(msg.jpeg, self.settings.consumer.max_frame_pixels) is not None:
+                continue  # what the display would dead-letter undecoded: skipped, never decoded
             jpeg, drawn = self._annotate(msg)
             with self._lock:
                 cam.jpeg = (entry_id, jpeg, msg.frame_index, drawn)

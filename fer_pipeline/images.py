@@ -27,3 +27,15 @@ def image_dimensions(data: bytes) -> tuple[int, int] | None:
                 return w, h
             i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
     return None
+
+
+def frame_refusal(data: bytes, max_pixels: int) -> str | None:
+    """Why a frame from the wire must not be decoded (None: it may be): not a known image,
+    or a header declaring more than ``max_pixels``. The display dead-letters with this
+    reason; the dashboard skips the frame."""
+    dims = image_dimensions(data)
+    if dims is None:
+        return "frame is not a JPEG, PNG or BMP image"
+    if dims[0] * dims[1] > max_pixels:
+        return f"frame of {dims[0]}x{dims[1]} exceeds max_frame_pixels={max_pixels}"
+    return None
