@@ -158,14 +158,10 @@ class Supervisor:
         """The children that play ``role``."""
         return [c for c in self.children if c.role == role]
 
-    def producers_done_for_good(self) -> bool:
+    def producers_done(self) -> bool:
         """Whether every producer has ended and none waits for a restart (a crash is restarted)."""
         return all(c.returncode == 0 or (c.returncode is not None and c.restarts >= MAX_RESTARTS)
                    for c in self.role("producer"))
-
-    def producers_done(self) -> bool:
-        """Whether no producer is running any more (all exited, or none started)."""
-        return not any(c.running for c in self.role("producer"))
 
     def failed(self) -> list[Child]:
         """The children that exited with a nonzero status."""

@@ -299,9 +299,8 @@ def dashboard_settings(s: Settings) -> tuple[Settings, str]:
     DASHBOARD_TOKEN is set)."""
     d = s.dashboard
     if d.token is None and d.host not in LOOPBACK:
-        s = s.with_updates(dashboard={"token": secrets.token_urlsafe(18)})
-        token = s.dashboard.token.get_secret_value() if s.dashboard.token is not None else ""
-        return s, f"http://{d.host}:{d.port}/?token={token}"
+        token = secrets.token_urlsafe(18)
+        return s.with_updates(dashboard={"token": token}), f"http://{d.host}:{d.port}/?token={token}"
     suffix = "?token=<FER_DASHBOARD__TOKEN>" if d.token is not None else ""
     return s, f"http://{d.host}:{d.port}/{suffix}"
 

@@ -149,7 +149,7 @@ def _run(sup, s, out: Path) -> int:
         live.start()
     try:
         given_up: list = []
-        while not interrupted["n"] and not sup.producers_done_for_good():
+        while not interrupted["n"] and not sup.producers_done():
             tick()
             # A crashed child is restarted (with backoff, counted in its log and the summary);
             # one that keeps crashing stops the pipeline.
