@@ -39,10 +39,7 @@ def redact_url(url: str | None) -> str:
 
 def raw_password_hint(url: str | None) -> str:
     """A hint when the URL's password holds characters a URL parser cuts at (``# ? / @``)."""
-    scheme, sep, rest = (url or "").partition("://")
-    at = _userinfo_end(rest) if sep else -1
-    password = rest[:at].partition(":")[2] if at >= 0 else ""
-    if any(c in password for c in "#?/@"):
+    if any(c in _password(url) for c in "#?/@"):
         return " (the password holds # ? / or @: percent-encode them in the URL, e.g. # as %23)"
     return ""
 
@@ -55,17 +52,18 @@ def has_password(url: str | None) -> bool:
 def scrub(text: str, url: str | None) -> str:
     """``text`` (an error message about ``url``) with the URL's password taken out, wherever
     a library quoted it (or a part of it)."""
-    if not url:
-        return text
-    scheme, sep, rest = url.partition("://")
-    at = _userinfo_end(rest) if sep else -1
-    if at < 0:
-        return text
-    _, colon, password = rest[:at].partition(":")
+    password = _password(url)
     for piece in sorted({password, *password.replace("#", "/").replace("?", "/").split("/")}, key=len, reverse=True):
-        if colon and len(piece) >= 2:
+        if len(piece) >= 2:
             text = text.replace(piece, "***")
     return text
+
+
+def _password(url: str | None) -> str:
+    """The password in the URL's userinfo as typed ("" when there is none)."""
+    _, sep, rest = (url or "").partition("://")
+    at = _userinfo_end(rest) if sep else -1
+    return rest[:at].partition(":")[2] if at >= 0 else ""
 
 
 def _masked(item: str) -> str:
