@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fer_pipeline.run_ids import RUN_ID_PATTERN
+
 
 def shipped_path(name: str) -> Path:
     """A folder the project ships (``models``, ``demo``): the package ``fer_pipeline.<name>``,
@@ -96,6 +98,9 @@ class ProducerSettings(_Section):
     # close-ups) finds the most faces per millisecond on real video (README's detector table);
     # "haar" is the tutorial's.
     detector: DetectorName = "blazeface"
+    # Which run the crops belong to (run_ids.py); None: the producer names a new run. `up`
+    # gives all its producers one.
+    run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
     # Minimum detector score (0 = the detector's own default; Haar has no score). BlazeFace's
     # short-range boxes keep their own 0.6 (alone, that model invents large boxes).
     detect_score: float = Field(0.0, ge=0.0, lt=1.0)
@@ -205,6 +210,32 @@ class DashboardSettings(_Section):
         return token.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(token)
 
 
+class SinkSettings(_Section):
+    """Result sinks: MQTT and webhooks (env FER_SINK__*; `fer-pipeline sink`)."""
+
+    # Signs each webhook body (X-Fer-Signature: sha256=<HMAC>); from the environment only,
+    # never a command-line flag (every local user can read a process's arguments).
+    webhook_secret: SecretStr | None = None
+    # Seconds one MQTT publish acknowledgement or one HTTP request may take before the
+    # target counts as down (the labels stay pending and are retried with backoff).
+    timeout_s: float = Field(10.0, gt=0.0)
+    # Wall-clock seconds without a label of a track before its open episode ends (the track
+    # is gone); labels of the same camera captured max_gap_s later end it sooner.
+    track_timeout_s: float = Field(3.0, gt=0.0)
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v in ("", None) else v
+
+    @field_serializer("webhook_secret", when_used="json")
+    def _secret_json(self, secret: SecretStr | None, info: SerializationInfo) -> str | None:
+        # As the dashboard's token: masked in JSON, except for settings_env (child processes).
+        if secret is None:
+            return None
+        return secret.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(secret)
+
+
 class Settings(BaseSettings):
     """Every tunable of the pipeline; see the README for the env-var names."""
 
@@ -216,6 +247,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    sink: SinkSettings = SinkSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def with_updates(self, **sections: dict) -> Settings:
