@@ -12,6 +12,7 @@ from typing_extensions import Self
 
 from fer_pipeline.emotion_log import schema
 from fer_pipeline.emotion_log.schema import Placeholder, TimelineRow, TrackSummary
+from fer_pipeline.run_ids import RESTART_MARK
 
 TRACK_END = 2 ** 62  # beyond any track id (bounded to 2**53 by the schema)
 
@@ -23,15 +24,20 @@ class StoreBase:
     _lock: threading.Lock
     _db: Any
 
-    def count(self, camera_id: str | None = None) -> int:
-        """Rows stored, for one camera or all."""
+    def count(self, camera_id: str | None = None, *, run_id: str | None = None) -> int:
+        """Rows stored, for one camera or all, of one run (its restarts ``<run>~n`` included) or all."""
+        where, params = [], []
+        p = self._placeholder
+        if camera_id is not None:
+            where.append(f"camera_id = {p}")
+            params.append(camera_id)
+        if run_id is not None:
+            # A prefix compare, not LIKE, in which the run id's "_" would be a wildcard.
+            where.append(f"(run_id = {p} OR substr(run_id, 1, {p}) = {p})")
+            params += [run_id, len(run_id) + 1, f"{run_id}{RESTART_MARK}"]
+        sql = "SELECT COUNT(*) FROM labels" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            if camera_id is None:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM labels").fetchone()
-            else:
-                placeholder = self._placeholder
-                sql = f"SELECT COUNT(*) FROM labels WHERE camera_id = {placeholder}"
-                (n,) = self._db.execute(sql, (camera_id,)).fetchone()
+            (n,) = self._db.execute(sql, params).fetchone()
         return int(n)
 
     def timeline(self, camera_id: str, track_id: int, run_id: str | None = None) -> list[TimelineRow]:

@@ -25,8 +25,8 @@ class LabelStore(Protocol):
         """Store labels in one transaction; returns how many were new."""
         ...
 
-    def count(self, camera_id: str | None = None) -> int:
-        """Rows stored (of one camera)."""
+    def count(self, camera_id: str | None = None, *, run_id: str | None = None) -> int:
+        """Rows stored (of one camera, of one run with its restarts)."""
         ...
 
     def timeline(self, camera_id: str, track_id: int, run_id: str | None = None) -> list[TimelineRow]:

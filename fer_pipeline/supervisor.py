@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fer_pipeline.run_ids import restarted
 from fer_pipeline.service import PARENT_ENV
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import LOGGER_GROUP, WORKERS_GROUP
@@ -119,8 +120,18 @@ class Supervisor:
         for child in sorted(self.children, key=lambda c: order.get(c.role, 9)):
             self._spawn(child)
 
+    def child_settings(self, child: Child) -> Settings:
+        """The settings ``child`` starts with: the pipeline's, except that a restarted producer
+        continues the run under a run id of its own (``<run>~<n>``): its frame numbers start
+        again, and the first start's run id would make its crop ids repeat (which the log
+        would take for duplicates)."""
+        run_id = self.settings.producer.run_id
+        if child.role == "producer" and run_id and child.restarts:
+            return self.settings.with_updates(producer={"run_id": restarted(run_id, child.restarts)})
+        return self.settings
+
     def _spawn(self, child: Child) -> None:
-        env = settings_env(self.settings)
+        env = settings_env(self.child_settings(child))
         # Each child watches for this process: if `up` dies, even by kill -9, they stop in
         # order by themselves (service.py) instead of running on unsupervised.
         env[PARENT_ENV] = str(os.getpid())
@@ -185,6 +196,15 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 c.popen.kill()  # did not honour SIGTERM in time: its work stays pending in Redis
                 c.popen.wait()
+
+    def final_counters(self) -> dict[str, list[Counter[str]]]:
+        """Per role, each child's final counters, for the roles where every child logged them."""
+        out: dict[str, list[Counter[str]]] = {}
+        for role in {c.role for c in self.children}:
+            counters = [c.final_counters() for c in self.role(role)]
+            if all(x is not None for x in counters):
+                out[role] = [x for x in counters if x is not None]
+        return out
 
     def unaccounted(self) -> dict[str, int] | None:
         """What no process's own counters account for, from their final log lines: crops

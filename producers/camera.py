@@ -13,7 +13,6 @@ import contextlib
 import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -25,6 +24,7 @@ from fer_pipeline.producers.detection import Detector
 from fer_pipeline.producers.faces import FaceFinder
 from fer_pipeline.producers.publisher import SENT_NAMES, Outgoing, Publisher
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
+from fer_pipeline.run_ids import new_run_id
 from fer_pipeline.service import REDIS_DOWN, Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
@@ -210,7 +210,7 @@ class ProducerService(Service):
         super().__init__(settings, transport, ident)
         if not sources:
             raise ConfigError("no sources given to the producer")
-        self.run_id = uuid.uuid4().hex[:8]
+        self.run_id = settings.producer.run_id or new_run_id()
         self.publisher = Publisher(transport, settings, [cid for cid, _ in sources])
         backlog = BacklogGauge(transport, self.publisher)
         self.cameras = [

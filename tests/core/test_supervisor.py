@@ -30,3 +30,23 @@ def test_no_figure_when_a_process_ended_without_its_counters(settings, fake_tran
     _child(sup, "worker-0", "worker", "crops_labelled=10 dead_letters=0", restarts=1)  # the crashed run left none
     _child(sup, "logger", "logger", "labels_logged=10 duplicates_ignored=0 dead_letters=0")
     assert sup.unaccounted() is None
+
+
+def test_a_restarted_producer_continues_the_run_under_a_run_id_of_its_own(settings, fake_transport, tmp_path):
+    s = settings.with_updates(producer={"run_id": "20261203-181502-a1b2"})
+    sup = Supervisor(s, fake_transport, tmp_path / "logs")
+    producer, worker = sup.add("producer-0", "producer", ["producer"]), sup.add("worker-0", "worker", ["worker"])
+    assert sup.child_settings(producer).producer.run_id == "20261203-181502-a1b2"
+    producer.restarts = worker.restarts = 2
+    assert sup.child_settings(producer).producer.run_id == "20261203-181502-a1b2~2"
+    assert sup.child_settings(worker) is s
+
+
+def test_final_counters_per_role_only_where_every_child_left_them(settings, fake_transport, tmp_path):
+    sup = Supervisor(settings, fake_transport, tmp_path / "logs")
+    _child(sup, "producer-0", "producer", "crops_published=10 frames=7")
+    _child(sup, "producer-1", "producer", "crops_published=5 frames=3")
+    _child(sup, "worker-0", "worker", "crops_labelled=15", restarts=1)  # its crashed first run left no line
+    final = sup.final_counters()
+    assert set(final) == {"producer"}
+    assert sorted(c["frames"] for c in final["producer"]) == [3, 7]
