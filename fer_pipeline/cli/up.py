@@ -26,6 +26,7 @@ from fer_pipeline.cli._app import (
     setup_logging,
 )
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.run_ids import new_run_id
 
 
 def check_writable(out: Path) -> None:
@@ -66,17 +67,22 @@ def up(
     specs = resolve_sources(source)
     if camera_id and len(camera_id) != len(specs):
         raise ConfigError(f"{len(camera_id)} --camera-id for {len(specs)} --source: give one per source or none")
+    run_id = new_run_id()
     s = build_settings(redis_url=redis_url, prefix=prefix,
                        producer={"realtime": realtime, "loop": loop, "detector": detector,
-                                 "detect_every": detect_every},
+                                 "detect_every": detect_every, "run_id": run_id},
                        worker={"model": model},
                        consumer={"out_dir": out, "db": out / "emotions.sqlite", "window": window})
     setup_logging("WARNING")
     check_writable(out)
     if workers:
         read_info(s.worker.model)  # a missing/mismatched model is one line now, not a dead child later
-    for spec in specs:  # likewise a bad source
-        open_source(spec, s).close()
+    total_frames = 0
+    for spec in specs:  # likewise a bad source; finite ones say how many frames they hold
+        src = open_source(spec, s)
+        count = getattr(src, "frame_count", 0)
+        total_frames = total_frames + count if total_frames >= 0 and count else -1
+        src.close()
 
     # From here on a SIGTERM must unwind through the `finally` below (stopping the broker and
     # removing its folder) rather than end the process where it stands; _run installs the
@@ -89,9 +95,10 @@ def up(
         typer.echo(f"embedded broker: redis-server {broker.version_text} at {broker.url} (pass --redis-url to use yours)")
     else:
         typer.echo(f"broker: {redact_url(s.redis.url)}")
+    typer.echo(f"run {run_id}: emotion log {s.consumer.db}, videos and logs in {out}")
     try:
         transport = Transport.connect(s)
-        sup = Supervisor(s, transport, out / "logs")
+        sup = Supervisor(s, transport, out / "logs" / run_id)
         sup.add("logger", "logger", ["logger"])
         if display:
             sup.add("display", "display", ["display"])
@@ -102,7 +109,7 @@ def up(
             if camera_id:
                 args += ["--camera-id", camera_id[i]]
             sup.add(f"producer-{i}", "producer", args)
-        code = _run(sup, s, out)
+        code = _run(sup, s, out, run_id, max(total_frames, 0) if not s.producer.loop else 0)
     finally:
         if broker is not None:
             broker.stop()
@@ -113,14 +120,15 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _run(sup, s, out: Path) -> int:
+def _run(sup, s, out: Path, run_id: str, total_frames: int) -> int:
     from rich.console import Console
     from rich.live import Live
 
     from fer_pipeline.progress import Progress, line, render
 
     console = Console(stderr=False)
-    progress = Progress(sup.transport)
+    # A reused Redis keeps earlier runs' counters: the panel and the summary show this run's.
+    progress = Progress(sup.transport, baseline=sup.transport.stats(), total_frames=total_frames)
     interrupted = {"n": 0}
 
     def on_signal(signum, frame):
@@ -135,15 +143,17 @@ def _run(sup, s, out: Path) -> int:
     live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
     last_line = 0.0
 
-    def tick():
+    def show(snap: dict, force: bool = False) -> None:
         nonlocal last_line
-        progress.refresh()
-        snap = progress.snapshot(sup.backlog())
         if live is not None:
             live.update(render(snap))
-        elif time.monotonic() - last_line > 2.0:
+        elif force or time.monotonic() - last_line > 2.0:
             last_line = time.monotonic()
             print(line(snap), flush=True)
+
+    def tick():
+        progress.refresh()
+        show(progress.snapshot(sup.backlog()))
 
     if live is not None:
         live.start()
@@ -160,26 +170,28 @@ def _run(sup, s, out: Path) -> int:
         reason = ("interrupted" if interrupted["n"] else
                   f"{given_up[0].name} kept crashing" if given_up else "all sources ended")
         drained = sup.stop(drain=not interrupted["n"], tick=tick)
-        tick()
+        # The last panel shows the processes' exact final counters, not their last heartbeats.
+        progress.finish(sup.final_counters())
+        show(progress.snapshot(), force=True)
     finally:
         if live is not None:
             live.stop()
-    return _summary(sup, progress, out, reason, drained, time.time() - started)
+    return _summary(sup, progress, out, run_id, reason, drained, time.time() - started)
 
 
-def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: float) -> int:
+def _summary(sup, progress, out: Path, run_id: str, reason: str, drained: dict, seconds: float) -> int:
     from fer_pipeline.emotion_log.sqlite import SqliteStore
 
     keys = sup.transport.keys
-    stats = sup.transport.stats()
+    stats = progress.run_stats()
     published = stats.get(f"published:{keys.crops}", 0)
     store = SqliteStore(sup.settings.consumer.db)
     try:
-        logged = store.count()
+        logged = store.count(run_id=run_id)
     finally:
         store.close()
-    videos = sorted((sup.settings.consumer.out_dir).glob("*.mp4"))
-    print(f"\nstopped ({reason}) after {seconds:.1f}s")
+    videos = sorted(v for v in sup.settings.consumer.out_dir.glob(f"*{run_id}*.mp4"))
+    print(f"\nrun {run_id} stopped ({reason}) after {seconds:.1f}s")
     labelled = stats.get(f"published:{keys.labels}", 0)
     print(f"  faces published {published:,}  labelled {labelled:,}  "
           f"in the log {logged:,}  dead letters {stats.get('dead_letters', 0)}  "
@@ -189,10 +201,11 @@ def _summary(sup, progress, out: Path, reason: str, drained: dict, seconds: floa
     if behind >= 1.0:
         print(f"  cameras fell behind real time by {behind:,.1f} s in all: detection is too slow for their frame "
               "rate here (raise --detect-every, or use --fast for files)")
-    print(f"  emotion log: {sup.settings.consumer.db}")
+    print(f"  emotion log: {sup.settings.consumer.db} (earlier runs stay in it: `fer-pipeline report` shows this "
+          "run, --run all every run)")
     for v in videos:
         print(f"  annotated video: {v}")
-    print(f"  process logs: {out / 'logs'}")
+    print(f"  process logs: {sup.log_dir}")
     lost = sup.unaccounted()
     if lost and any(v > 0 for v in lost.values()):
         # Counted from the processes' own final counters: Redis's stats may be gone with it.
