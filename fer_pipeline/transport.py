@@ -294,6 +294,13 @@ class Transport:
         return _entries([(stream, self._client.xrange(stream, min=start, count=count))],
                         self.settings.streams.max_payload_bytes)
 
+    def read_after(self, stream: str, after: str, *, count: int, block_ms: int | None) -> list[Entry]:
+        """The stream's messages after the entry id ``after`` (XREAD, bundles expanded), read by
+        no group: a tail (``fer_pipeline.label_reader``). Waits up to ``block_ms`` for the first
+        one (None: no wait); ``count`` counts entries."""
+        reply = self._client.xread({stream: after}, count=count, block=block_ms)
+        return _entries(reply, self.settings.streams.max_payload_bytes)
+
     def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False,
             messages: Sequence[int] | None = None) -> None:
         """XACK (and XDEL, for single-group streams, so XLEN is the backlog) in one round trip.
