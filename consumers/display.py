@@ -23,6 +23,7 @@ import numpy as np
 
 from fer_pipeline.consumers.joiner import DEFAULT_FPS, faces_to_draw, frames_in_window
 from fer_pipeline.consumers.overlay import EmotionAnnotator
+from fer_pipeline.consumers.video import VideoRecorder
 from fer_pipeline.errors import ConfigError, MessageError
 from fer_pipeline.images import frame_refusal
 from fer_pipeline.messages import EndOfStream, Frame, Label
@@ -37,10 +38,6 @@ MIN_BUFFER = 30
 MAX_LABEL_FRAMES = 600     # buffered not-yet-framed label sets per camera run
 MAX_RUNS = 16              # camera runs remembered (label buffers, last drawn frame)
 MAX_TRACKS = 256           # last-known labels kept per camera
-# MPEG-4 (mp4v) refuses a side of 8192 px or more and a time base beyond 1/65535 s: a video
-# file is fitted into these (a 596x8400 PNG from an image folder is legitimate input).
-MAX_VIDEO_SIDE = 4096
-MIN_VIDEO_FPS, MAX_VIDEO_FPS = 1.0, 1000.0
 
 
 def screen_available() -> bool:
@@ -58,42 +55,49 @@ class _Queued:
 
 
 class _VideoSink:
-    """One MP4 per camera (mp4v), sized by its first frame; reopened under a new name after an end."""
+    """Per camera, the H.264 files of its current run (``consumers.video``), named
+    ``<camera>-<run>.mp4`` (``-001``, ``-002``, ... with segments); a frame of another run
+    finishes the camera's file and starts the new run's."""
 
-    def __init__(self, out_dir: Path, fps_override: float) -> None:
+    def __init__(self, out_dir: Path, fps_override: float, segment_s: float) -> None:
         self.out_dir = out_dir
         self.fps_override = fps_override
-        self.paths: dict[str, Path] = {}
-        self._writers: dict[str, tuple[cv2.VideoWriter, tuple[int, int]]] = {}
-        self._count: dict[str, int] = {}
+        self.segment_s = segment_s
+        self.paths: dict[str, Path] = {}  # camera -> its latest file
+        self._recorders: dict[str, tuple[str, VideoRecorder]] = {}  # camera -> (run id, its files)
 
-    def write(self, camera_id: str, image: np.ndarray, fps: float) -> None:
-        if camera_id not in self._writers:
-            n = self._count.get(camera_id, 0)
-            name = _safe_name(camera_id) + (f"-{n + 1}" if n else "") + ".mp4"
-            path = self.out_dir / name
-            size = _video_size(image.shape[1], image.shape[0])
-            rate = _video_rate(self.fps_override or fps or DEFAULT_FPS)
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), rate, size)
-            if not writer.isOpened():
-                raise ConfigError(f"cannot write video {path} (mp4v, {size[0]}x{size[1]})")
-            self._writers[camera_id] = (writer, size)
-            self._count[camera_id] = n + 1
-            self.paths[camera_id] = path
-        writer, size = self._writers[camera_id]
-        if (image.shape[1], image.shape[0]) != size:  # a camera may change resolution mid-run
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        writer.write(image)
+    def write(self, frame: Frame, image: np.ndarray) -> int:
+        """Write one annotated frame; returns the number of files it finished."""
+        done = 0
+        current = self._recorders.get(frame.camera_id)
+        if current is not None and current[0] != frame.run_id:  # a new run without an end marker
+            done += self.close(frame.camera_id)
+            current = None
+        if current is None:
+            stem = f"{_safe_name(frame.camera_id)}-{_safe_name(frame.run_id)}"
+            current = (frame.run_id, VideoRecorder(self.out_dir, stem, self.fps_override or frame.fps or DEFAULT_FPS,
+                                                   self.segment_s))
+            self._recorders[frame.camera_id] = current
+        recorder = current[1]
+        done += recorder.write(image) is not None
+        if recorder.path is not None:
+            self.paths[frame.camera_id] = recorder.path
+        return done
 
-    def close(self, camera_id: str) -> bool:
-        item = self._writers.pop(camera_id, None)
-        if item is None:
+    def close(self, camera_id: str, run_id: str | None = None) -> bool:
+        """Finish the camera's open file (only if it is of ``run_id``, when given)."""
+        current = self._recorders.get(camera_id)
+        if current is None or (run_id is not None and current[0] != run_id):
             return False
-        item[0].release()
+        del self._recorders[camera_id]
+        path = current[1].close()
+        if path is None:
+            return False
+        self.paths[camera_id] = path
         return True
 
     def close_all(self) -> int:
-        return sum(self.close(c) for c in list(self._writers))
+        return sum(self.close(c) for c in list(self._recorders))
 
     def poll(self) -> bool:
         return False
@@ -105,11 +109,12 @@ class _WindowSink:
     def __init__(self) -> None:
         self._open: set[str] = set()
 
-    def write(self, camera_id: str, image: np.ndarray, fps: float) -> None:
-        cv2.imshow(_title(camera_id), image)
-        self._open.add(camera_id)
+    def write(self, frame: Frame, image: np.ndarray) -> int:
+        cv2.imshow(_title(frame.camera_id), image)
+        self._open.add(frame.camera_id)
+        return 0
 
-    def close(self, camera_id: str) -> bool:
+    def close(self, camera_id: str, run_id: str | None = None) -> bool:
         if camera_id in self._open:
             self._open.discard(camera_id)
             cv2.destroyWindow(_title(camera_id))
@@ -133,7 +138,7 @@ class DisplayService(Service):
 
     Args:
         settings: the pipeline settings (``consumer.window``, ``consumer.out_dir``,
-            ``consumer.label_wait_ms``, ``consumer.fps``, ``streams``).
+            ``consumer.label_wait_ms``, ``consumer.fps``, ``consumer.video_segment_s``, ``streams``).
         transport: an open transport.
         ident: consumer name in the display group (``consumer.display_group``); defaults to host-pid.
         annotator: how faces are drawn; defaults to ``EmotionAnnotator()``.
@@ -184,6 +189,17 @@ class DisplayService(Service):
     def finish(self) -> None:
         self._drain(force=True)
         self.counters["videos_written"] += self._sink.close_all()
+
+    def run(self) -> int:
+        try:
+            return super().run()
+        finally:
+            # After a crash too: the videos so far become finished, playable files (a no-op
+            # after finish).
+            try:
+                self.counters["videos_written"] += self._sink.close_all()
+            except Exception as e:  # noqa: BLE001 - never hide the error that brought us here
+                self.log.warning("cannot finish the open videos: %s", e)
 
     def info(self) -> dict[str, str | int | float]:
         return {**self.counters, "cameras": len(self._frame_streams),
@@ -305,7 +321,7 @@ class DisplayService(Service):
             self._draw(item)
 
     def _end(self, eos: EndOfStream) -> None:
-        if self._sink.close(eos.camera_id):
+        if self._sink.close(eos.camera_id, eos.run_id):
             self.counters["videos_written"] += 1
             self.log.info("camera %s ended after %d frames: %s", eos.camera_id, eos.frames,
                           self.outputs().get(eos.camera_id))
@@ -333,7 +349,7 @@ class DisplayService(Service):
         if image is None:
             return
         self.annotator.annotate(image, faces, scale=frame.scale)
-        self._write(frame.camera_id, image, frame.fps)
+        self._write(frame, image)
         self.counters["frames_drawn"] += 1
 
     def _decode_jpeg(self, item: _Queued) -> np.ndarray | None:
@@ -360,9 +376,9 @@ class DisplayService(Service):
         for track_id in [t for t, lab in tracks.items() if lab.run_id != frame.run_id or lab.frame_index < horizon]:
             del tracks[track_id]
 
-    def _write(self, camera_id: str, image: np.ndarray, fps: float) -> None:
+    def _write(self, frame: Frame, image: np.ndarray) -> None:
         try:
-            self._sink.write(camera_id, image, fps)
+            self.counters["videos_written"] += self._sink.write(frame, image)
         except cv2.error as e:
             if not self.windowed:
                 raise
@@ -372,7 +388,7 @@ class DisplayService(Service):
                              str(e).strip().splitlines()[-1][:120], self.settings.consumer.out_dir)
             self.windowed = False
             self._sink = self._video_sink()
-            self._sink.write(camera_id, image, fps)
+            self.counters["videos_written"] += self._sink.write(frame, image)
 
     def _video_sink(self) -> _VideoSink:
         out = self.settings.consumer.out_dir
@@ -380,27 +396,12 @@ class DisplayService(Service):
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the output folder {out}: {e.strerror or e}") from e
-        self._video = _VideoSink(out, self.settings.consumer.fps)
+        self._video = _VideoSink(out, self.settings.consumer.fps, self.settings.consumer.video_segment_s)
         return self._video
 
 
-def _video_rate(fps: float) -> float:
-    """The rate a video file is written at: within what MPEG-4 takes, and rounded so that
-    the time base's denominator (the rate's numerator as a fraction) stays under 65536
-    (530.416 fps would need 66302; 530.42 needs 26521)."""
-    fps = min(max(fps, MIN_VIDEO_FPS), MAX_VIDEO_FPS)
-    return round(fps, 2) if fps < 600 else float(round(fps))
-
-
-def _video_size(width: int, height: int) -> tuple[int, int]:
-    """The frame size a camera's video is written at: the first frame's, scaled to fit
-    ``MAX_VIDEO_SIDE`` (aspect kept, at least 2 px a side)."""
-    scale = min(1.0, MAX_VIDEO_SIDE / max(width, height))
-    return max(2, round(width * scale)), max(2, round(height * scale))
-
-
 def _safe_name(camera_id: str) -> str:
-    """A file name for a camera id (ids may be URLs or device paths)."""
+    """A file name part for a camera id (ids may be URLs or device paths) or a run id."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", camera_id).strip("._")
     return name or "camera"
 

@@ -175,6 +175,10 @@ class ConsumerSettings(_Section):
     # known label of each track.
     label_wait_ms: int = Field(500, ge=0)
     fps: float = Field(0.0, ge=0.0)  # 0 = the camera's own rate from its frames
+    # The display's annotated video: 0 = one file per camera and run (<camera>-<run>.mp4);
+    # N = a new file every N seconds of video (<camera>-<run>-001.mp4, -002, ...), so a
+    # long run yields finished, playable files as it goes.
+    video_segment_s: float = Field(0.0, ge=0.0)
     # Each display group sees every frame and label: a second screen (or a recorder beside a
     # window) takes its own group; processes in one group would split the frames between them.
     display_group: str = Field("display", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -110,9 +110,12 @@ def display(
     group: Annotated[str | None, typer.Option(help="Consumer group (default: display). Every group sees all "
                                                       "frames: give a second display its own.",
                                                  show_default=False)] = None,
+    segment: Annotated[float | None, typer.Option(help="Start a new MP4 every this many seconds of video "
+                                                         "(<camera>-<run>-001.mp4, ...); 0: one per camera "
+                                                         "and run.", show_default=False)] = None,
     ident: Ident = None,
 ) -> None:
-    """Draw emotions on each camera's frames: a window per camera, or an MP4 per camera."""
+    """Draw emotions on each camera's frames: a window per camera, or H.264 MP4s per camera."""
     from fer_pipeline.consumers.display import DisplayService
     from fer_pipeline.transport import Transport
 
@@ -120,7 +123,7 @@ def display(
         raise ConfigError(f"--window must be auto, on or off, got {window!r}")
     s = build_settings(redis_url=redis_url, prefix=prefix,
                        consumer={"out_dir": out, "window": window, "label_wait_ms": label_wait_ms,
-                                 "display_group": group})
+                                 "display_group": group, "video_segment_s": segment})
     setup_logging(s.log_level)
     transport = Transport.connect(s)
     _serve(DisplayService(s, transport, ident))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-import cv2
+import av
 import numpy as np
 import pytest
 
@@ -48,16 +48,12 @@ def run_until(service: DisplayService, done, timeout: float = 15.0) -> None:
 
 
 def read_video(path) -> tuple[int, list[np.ndarray]]:
-    cap = cv2.VideoCapture(str(path))
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    return count, frames
+    """The frame count the MP4 declares and its decoded frames (BGR); it must be browser-playable H.264."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(stream)]
+        return stream.frames, frames
 
 
 @pytest.mark.redis
@@ -85,7 +81,7 @@ def test_two_cameras_become_two_videos_in_order(redis_settings, real_transport):
     assert c["dead_letters"] == 1
     outputs = service.outputs()
     assert set(outputs) == set(cameras)
-    assert outputs["cam/b"].name == "cam_b.mp4"
+    assert outputs["cam/b"].name == "cam_b-r1.mp4"  # <camera>-<run>.mp4, the camera id made a file name
     for cam in cameras:
         path = outputs[cam]
         assert path.parent == settings.consumer.out_dir and path.stat().st_size > 0
@@ -259,3 +255,57 @@ def test_a_frame_taller_than_mpeg4_allows_is_written_scaled(settings, fake_trans
     service.finish()
     count, frames = read_video(service.outputs()["cam0"])
     assert count == 2 and max(frames[0].shape[:2]) <= 4096
+
+
+def drain(service: DisplayService, steps: int = 3) -> None:
+    service.setup()
+    for _ in range(steps):
+        service.step()  # fakeredis does not block: each step returns at once
+    service.finish()
+
+
+def test_segments_start_a_new_file_every_n_seconds_of_video(settings, fake_transport, tmp_path):
+    settings = settings.with_updates(consumer={"video_segment_s": 1.0, "out_dir": tmp_path})
+    publish_frames(fake_transport, "cam0", [make_frame(frame_index=i, faces=0, fps=10.0) for i in range(25)])
+    service = DisplayService(settings, fake_transport, ident="disp")
+    drain(service)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["cam0-r1-001.mp4", "cam0-r1-002.mp4", "cam0-r1-003.mp4"]  # no .part left behind
+    assert service.counters["videos_written"] == 3 and service.outputs()["cam0"].name == "cam0-r1-003.mp4"
+    assert [read_video(tmp_path / n)[0] for n in names] == [10, 10, 5]
+
+
+def test_a_new_run_of_a_camera_gets_its_own_file(settings, fake_transport, tmp_path):
+    settings = settings.with_updates(consumer={"out_dir": tmp_path})
+    # The producer restarted without an end marker (killed); the first run's end arrives late.
+    publish_frames(fake_transport, "cam0", [make_frame(run_id="r1", frame_index=i, faces=0) for i in range(3)],
+                   end=False)
+    publish_frames(fake_transport, "cam0", [make_frame(run_id="r2", frame_index=i, faces=0) for i in range(2)],
+                   end=False)
+    fake_transport.publish(fake_transport.keys.frames("cam0"), [make_end(run_id="r1").encode()], 300)
+    service = DisplayService(settings, fake_transport, ident="disp")
+    service.setup()
+    for _ in range(3):
+        service.step()
+    assert service.counters["videos_written"] == 1  # r1's file; r2's stays open past r1's late end
+    assert (tmp_path / "cam0-r2.mp4.part").exists()
+    service.finish()
+    assert read_video(tmp_path / "cam0-r1.mp4")[0] == 3 and read_video(tmp_path / "cam0-r2.mp4")[0] == 2
+    assert service.counters["videos_written"] == 2
+
+
+def test_a_display_that_crashes_still_finishes_its_videos(settings, fake_transport, tmp_path, monkeypatch):
+    settings = settings.with_updates(consumer={"out_dir": tmp_path, "label_wait_ms": 0})
+    publish_frames(fake_transport, "cam0", [make_frame(frame_index=i, faces=0) for i in range(4)], end=False)
+    service = DisplayService(settings, fake_transport, ident="disp")
+    step = service.step
+
+    def step_then_fail() -> None:
+        step()
+        if service.counters["frames_drawn"] == 4:
+            raise RuntimeError("a bug in the display")
+
+    monkeypatch.setattr(service, "step", step_then_fail)
+    with pytest.raises(RuntimeError):
+        service.run()
+    assert read_video(tmp_path / "cam0-r1.mp4")[0] == 4 and service.counters["videos_written"] == 1
