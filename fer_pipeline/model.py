@@ -18,6 +18,7 @@ import numpy as np
 
 from fer_pipeline.errors import ModelError
 from fer_pipeline.labels import EMOTIONS, NUM_CLASSES
+from fer_pipeline.native_logs import quiet_native_stderr
 
 METADATA_FORMAT = 1
 
@@ -91,12 +92,16 @@ class LiteRTPredictor:
 
         path = info.file("tflite_int8" if int8 else "tflite")
         try:
-            self._interp = Interpreter(model_path=str(path), num_threads=threads)
+            # LiteRT announces its CPU delegate on stderr at the first allocation: done here,
+            # with that line kept out of the worker's log (native_logs.py).
+            with quiet_native_stderr():
+                self._interp = Interpreter(model_path=str(path), num_threads=threads)
+                self._in = self._interp.get_input_details()[0]["index"]
+                self._out = self._interp.get_output_details()[0]["index"]
+                self._size = 0
+                self._resize(1)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: cannot load TFLite model ({e})") from e
-        self._in = self._interp.get_input_details()[0]["index"]
-        self._out = self._interp.get_output_details()[0]["index"]
-        self._size = 0
         self.model_id = info.model_id + ("-int8" if int8 else "")
 
     def _resize(self, n: int) -> None:

@@ -55,7 +55,8 @@ class RedisSettings(_Section):
     @classmethod
     def _scheme(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
-            msg = f"redis url must start with redis://, rediss:// or unix://, got {v.split('://')[0]!r}"
+            hint = f" (did you mean redis://{v}?)" if "://" not in v and "@" not in v else ""  # no password echoed
+            msg = f"a Redis URL starts with redis://, rediss:// or unix://{hint}"
             raise ValueError(msg)
         return v
 

@@ -6,6 +6,7 @@ its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from fer_pipeline.cli import ops as _ops  # noqa: E402,F401
@@ -19,6 +20,11 @@ from fer_pipeline.errors import FerError
 
 
 def main() -> None:
+    # OpenCV's own log (a failed webcam open alone prints nine lines before our one) is off
+    # unless asked for: every failure it reports reaches the user as one line of ours.
+    # Children of `up` inherit it.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's AV_LOG_QUIET
     try:
         app()
     except FerError as e:

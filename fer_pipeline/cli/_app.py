@@ -67,9 +67,15 @@ def build_settings(*, redis_url: str | None = None, prefix: str | None = None, *
         s = Settings()
         return s.with_updates(redis={"url": redis_url, "prefix": prefix}, **sections)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ConfigError(f"invalid setting {where}: {first.get('msg')}") from e
+        raise ConfigError(setting_error(e)) from e
+
+
+def setting_error(e: ValidationError) -> str:
+    """One line for a refused setting: which one, and pydantic's reason without its "Value error, " prefix."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    reason = str(first.get("msg", "")).removeprefix("Value error, ")
+    return f"invalid setting {where}: {reason}"
 
 
 def _on_command_line(value: str) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.native_logs import quiet_native_stderr
 from fer_pipeline.producers.detection.base import Detection, as_bgr, clip_box, nms
 from fer_pipeline.producers.detection.framing import Framing
 from fer_pipeline.settings import shipped_path
@@ -125,8 +126,9 @@ class BlazeFaceDetector:
         self.min_score = min_score
         # Compare logits, not probabilities: no sigmoid over every anchor of every frame.
         self._min_logit = float(np.log(min_score / (1.0 - min_score))) if 0 < min_score < 1 else -RAW_SCORE_LIMIT
-        self._interp = Interpreter(model_path=str(path), num_threads=1)
-        self._interp.allocate_tensors()
+        with quiet_native_stderr():  # LiteRT's "Created ... XNNPACK delegate" line (native_logs.py)
+            self._interp = Interpreter(model_path=str(path), num_threads=1)
+            self._interp.allocate_tensors()
         inputs = self._interp.get_input_details()
         outputs = sorted(self._interp.get_output_details(), key=lambda d: -int(d["shape"][-1]))
         self._input = inputs[0]["index"]

@@ -237,7 +237,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("case", "args", "message"),
     [
         ("unreachable redis", ["worker", "--redis-url", "redis://127.0.0.1:1/0"], "cannot reach Redis"),
-        ("wrong scheme", ["logger", "--redis-url", "http://127.0.0.1:6379"], "redis url must start with"),
+        ("wrong scheme", ["logger", "--redis-url", "http://127.0.0.1:6379"], "a Redis URL starts with redis://"),
         ("missing video", ["producer", "--source", "/no/such/video.mp4", "--redis-url", "{url}"], "no such file"),
         ("unwritable db", ["logger", "--db", "/proc/forbidden/emotions.sqlite", "--redis-url", "{url}"],
          "cannot open the emotion database"),

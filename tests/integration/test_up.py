@@ -25,6 +25,12 @@ def frame_count(path) -> int:
     return n
 
 
+def video_of(out, camera: str):
+    """The camera's one annotated video, <camera>-<run>.mp4."""
+    [path] = out.glob(f"{camera}-*.mp4")
+    return path
+
+
 def log_rows(db) -> list[tuple]:
     with sqlite3.connect(db) as con:
         return con.execute("SELECT crop_id, camera_id, track_id, emotion FROM labels").fetchall()
@@ -46,7 +52,7 @@ def test_real_video_through_up_labels_every_crop_exactly_once(redis_settings, vi
     assert len({row[0] for row in rows}) == len(rows)
     assert {row[1] for row in rows} == {"stage"}
     assert stats.get("dead_letters", 0) == 0
-    assert frame_count(out / "stage.mp4") == 275  # every frame of the video, annotated
+    assert frame_count(video_of(out, "stage")) == 275  # every frame of the video, annotated
 
 
 def test_two_cameras_two_workers(redis_settings, video_dir, tmp_path):
@@ -64,8 +70,8 @@ def test_two_cameras_two_workers(redis_settings, video_dir, tmp_path):
     assert woman_tracks.count(top) > 0.8 * len(woman_tracks)
     stats = {k.decode(): int(v) for k, v in redis.Redis.from_url(url).hgetall(f"{prefix}:stats").items()}
     assert len(rows) == stats[f"published:{prefix}:crops"]
-    assert frame_count(out / "woman2.mp4") == 464
-    assert frame_count(out / "short_hamilton_clip.mp4") == 275
+    assert frame_count(video_of(out, "woman2")) == 464
+    assert frame_count(video_of(out, "short_hamilton_clip")) == 275
     # Both workers took part (the progress summary reports per-worker totals through heartbeats).
     with sqlite3.connect(out / "emotions.sqlite") as con:
         workers = {w for (w,) in con.execute("SELECT DISTINCT worker_id FROM labels")}
@@ -83,14 +89,14 @@ def test_demo_with_embedded_broker(tmp_path):
     with sqlite3.connect(out / "emotions.sqlite") as con:
         frames = {f for (f,) in con.execute("SELECT DISTINCT frame_index FROM labels")}
     assert len(frames) >= 0.8 * 275, f"{len(frames)} of 275 frames carry a labelled face"
-    assert frame_count(out / "short_hamilton_clip.mp4") == 275
+    assert frame_count(video_of(out, "short_hamilton_clip")) == 275
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--source", "/no/such/video.mp4"], "no such file"),
-        (["--source", "demo", "--redis-url", "http://x"], "redis url must start with"),
+        (["--source", "demo", "--redis-url", "http://x"], "a Redis URL starts with redis://"),
         (["--source", "demo", "--redis-url", "redis://127.0.0.1:1/0"], "cannot reach Redis"),
         (["--source", "demo", "--out", "/proc/forbidden"], "not writable"),
     ],
