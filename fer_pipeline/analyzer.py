@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline.api_settings import api_settings
 from fer_pipeline.errors import ModelError, SourceError
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.settings import Settings
@@ -64,7 +65,7 @@ class Analyzer:
             threads); by default read from the ``FER_*`` environment as the CLI does.
 
     Raises:
-        ConfigError: an unknown detector, or its model files are missing.
+        ConfigError: an unknown detector (or another bad setting), or its model files are missing.
         ModelError: the model cannot be loaded or disagrees with its metadata.
 
     Calls are serialised by a lock (the detector keeps scratch buffers): share one Analyzer
@@ -76,9 +77,8 @@ class Analyzer:
         from fer_pipeline.model import load_predictor
         from fer_pipeline.producers.detection import build_detector
 
-        s = settings if settings is not None else Settings()
-        self.settings = s.with_updates(producer={"detector": detector},
-                                       worker={"model": Path(model) if model is not None else None})
+        self.settings = api_settings(settings, producer={"detector": detector},
+                                     worker={"model": Path(model) if model is not None else None})
         # Both load now, so a bad name or file fails here, in one line, not on the first image.
         self._detector = _RecordingDetector(build_detector(self.settings.producer))
         w = self.settings.worker

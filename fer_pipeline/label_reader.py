@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from fer_pipeline import bundles
+from fer_pipeline.api_settings import api_settings
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import BrokerUnavailable, MessageError
 from fer_pipeline.messages import Label
@@ -73,6 +74,7 @@ class LabelReader:
     Raises:
         BrokerUnavailable: Redis cannot be reached (checked here, in one line).
         ValueError: an unknown ``start``, or an entry id for a group.
+        ConfigError: a bad URL or prefix.
     """
 
     def __init__(self, redis_url: str | None = None, *, prefix: str | None = None, group: str | None = None,
@@ -81,8 +83,7 @@ class LabelReader:
                  settings: Settings | None = None) -> None:
         from fer_pipeline.service import default_ident
 
-        s = settings if settings is not None else Settings()
-        self.settings = s.with_updates(redis={"url": redis_url, "prefix": prefix})
+        self.settings = api_settings(settings, redis={"url": redis_url, "prefix": prefix})
         if start not in ("latest", "earliest") and (group is not None or not _is_entry_id(start)):
             raise ValueError(f"start must be 'latest', 'earliest'{'' if group else ' or an entry id'}, got {start!r}")
         self.group = group

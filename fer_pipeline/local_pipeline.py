@@ -27,6 +27,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from fer_pipeline.api_settings import api_settings
 from fer_pipeline.errors import ConfigError, FerError
 from fer_pipeline.messages import Label
 from fer_pipeline.settings import Settings, shipped_path
@@ -86,11 +87,12 @@ class Pipeline:
         self.on_label = on_label
         self.camera_ids = list(camera_ids) if camera_ids is not None else None
         self.workers = workers
-        s = settings if settings is not None else Settings()
+        s = api_settings(settings)
         if prefix is None and redis_url is None and s.redis.url is None:
             prefix = f"fer-{uuid.uuid4().hex[:8]}"
         # No display reads the frames: producers do not encode them.
-        self.settings = s.with_updates(
+        self.settings = api_settings(
+            s,
             redis={"url": redis_url, "prefix": prefix},
             producer={"realtime": realtime, "detector": detector, "detect_every": detect_every,
                       "publish_frames": False},
