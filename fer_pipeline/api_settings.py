@@ -17,10 +17,14 @@ def api_settings(settings: Settings | None, **sections: dict) -> Settings:
     Raises:
         ConfigError: a value the settings refuse (the field and why).
     """
+    section = ""
     try:
-        base = settings if settings is not None else Settings()
-        return base.with_updates(**sections)
+        s = settings if settings is not None else Settings()
+        for section, fields in sections.items():  # one at a time: the error names its section
+            s = s.with_updates(**{section: fields})
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        where = ".".join([section, *(str(p) for p in first.get("loc", ()))] if section else
+                         [str(p) for p in first.get("loc", ())])
         raise ConfigError(f"invalid setting {where}: {first.get('msg')}") from None
+    return s
