@@ -9,6 +9,7 @@ published counter between two samples, so it survives worker restarts.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class ProcessState:
     ident: str
     uptime_s: float
     counters: dict[str, float]
+    cameras: tuple[str, ...] = ()  # a producer's cameras
 
 
 @dataclass
@@ -142,7 +144,7 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
         counters = {k: _num(info[k]) for k in COLLECTED_COUNTERS if k in info}
         started = _num(info.get("started")) or now
         processes.append(ProcessState(role=role, ident=ident, uptime_s=round(max(0.0, now - started), 1),
-                                      counters=counters))
+                                      counters=counters, cameras=_cameras(info.get("camera_ids"))))
 
     cameras = transport.camera_ids()
     streams = [keys.crops, keys.labels, *(keys.frames(c) for c in cameras), keys.dead]
@@ -162,6 +164,15 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
     )
     status.problems = problems(status)
     return status
+
+
+def _cameras(text: str | None) -> tuple[str, ...]:
+    """A producer heartbeat's cameras (a JSON list: ids may hold commas); () when absent or garbled."""
+    try:
+        ids = json.loads(text) if text else []
+    except ValueError:
+        return ()
+    return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
 
 
 def problems(status: PipelineStatus) -> list[str]:
@@ -196,8 +207,20 @@ def problems(status: PipelineStatus) -> list[str]:
     return out
 
 
+COLUMN_NAMES = {"crops_published": "faces", "crops_dropped": "dropped", "crops_labelled": "labelled",
+                "labels_logged": "logged", "frames_drawn": "drawn", "dead_letters": "dead", "reconnects": "reconn"}
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 def render(status: PipelineStatus):
     """A rich renderable: a headline, per-group lag/pending, processes, problems."""
+    from rich import box
     from rich.console import Group, RenderableType
     from rich.table import Table
     from rich.text import Text
@@ -224,16 +247,31 @@ def render(status: PipelineStatus):
         if stream not in grouped:
             stages.add_row(stream, f"{n:,}", "-", "-", "-", "-", "-", f"{status.trimmed_unread.get(stream, 0):,}")
 
-    procs = Table(title="processes", title_justify="left")
-    procs.add_column("role")
-    procs.add_column("ident")
-    procs.add_column("up", justify="right")
-    shown = [c for c in PROCESS_COUNTERS if any(c in p.counters for p in status.processes)]
+    # Compact (no vertical rules, one space of padding, short headers) and folding instead of
+    # cutting: the table reads whole in an 80-column terminal.
+    procs = Table(title="processes", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    procs.add_column("role", no_wrap=True)
+    procs.add_column("ident", overflow="fold")
+    with_cameras = any(p.cameras for p in status.processes)
+    if with_cameras:
+        procs.add_column("cameras", overflow="fold")
+    procs.add_column("up", justify="right", no_wrap=True)
+    # Only counters some process has a nonzero value for: what matters stays on screen.
+    # Batches and the inference total are read per face instead (ms/face); /metrics keeps them.
+    shown = [c for c in PROCESS_COUNTERS if c not in ("infer_ms", "batches")
+             and any(p.counters.get(c) for p in status.processes)]
     for c in shown:
-        procs.add_column(c.replace("_", " "), justify="right")
+        procs.add_column(COLUMN_NAMES.get(c, c), justify="right", no_wrap=True)
+    per_face = any(p.counters.get("infer_ms") for p in status.processes)
+    if per_face:
+        procs.add_column("ms/face", justify="right", no_wrap=True)  # inference per face, not a running total
     for p in status.processes:
-        procs.add_row(p.role, p.ident, f"{p.uptime_s:,.0f}s", *(f"{p.counters[c]:,.0f}" if c in p.counters else ""
-                                                                  for c in shown))
+        row = [p.role, p.ident] + ([", ".join(p.cameras)] if with_cameras else []) + [_duration(p.uptime_s)]
+        row += [f"{p.counters[c]:,.0f}" if c in p.counters else "" for c in shown]
+        if per_face:
+            n = p.counters.get("crops_labelled", 0)
+            row.append(f"{p.counters.get('infer_ms', 0) / n:.2f}" if n else "")
+        procs.add_row(*row)
     parts: list[RenderableType] = [head, stages,
                                    procs if status.processes else Text("no live processes", style="yellow")]
     parts += [Text(f"! {p}", style="bold red") for p in status.problems]

@@ -10,6 +10,7 @@ deep, or Redis is down, the frame's crops are dropped and counted instead of que
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 import time
@@ -278,7 +279,8 @@ class ProducerService(Service):
     def info(self) -> dict[str, str | int | float]:
         self._collect()
         running = sum(c.state == "running" for c in self.cameras)
-        return {**self.counters, "cameras": len(self.cameras), "cameras_running": running, "run_id": self.run_id}
+        return {**self.counters, "cameras": len(self.cameras), "cameras_running": running, "run_id": self.run_id,
+                "camera_ids": json.dumps([c.camera_id for c in self.cameras])}
 
     def _collect(self) -> None:
         """Sum the per-camera counters into ``self.counters`` (one writer thread each)."""

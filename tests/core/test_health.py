@@ -150,3 +150,24 @@ def test_a_logger_waiting_for_its_database_is_a_problem_in_status(settings, fake
     health.beat(fake_transport, "logger", "log-1", 5.0, {"role": "logger", "started": 1.0, "store_waits": 3})
     st = collect(fake_transport, rate_interval_s=0)
     assert any("logger log-1: the emotion log could not be written 3 time(s)" in p for p in st.problems)
+
+
+def test_the_process_table_names_cameras_shows_time_per_face_and_fits_an_80_column_terminal(real_transport):
+    from rich.console import Console
+
+    import time
+
+    t = real_transport
+    started = time.time() - 125
+    health.beat(t, "producer", "host-1234", 5.0, {"role": "producer", "started": started, "frames": 300,
+                                                  "crops_published": 412, "camera_ids": '["door", "hall,2"]'})
+    health.beat(t, "worker", "up-worker-0", 5.0, {"role": "worker", "started": started, "crops_labelled": 400,
+                                                  "batches": 40, "infer_ms": 160.0})
+    st = collect(t, rate_interval_s=0)
+    assert {p.role: p.cameras for p in st.processes} == {"producer": ("door", "hall,2"), "worker": ()}
+    console = Console(width=80, record=True)
+    console.print(render(st))
+    text = console.export_text()
+    assert "door," in text and "hall,2" in text
+    assert "0.40" in text  # 160 ms over 400 faces, not the running total
+    assert "…" not in text and "2m05s" in text  # nothing cut off at 80 columns
