@@ -13,6 +13,7 @@ from fer_pipeline.cli import ops as _ops  # noqa: E402,F401
 
 # Importing a command module registers its commands on `app`.
 from fer_pipeline.cli import run as _run  # noqa: E402,F401
+from fer_pipeline.cli import sink as _sink  # noqa: E402,F401
 from fer_pipeline.cli import train as _train  # noqa: E402,F401
 from fer_pipeline.cli import up as _up  # noqa: E402,F401
 from fer_pipeline.cli._app import app
