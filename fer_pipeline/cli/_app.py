@@ -7,6 +7,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperOption
 from pydantic import ValidationError
 
 from fer_pipeline.errors import ConfigError
@@ -14,6 +15,15 @@ from fer_pipeline.settings import Settings, shipped_path
 from fer_pipeline.urls import has_password
 
 DEMO_CLIP = shipped_path("demo") / "short_hamilton_clip.mp4"
+
+def _value_hint(self, ctx) -> str | None:
+    """What typer shows after an option in --help: its metavar where one is given (``--out DIR``),
+    otherwise nothing. Typer 0.2x prints a type tag on every option instead (``<bool>`` on a
+    flag, ``<list[str]>``), which reads as noise; the help text says what a value is."""
+    return self.metavar
+
+
+TyperOption.display_type_rich = _value_hint  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="fer-pipeline",
