@@ -4,8 +4,9 @@ Two ways to read the labels stream (``<prefix>:labels``, see docs/wire-format.md
 
 - **In a consumer group** (``group="name"``): at-least-once. Every label reaches one reader of
   the group; a label is acknowledged only after the loop body that got it has finished (or
-  when ``ack()`` is called, with ``auto_ack=False``), so a reader that dies mid-batch has its
-  labels delivered again: to itself when it restarts under the same ``consumer`` name, or to
+  when ``ack()`` is called, with ``auto_ack=False``). Leaving the loop (``break``, an
+  exception) leaves the label in hand unacknowledged (call ``ack()`` before ``break`` to
+  count it as done), and a reader that dies mid-batch has its labels delivered again: to itself when it restarts under the same ``consumer`` name, or to
   another reader of the group once they have been pending ``worker.reclaim_idle_ms``. A new
   group starts at the stream's end (``start="latest"``) or its oldest entry (``"earliest"``);
   an existing group resumes where it stopped. Messages that are not valid labels are
@@ -98,6 +99,7 @@ class LabelReader:
         self._sizer = bundles.ReadSizer()
         self._backoff = Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)
         self._complete: list[str] = []  # entries whose every label is done, not yet acknowledged
+        self._in_hand: str | None = None  # the entry of the label being handled, if it is its last
         self._own_pending = True
         self._next_reclaim = 0.0
         self._down = False
@@ -117,6 +119,9 @@ class LabelReader:
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Label]:
         """Labels as they arrive, until ``stop()`` or ``close()``; see the class docstring."""
+        # A new loop first takes what this consumer holds unacknowledged: a label whose loop
+        # body failed in the last loop comes again at once, not after the reclaim time.
+        self._own_pending = True
         try:
             while not self._stop.is_set():
                 if self.auto_ack:
@@ -127,18 +132,25 @@ class LabelReader:
                     if last and not self.auto_ack:
                         self._complete.append(entry.id)  # yielded: ack() may take it
                     if label is not None:
+                        self._in_hand = entry.id if last else None
                         yield label
-                    if last and self.auto_ack:
+                        self._in_hand = None
+                    if last and self.auto_ack and entry.id not in self._complete:
                         self._complete.append(entry.id)  # the loop body is done with it
         finally:
-            # Left early (break, an exception in the loop body, stop): what is complete is
-            # acknowledged; the entry of the label being handled stays pending for redelivery.
+            # Left early (break, an exception in the loop body): what is complete is
+            # acknowledged; the label in hand is not (its body may have failed): it comes again.
+            self._in_hand = None
             if self.auto_ack:
                 self._flush(quiet=True)
 
     def ack(self) -> None:
-        """Group mode: acknowledge every label yielded so far (a bundle's labels are
-        acknowledged together, once the last of them has been yielded). Nothing in tail mode."""
+        """Group mode: acknowledge every label yielded so far, the one in hand included (a
+        bundle's labels are acknowledged together, once the last of them has been yielded).
+        Call it before leaving the loop with ``break`` to keep the last label from coming
+        again. Nothing in tail mode."""
+        if self._in_hand is not None and self._in_hand not in self._complete:
+            self._complete.append(self._in_hand)
         self._flush()
 
     def stop(self) -> None:
