@@ -211,12 +211,16 @@ class SinkService(Service):
         for event in self.episodes.close_all("stopped"):
             self._queue_event(event)
         deadline = time.monotonic() + FINISH_TRIES_S
+        down: TargetDown | None = None
         while self.outbox and time.monotonic() < deadline:
             try:
                 self._deliver_all()
             except TargetDown as e:
-                self.log.warning("%s: stopping with %d items undelivered (%s)", self.kind, len(self.outbox), e)
+                down = e
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if self.outbox:
+            self.log.warning("%s: stopping with %d items undelivered (%s); their labels stay pending for the next "
+                             "sink", self.kind, len(self.outbox), down)
         if not self.outbox and self.to_ack:
             self.transport.ack(self.stream, self.group, self.to_ack)
             self.to_ack = []

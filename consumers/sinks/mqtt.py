@@ -98,6 +98,7 @@ class MqttSink(SinkService):
         self.client.on_disconnect = self._on_disconnect
         self._connack = threading.Event()
         self._refused: str | None = None
+        self._closing = False  # our own disconnect is no loss
         self._connect(host, port)
 
     def _connect(self, host: str, port: int) -> None:
@@ -126,7 +127,7 @@ class MqttSink(SinkService):
         self._connack.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self.stopping:
+        if not self._closing:
             self.log.warning("lost the MQTT broker at %s (%s); reconnecting", redact_url(self.url), reason_code)
 
     def topic(self, item: Item) -> str:
@@ -158,6 +159,7 @@ class MqttSink(SinkService):
 
     def close_target(self) -> None:
         """Counts back to 0 (finish ended every episode), then ``offline``, then disconnect."""
+        self._closing = True
         info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
         try:
             info.wait_for_publish(min(self.settings.sink.timeout_s, 5.0))

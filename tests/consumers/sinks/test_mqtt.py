@@ -1,0 +1,322 @@
+"""The MQTT sink against a real Mosquitto (the system one at 127.0.0.1:1883, or one started
+here for the outage test) and the real Redis; every test has its own topic root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fer_pipeline.consumers.sinks.base import SinkUnavailable
+from fer_pipeline.consumers.sinks.mqtt import MqttSink, parse_broker
+from fer_pipeline.errors import ConfigError
+from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.messages import Label
+from tests.consumers.sinks.scenes import person
+from tests.factories import make_label
+
+pytestmark = pytest.mark.redis
+BROKER = ("127.0.0.1", 1883)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def broker_url() -> str:
+    if not reachable(*BROKER):
+        pytest.skip(f"no MQTT broker at {BROKER[0]}:{BROKER[1]} (.ci/run starts Debian's mosquitto)")
+    return f"mqtt://{BROKER[0]}:{BROKER[1]}"
+
+
+@pytest.fixture
+def root() -> str:
+    return f"fer-test-{uuid.uuid4().hex[:10]}"
+
+
+class Subscriber:
+    """Everything published under ``root/#``: (topic, payload, retained) in arrival order."""
+
+    def __init__(self, port: int, root: str, session: str | None = None) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session or "",
+                                  clean_session=session is None)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/#", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(5), "no SUBACK"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
+    """The retained message of ``topic`` as a new subscriber gets it (None: none within timeout)."""
+    got: list[bytes] = []
+    done = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+
+    def on_message(c, u, msg):
+        if msg.retain:
+            got.append(msg.payload)
+            done.set()
+
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    done.wait(timeout)
+    client.disconnect()
+    client.loop_stop()
+    return got[-1] if got else None
+
+
+def publish(transport, labels: list[Label]) -> None:
+    transport.publish(transport.keys.labels, [lab.encode() for lab in labels], 100_000)
+
+
+def drain(sink, rounds: int = 60) -> None:
+    for _ in range(rounds):
+        sink.step()
+        if not sink.outbox and not sink.to_ack and sink.transport.backlog(sink.stream, sink.group) == (0, 0):
+            return
+
+
+def test_labels_and_episodes_arrive_on_their_topics(redis_settings, real_transport, broker_url, root):
+    sub = Subscriber(1883, root)
+    sink = MqttSink(redis_settings, real_transport, broker_url, topic_prefix=root)
+    try:
+        sink.setup()
+        assert sub.wait_for(lambda: sub.on(f"{root}/available") == [b"online"])
+        labels = person(np.random.default_rng(5), camera_id="door/1", seconds=15.0)
+        publish(real_transport, labels)
+        drain(sink)
+        # A camera id with "/" is one topic level: door_1.
+        assert sub.wait_for(lambda: len(sub.on(f"{root}/door_1/label")) == len(labels))
+        got = [json.loads(p) for p in sub.on(f"{root}/door_1/label")]
+        want = labels[0]
+        assert got[0] == {
+            "v": 1, "type": "label", "id": want.crop_id, "crop_id": want.crop_id, "camera_id": "door/1",
+            "run_id": "r1", "track_id": 0, "frame_index": want.frame_index, "captured_at": want.captured_at,
+            "emotion": want.emotion, "confidence": round(want.confidence, 4),
+            "probabilities": {e: round(p, 4) for e, p in zip(EMOTIONS, want.probabilities)},
+            "bbox": {"x": 10, "y": 10, "w": want.bbox.w, "h": want.bbox.h}}
+        assert [g["crop_id"] for g in got] == [lab.crop_id for lab in labels]
+        assert real_transport.backlog(real_transport.keys.labels, "sink-mqtt") == (0, 0)
+        episodes = [json.loads(p) for p in sub.on(f"{root}/door_1/episode")]
+        assert episodes and episodes[0]["type"] == "start" and episodes[0]["ended_at"] is None
+        assert {"id", "episode_id", "emotion", "track_id", "run_id", "started_at", "ended_at", "duration_s",
+                "peak_confidence", "mean_confidence", "labels", "reason"} <= set(episodes[0])
+        # The retained per-emotion count follows the episodes: the open one counts 1.
+        open_emotion = [e for e in episodes if e["type"] == "start"][-1]["emotion"]
+        assert sub.wait_for(lambda: sub.on(f"{root}/door_1/{open_emotion}")[-1:] == [b"1"])
+    finally:
+        sink.finish()
+    # A clean stop: the open episode ends ("stopped"), its count goes back to 0, and offline is retained.
+    assert sub.wait_for(lambda: json.loads(sub.on(f"{root}/door_1/episode")[-1])["reason"] == "stopped")
+    assert sub.wait_for(lambda: sub.on(f"{root}/door_1/{open_emotion}")[-1:] == [b"0"])
+    assert retained(1883, f"{root}/available") == b"offline"
+    sub.close()
+
+
+def test_episodes_only(redis_settings, real_transport, broker_url, root):
+    sub = Subscriber(1883, root)
+    sink = MqttSink(redis_settings, real_transport, broker_url, topic_prefix=root, labels=False, qos=0)
+    try:
+        sink.setup()
+        publish(real_transport, person(np.random.default_rng(6), seconds=10.0))
+        drain(sink)
+        assert sub.wait_for(lambda: len(sub.on(f"{root}/cam0/episode")) > 0)
+        assert sub.on(f"{root}/cam0/label") == []
+    finally:
+        sink.finish()
+        sub.close()
+
+
+def test_a_malformed_label_is_dead_lettered(redis_settings, real_transport, broker_url, root):
+    sink = MqttSink(redis_settings, real_transport, broker_url, topic_prefix=root)
+    try:
+        sink.setup()
+        real_transport.publish(real_transport.keys.labels, [b"\xc1", make_label().encode()], 1000)
+        drain(sink)
+        dead = real_transport._client.xrange(real_transport.keys.dead)
+        assert len(dead) == 1 and dead[0][1][b"payload"] == b"\xc1" and dead[0][1][b"role"] == b"sink-mqtt"
+        assert sink.counters["labels_sent"] == 1
+        assert real_transport.backlog(real_transport.keys.labels, "sink-mqtt") == (0, 0)
+    finally:
+        sink.finish()
+
+
+def test_an_unreachable_broker_is_one_readable_line(redis_settings, real_transport):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SinkUnavailable, match=r"cannot reach the MQTT broker at mqtt://user:\*\*\*@127.0.0.1") as e:
+        MqttSink(redis_settings, real_transport, f"mqtt://user:hunter22@127.0.0.1:{port}")
+    assert "hunter22" not in str(e.value)
+
+
+def test_broker_urls():
+    assert parse_broker("mqtt://h") == ("h", 1883, False, None, None)
+    assert parse_broker("mqtts://u:p%40ss@h:1234") == ("h", 1234, True, "u", "p@ss")
+    with pytest.raises(ConfigError) as e:
+        parse_broker("http://u:secret@h")
+    assert "secret" not in str(e.value)
+
+
+# -- a broker of our own, that the test stops and starts ------------------------------------------
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnBroker:
+    """A mosquitto on a free port, with persistence so that a subscriber's session survives restarts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {folder}/\nautosave_interval 1\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not reachable("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)  # saves its persistence file
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt install mosquitto)")
+def test_broker_down_then_up_loses_no_label(redis_settings, real_transport, tmp_path, root):
+    broker = OwnBroker(tmp_path)
+    broker.start()
+    sub = Subscriber(broker.port, root, session=f"sub-{root}")  # a persistent session: queued while we wait
+    sink = MqttSink(redis_settings.with_updates(sink={"timeout_s": 2.0}), real_transport,
+                    f"mqtt://127.0.0.1:{broker.port}", topic_prefix=root)
+    sink.client.reconnect_delay_set(0.1, 0.5)
+    sink._target_backoff.initial = sink._target_backoff.current = 0.05
+    try:
+        sink.setup()
+        first = [make_label(frame_index=i, captured_at=1_000 + i / 10) for i in range(30)]
+        publish(real_transport, first)
+        drain(sink)
+        assert sub.wait_for(lambda: len(sub.on(f"{root}/cam0/label")) == 30)
+        sub.close()
+        broker.stop()
+        second = [make_label(frame_index=i, captured_at=1_000 + i / 10) for i in range(30, 80)]
+        publish(real_transport, second)
+        for _ in range(5):
+            sink.step()  # down: waits, keeps the labels pending, stays alive
+        assert sink.counters["target_waits"] >= 1
+        # Pending counts stream entries (a publish is one bundle); the sink holds every label.
+        assert real_transport.backlog(real_transport.keys.labels, "sink-mqtt") == (0, 1)
+        assert len(sink.outbox) == len(second)
+        broker.start()
+        sub = Subscriber(broker.port, root, session=f"sub-{root}")
+        drain(sink, rounds=200)
+        assert real_transport.backlog(real_transport.keys.labels, "sink-mqtt") == (0, 0)
+        # The second subscriber resumes the first one's session: it gets what was published since.
+        want = {lab.crop_id for lab in second}
+        assert sub.wait_for(lambda: {json.loads(p)["crop_id"] for p in sub.on(f"{root}/cam0/label")} >= want)
+        assert retained(broker.port, f"{root}/available") == b"online"  # said again on reconnecting
+    finally:
+        sink.finish()
+        sub.close()
+        broker.stop()
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt install mosquitto)")
+def test_sigterm_stops_the_cli_sink_and_it_says_offline(redis_settings, tmp_path, root):
+    broker = OwnBroker(tmp_path)
+    broker.start()
+    sub = Subscriber(broker.port, root)
+    env = {**os.environ, "FER_REDIS__URL": redis_settings.redis.url, "FER_REDIS__PREFIX": redis_settings.redis.prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "sink", "mqtt", "--url",
+                             f"mqtt://127.0.0.1:{broker.port}", "--topic-prefix", root], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert sub.wait_for(lambda: sub.on(f"{root}/available")[-1:] == [b"online"], timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out.decode()[-2000:]
+        assert sub.wait_for(lambda: sub.on(f"{root}/available")[-1:] == [b"offline"])
+        assert retained(broker.port, f"{root}/available") == b"offline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.stop()
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt install mosquitto)")
+def test_a_killed_sink_reads_as_offline_by_its_last_will(redis_settings, real_transport, tmp_path, root):
+    broker = OwnBroker(tmp_path)
+    broker.start()
+    env = {**os.environ, "FER_REDIS__URL": redis_settings.redis.url, "FER_REDIS__PREFIX": redis_settings.redis.prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "sink", "mqtt", "--url",
+                             f"mqtt://127.0.0.1:{broker.port}", "--topic-prefix", root], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sub = Subscriber(broker.port, root)
+        assert sub.wait_for(lambda: sub.on(f"{root}/available")[-1:] == [b"online"], timeout=30)
+        proc.kill()
+        proc.wait(10)
+        assert sub.wait_for(lambda: sub.on(f"{root}/available")[-1:] == [b"offline"], timeout=10)
+        sub.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        broker.stop()
