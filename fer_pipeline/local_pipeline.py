@@ -66,8 +66,7 @@ class Pipeline:
         settings: Every other knob, as the CLI reads them (``FER_*``) by default.
 
     Raises:
-        ConfigError: no source, a source that cannot be opened, a bad setting.
-        ModelError: the model is missing or disagrees with its metadata.
+        ConfigError: no source, a camera id too many or too few, a bad setting.
     """
 
     def __init__(self, sources: str | int | Sequence[str | int], on_label: Callable[[Label], Any], *,
@@ -117,7 +116,8 @@ class Pipeline:
         to the thread that starts it and ends with it (so that no server outlives a crash).
 
         Raises:
-            ConfigError, ModelError: a source or the model cannot be used (nothing is left running).
+            SourceError: a source cannot be opened (nothing is left running).
+            ModelError: the model is missing or disagrees with its metadata.
             BrokerUnavailable: Redis cannot be started or reached.
         """
         from fer_pipeline.model import read_info
