@@ -45,6 +45,7 @@ class Child:
     popen: subprocess.Popen | None = None
     restarts: int = 0
     restart_at: float | None = None  # monotonic time of the next restart after a crash
+    group: str | None = None  # a sink's consumer group on the labels stream (its backlog is drained at stop)
 
     @property
     def running(self) -> bool:
@@ -105,9 +106,10 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
-    def add(self, name: str, role: str, args: list[str]) -> Child:
-        """Register a child (not started yet) that logs to ``<log_dir>/<name>.log``; returns it."""
-        child = Child(name, role, args, self.log_dir / f"{name}.log")
+    def add(self, name: str, role: str, args: list[str], *, group: str | None = None) -> Child:
+        """Register a child (not started yet) that logs to ``<log_dir>/<name>.log``; returns it.
+        ``group``: a sink's consumer group on the labels stream, drained before it stops."""
+        child = Child(name, role, args, self.log_dir / f"{name}.log", group=group)
         self.children.append(child)
         return child
 
@@ -116,7 +118,7 @@ class Supervisor:
         then producers, each in its own session with output appended to its log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Consumers first so they are in their groups before the first label exists.
-        order = {"logger": 0, "display": 1, "worker": 2, "producer": 3}
+        order = {"logger": 0, "display": 1, "sink": 1, "dashboard": 1, "worker": 2, "producer": 3}
         for child in sorted(self.children, key=lambda c: order.get(c.role, 9)):
             self._spawn(child)
 
@@ -214,6 +216,8 @@ class Supervisor:
         when a process's final counters are missing (it crashed) or a stage did not run."""
         per_role: dict[str, Counter[str]] = {}
         for c in self.children:
+            if c.role not in ("producer", "worker", "logger"):
+                continue  # the display, sinks and dashboard read labels without accounting for them
             counters = c.final_counters()
             if counters is None:
                 return None
@@ -230,6 +234,8 @@ class Supervisor:
         out = {"workers": self.transport.backlog(keys.crops, WORKERS_GROUP)}
         if self.role("logger"):
             out["logger"] = self.transport.backlog(keys.labels, LOGGER_GROUP)
+        for sink in self.role("sink"):
+            out[sink.name] = self.transport.backlog(keys.labels, sink.group or f"sink-{sink.name}")
         if self.role("display"):
             group = self.transport.settings.consumer.display_group
             out["display"] = self.transport.backlog(keys.labels, group)
@@ -251,11 +257,15 @@ class Supervisor:
                 last, last_change = now, time.monotonic()
             elif time.monotonic() - last_change > idle_timeout_s:
                 return False
-            if not any(c.running for s in stages for c in self.role(_role_of(s))):
+            if not any(c.running for s in stages for c in self._stage_children(s)):
                 return False
             if tick:
                 tick()
             time.sleep(0.2)
+
+    def _stage_children(self, stage: str) -> list[Child]:
+        """The children that empty ``stage``: a role's (``workers`` is the worker role's), or one sink's by name."""
+        return [c for c in self.children if c.name == stage and c.role == "sink"] or self.role(_role_of(stage))
 
     def stop(self, *, drain: bool, tick=None) -> dict[str, bool]:
         """Ordered stop; returns whether each stage drained."""
@@ -266,10 +276,12 @@ class Supervisor:
         drained["workers"] = self.wait_drained(("workers",), idle_timeout_s=30 if drain else 5, tick=tick)
         self.signal_role("worker")
         self.wait_role("worker")
-        drained["consumers"] = self.wait_drained(("logger", "display"), idle_timeout_s=30 if drain else 5, tick=tick)
-        for role in ("display", "logger"):
+        consumers = ("logger", "display", *(c.name for c in self.role("sink")))
+        drained["consumers"] = self.wait_drained(consumers, idle_timeout_s=30 if drain else 5, tick=tick)
+        # The dashboard last: it shows the run ending.
+        for role in ("display", "logger", "sink", "dashboard"):
             self.signal_role(role)
-        for role in ("display", "logger"):
+        for role in ("display", "logger", "sink", "dashboard"):
             self.wait_role(role)
         return drained
 

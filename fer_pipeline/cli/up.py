@@ -4,6 +4,7 @@ and logger; live progress; ordered, draining stop; a summary of what happened.""
 from __future__ import annotations
 
 import signal
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from fer_pipeline.cli._app import (
     resolve_sources,
     setup_logging,
 )
+from fer_pipeline.cli.ops import dashboard_settings
+from fer_pipeline.cli.sink import sink_args
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.run_ids import new_run_id
 
@@ -55,6 +58,12 @@ def up(
     detector: DetectorName = None,
     detect_every: DetectEvery = None,
     model: Annotated[Path | None, typer.Option(help="model.json for the workers.", show_default=False)] = None,
+    sink: Annotated[list[str] | None, typer.Option(
+        "--sink", metavar="URL", help="Also send labels and emotion episodes here, repeatable: mqtt://host[:port] "
+        "(or mqtts://) for an MQTT broker, http(s)://... for a webhook.", show_default=False)] = None,
+    dashboard: Annotated[bool, typer.Option(
+        "--dashboard", help="Also serve the live dashboard (needs the dashboard extra); its address is printed "
+        "(FER_DASHBOARD__HOST/PORT choose it).")] = False,
 ) -> None:
     """Run the whole pipeline on this machine and show live progress (Ctrl-C stops cleanly)."""
     from fer_pipeline.broker import EmbeddedBroker
@@ -75,6 +84,13 @@ def up(
                        consumer={"out_dir": out, "db": out / "emotions.sqlite", "window": window})
     setup_logging("WARNING")
     check_writable(out)
+    sinks = [sink_args(spec) for spec in sink or ()]  # a bad URL is one line now, not a dead child later
+    dashboard_url = None
+    if dashboard:
+        # The address (with the token made up for a non-loopback bind) is settled here, so the
+        # child serves what `up` prints; a taken port is one line before anything starts.
+        s, dashboard_url = dashboard_settings(s)
+        _check_dashboard(s)
     if workers:
         read_info(s.worker.model)  # a missing/mismatched model is one line now, not a dead child later
     total_frames = 0
@@ -102,6 +118,15 @@ def up(
         sup.add("logger", "logger", ["logger"])
         if display:
             sup.add("display", "display", ["display"])
+        groups: Counter[str] = Counter()
+        for i, args in enumerate(sinks):
+            kind = f"sink-{args[1]}"
+            groups[kind] += 1
+            group = kind if groups[kind] == 1 else f"{kind}-{groups[kind]}"  # one group per target
+            sup.add(f"sink-{i}", "sink", [*args, "--group", group], group=group)
+        if dashboard_url:
+            sup.add("dashboard", "dashboard", ["dashboard"])
+            typer.echo(f"dashboard: {dashboard_url}")
         for i in range(workers):
             sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"up-worker-{i}"])
         for i, spec in enumerate(specs):
@@ -114,6 +139,19 @@ def up(
         if broker is not None:
             broker.stop()
     raise typer.Exit(code)
+
+
+def _check_dashboard(s) -> None:
+    """The dashboard's extra is installed and its port free: else one line, before anything starts."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from fer_pipeline.dashboard.serve import bind
+    except ImportError as e:
+        raise ConfigError(f"--dashboard needs the dashboard extra ({e.name} is missing): "
+                          "pip install 'fer-pipeline[dashboard]'") from None
+    bind(s.dashboard.host, s.dashboard.port).close()
 
 
 def _terminate(signum, frame) -> None:

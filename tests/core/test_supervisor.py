@@ -50,3 +50,16 @@ def test_final_counters_per_role_only_where_every_child_left_them(settings, fake
     final = sup.final_counters()
     assert set(final) == {"producer"}
     assert sorted(c["frames"] for c in final["producer"]) == [3, 7]
+
+
+def test_sinks_and_the_dashboard_neither_block_nor_blur_the_accounting(settings, fake_transport, tmp_path):
+    sup = Supervisor(settings, fake_transport, tmp_path / "logs")
+    _child(sup, "producer-0", "producer", "crops_published=10")
+    _child(sup, "worker-0", "worker", "crops_labelled=10 dead_letters=0")
+    _child(sup, "logger", "logger", "labels_logged=10 duplicates_ignored=0 dead_letters=0")
+    sup.add("dashboard", "dashboard", ["dashboard"])  # uvicorn: no counters line
+    sup.add("sink-0", "sink", ["sink", "mqtt", "--url", "mqtt://x", "--group", "sink-mqtt"], group="sink-mqtt")
+    assert sup.unaccounted() == {"crops": 0, "labels": 0}
+    assert sup.backlog()["sink-0"] == (0, 0)
+    assert [c.name for c in sup._stage_children("sink-0")] == ["sink-0"]
+    assert [c.name for c in sup._stage_children("workers")] == ["worker-0"]

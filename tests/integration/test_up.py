@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -107,3 +109,77 @@ def test_bad_input_is_one_readable_line(args, message, tmp_path):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_two_runs_on_one_redis_each_report_their_own_and_keep_their_own_files(redis_settings, video_dir, tmp_path):
+    prefix, url = redis_settings.redis.prefix, redis_settings.redis.url
+    out = tmp_path / "out"
+    args = ("--source", str(video_dir / "short_hamilton_clip.mp4"), "--camera-id", "stage", "--fast", "--no-display",
+            "--redis-url", url, "--prefix", prefix, "--out", str(out))
+    first, second = run_up(*args), run_up(*args)
+    assert first.returncode == 0 and second.returncode == 0, second.stdout + second.stderr
+    runs = [re.search(r"^run (\S+) stopped", r.stdout, re.M).group(1) for r in (first, second)]
+    assert runs[0] != runs[1]
+    counts = [re.search(r"faces published ([\d,]+) +labelled ([\d,]+) +in the log ([\d,]+)", r.stdout).groups()
+              for r in (first, second)]
+    # The second run on the same Redis and log counts itself only: same clip, same figures.
+    assert counts[0] == counts[1] and len(set(counts[1])) == 1
+    with sqlite3.connect(out / "emotions.sqlite") as con:
+        per_run = dict(con.execute("SELECT run_id, COUNT(*) FROM labels GROUP BY run_id").fetchall())
+    assert set(per_run) == set(runs) and per_run[runs[0]] == per_run[runs[1]]
+    assert all((out / "logs" / run / "producer-0.log").is_file() for run in runs)
+
+
+def test_up_with_an_mqtt_sink_and_the_dashboard(redis_settings, video_dir, tmp_path):
+    import socket
+    import threading
+
+    paho = pytest.importorskip("paho.mqtt.client")
+    try:
+        socket.create_connection(("127.0.0.1", 1883), timeout=1).close()
+    except OSError:
+        pytest.skip("no MQTT broker at 127.0.0.1:1883 (.ci/run starts Mosquitto)")
+    got: list[str] = []
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, m: got.append(m.topic)
+    client.connect("127.0.0.1", 1883)
+    client.subscribe("fer/stage-mq/#", qos=1)
+    client.loop_start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prefix, url = redis_settings.redis.prefix, redis_settings.redis.url
+    out = tmp_path / "out"
+    env_port = {"FER_DASHBOARD__PORT": str(port)}
+    try:
+        r = subprocess.run([sys.executable, "-m", "fer_pipeline", "up", "--source",
+                            str(video_dir / "short_hamilton_clip.mp4"), "--camera-id", "stage-mq", "--fast",
+                            "--no-display", "--redis-url", url, "--prefix", prefix, "--out", str(out),
+                            "--sink", "mqtt://127.0.0.1:1883", "--dashboard"],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, **env_port})
+        threading.Event().wait(1.0)  # the last QoS 1 deliveries to this subscriber
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"dashboard: http://127.0.0.1:{port}/" in r.stdout
+    logged = int(re.search(r"in the log ([\d,]+)", r.stdout).group(1).replace(",", ""))
+    assert got.count("fer/stage-mq/label") == logged > 20  # every label of the run, through the real broker
+    [run_dir] = (out / "logs").iterdir()
+    assert "stopped after" in (run_dir / "sink-0.log").read_text()
+    assert f"dashboard on http://127.0.0.1:{port}/" in (run_dir / "dashboard.log").read_text()
+
+
+def test_up_refuses_a_bad_sink_and_a_taken_dashboard_port_in_one_line(tmp_path):
+    import socket
+
+    r = run_up("--source", "demo", "--out", str(tmp_path), "--sink", "ftp://x")
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "--sink takes mqtt://" in r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "fer_pipeline", "up", "--source", "demo", "--out", str(tmp_path),
+                            "--dashboard"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "FER_DASHBOARD__PORT": str(port)})
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and f"port {port} on 127.0.0.1 is in use" in r.stderr
