@@ -23,9 +23,11 @@ import numpy as np
 
 from fer_pipeline.errors import ConfigError
 
-# superfast rather than veryfast: ~5 ms instead of ~7 ms of CPU per 640x480 frame here, so
-# 4 cameras at 30 fps cost about half a core of a 2-core machine that also runs the
-# detector (benchmarks/video_encode.py); files are ~1.7x bigger, still below mp4v's.
+# superfast rather than veryfast: ~3.9 ms instead of ~5.6 ms of CPU per 640x480 frame
+# (mp4v took ~1.9), so 4 cameras at 30 fps cost about half a core of a 2-core machine that
+# also runs the detector (python -m benchmarks.video_encode); its files are ~1.7x
+# veryfast's, still ~0.65x mp4v's. x264's threads stay its own choice (sliced threads
+# over the cores): a frame is encoded sooner than on one thread, for the same CPU.
 PRESET = "superfast"
 CRF = 23  # x264's default quality; lower is better and bigger
 # Players and hardware decoders commonly stop at 4096 px a side (H.264 levels up to 5.2
@@ -61,7 +63,7 @@ class H264File:
     """
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, *,
-                 preset: str = PRESET, crf: int = CRF) -> None:
+                 preset: str = PRESET, crf: int = CRF, threads: int = 0) -> None:
         self.path = path
         self.part = path.with_name(path.name + ".part")
         self.size = size
@@ -78,6 +80,7 @@ class H264File:
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": preset, "crf": str(crf)}
         ctx = stream.codec_context
+        ctx.thread_count = threads  # 0: x264's own choice (sliced threads over the cores)
         # BT.601 limited range, which cv2's BGR->I420 produces: tagged so that players do
         # not guess (they would take BT.709 for HD sizes and shift the colours).
         ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
