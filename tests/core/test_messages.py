@@ -79,21 +79,24 @@ def test_label_rejects_broken_probabilities(bad):
                        model_id="m", worker_id="w", inferred_at=0.0)
 
 
-def test_fast_crop_packing_gives_the_models_bytes():
+@pytest.mark.parametrize("position_s", [None, 0.0, 7.007, np.float64(12.5)])
+def test_fast_crop_packing_gives_the_models_bytes(position_s):
     """The producer's hot path (no model built) and the validated model encode identically."""
-    crop = make_crop(truth="fear", face_index=2, faces_in_frame=3)
+    crop = make_crop(truth="fear", face_index=2, faces_in_frame=3, position_s=position_s)
     packed = FaceCrop.pack(make_crop_pixels(), camera_id="cam0", run_id="r1", frame_index=3, face_index=2,
                            faces_in_frame=3, track_id=7, bbox=(1, 2, 30, 30), captured_at=1.0, published_at=1.5,
-                           truth="fear")
+                           truth="fear", position_s=position_s)
     assert packed == crop.encode()
     assert decode(packed, expect=FaceCrop) == crop
+    assert decode(packed, expect=FaceCrop).position_s == position_s
     with pytest.raises(ValueError, match="48, 48"):
         FaceCrop.pack(np.zeros((40, 48), np.uint8), camera_id="c", run_id="r", frame_index=0, face_index=0,
                       faces_in_frame=1, track_id=0, bbox=(0, 0, 1, 1), captured_at=0.0, published_at=0.0)
 
 
 def test_fast_label_packing_matches_for_crop():
-    crops = [make_crop(frame_index=i, truth="sad" if i else None) for i in range(3)]
+    crops = [make_crop(frame_index=i, truth="sad" if i else None, position_s=i / 30 if i != 1 else None)
+             for i in range(3)]
     probs = np.random.default_rng(0).dirichlet(np.ones(7), 3).astype(np.float32)
     probs /= probs.sum(axis=1, keepdims=True)
     packed = Label.pack_batch(crops, probs, model_id="m", worker_id="w", inferred_at=2.0)
@@ -101,6 +104,9 @@ def test_fast_label_packing_matches_for_crop():
         label = decode(payload, expect=Label)
         slow = Label.for_crop(crop, p, model_id="m", worker_id="w", inferred_at=2.0)
         assert label == slow.model_copy(update={"labelled_at": label.labelled_at})
+        assert payload == slow.model_copy(update={"labelled_at": label.labelled_at}).encode()  # the same bytes
+        assert label.position_s == crop.position_s
+    assert [decode(b, expect=Label).position_s for b in packed] == [0.0, None, 2 / 30]
     with pytest.raises(ValueError, match="valid_probabilities"):
         Label.pack_batch(crops, np.full((3, 7), 0.5), model_id="m", worker_id="w", inferred_at=2.0)
 
@@ -132,6 +138,26 @@ def test_non_finite_times_are_refused_where_received(value):
     raw["labelled_at"] = value
     with pytest.raises(MessageError, match="labelled_at"):
         decode(msgpack.packb(raw))
+
+
+def test_messages_of_the_previous_build_still_decode():
+    """Crops and labels without ``position_s`` (the build before it) decode, with None."""
+    crop = decode(msgpack.packb(_crop_fields(), use_bin_type=True), expect=FaceCrop)
+    assert crop.position_s is None
+    raw = Label.for_crop(crop, np.full(7, 1 / 7), model_id="m", worker_id="w", inferred_at=2.0).model_dump()
+    del raw["position_s"]
+    label = decode(msgpack.packb(raw, use_bin_type=True), expect=Label)
+    assert label.position_s is None and label.captured_at == 1.0
+
+
+@pytest.mark.parametrize("value", [-0.001, math.nan, math.inf, 1e10])
+def test_positions_outside_a_video_are_refused_where_received(value):
+    with pytest.raises(MessageError, match="invalid crop: crop.position_s: "):
+        decode(msgpack.packb(_crop_fields(position_s=value), use_bin_type=True))
+    label = Label.for_crop(make_crop(), np.full(7, 1 / 7), model_id="m", worker_id="w", inferred_at=0.0)
+    with pytest.raises(MessageError, match="invalid label: label.position_s: "):
+        decode(msgpack.packb({**label.model_dump(), "position_s": value}, use_bin_type=True))
+    assert decode(msgpack.packb(_crop_fields(position_s=1e10 - 1), use_bin_type=True)).position_s == 1e10 - 1
 
 
 def _crop_fields(**update) -> dict:
