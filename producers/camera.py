@@ -161,7 +161,8 @@ class CameraProducer:
         return [
             FaceCrop.pack(pixels, camera_id=self.camera_id, run_id=self.run_id, frame_index=frame.index,
                           face_index=i, faces_in_frame=len(items), track_id=tid, bbox=box,
-                          captured_at=frame.captured_at, published_at=now, truth=truth)
+                          captured_at=frame.captured_at, published_at=now, truth=truth,
+                          position_s=frame.position_s)
             for i, (pixels, box, tid, truth) in enumerate(items)
         ]
 

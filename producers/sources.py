@@ -26,6 +26,7 @@ import numpy as np
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import DataError, SourceError
 from fer_pipeline.images import image_dimensions
+from fer_pipeline.messages import MAX_TIME
 from fer_pipeline.settings import Settings
 from fer_pipeline.urls import redact_url
 
@@ -63,12 +64,16 @@ class CapturedFrame:
         captured_at: Wall-clock capture time (``time.time()``), comparable across hosts.
         image: BGR uint8 image.
         crops: Faces the source already knows; None means "run face detection".
+        position_s: Seconds from the start of the video (file and replay sources; back to 0
+            when a looping source rewinds), whatever the pacing; None for live sources and
+            image folders, which have no timeline.
     """
 
     index: int
     captured_at: float
     image: np.ndarray
     crops: list[LabelledCrop] | None = None
+    position_s: float | None = None
 
 
 class Source(ABC):
@@ -148,6 +153,38 @@ def _open_file(path: Path, threads: int):
     return cv2.VideoCapture(str(path))
 
 
+class VideoClock:
+    """Where each decoded frame sits in its file, in seconds: the container's presentation
+    timestamp (OpenCV's ``CAP_PROP_POS_MSEC``), or one frame period after the previous frame
+    where there is none.
+
+    Timestamps rather than ``index / fps``: phones record at a variable frame rate, and a
+    stream's nominal rate can be far from its frames' spacing (a 25 fps-tagged file whose
+    frames are irregular), so ``index / fps`` drifts from what a player shows; the timestamp is
+    what a player shows. But a file may carry no usable ones: a raw H.264 stream reads 0 for
+    every frame, an MPEG-PS its last frame as 0, a broken mux may jump back. So a timestamp is
+    taken only when it moves forwards (the first frame's when it is a time at all), and a frame
+    without one is placed a period after the previous frame, so positions always increase.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self._last: float | None = None
+
+    def position(self, pos_msec: float) -> float:
+        t = pos_msec / 1000.0 if math.isfinite(pos_msec) else -1.0
+        if self._last is None:
+            self._last = t if 0.0 <= t < MAX_TIME else 0.0
+        elif self._last < t < MAX_TIME:
+            self._last = t
+        else:
+            self._last = min(self._last + self.period, math.nextafter(MAX_TIME, 0.0))
+        return self._last
+
+    def rewind(self) -> None:
+        self._last = None
+
+
 class VideoFileSource(Source):
     """A video file as a camera: paced to its frame rate when ``realtime``, rewound at the end
     when ``loop``."""
@@ -168,8 +205,10 @@ class VideoFileSource(Source):
         self._cap = cap
         self._loop = settings.producer.loop
         self._pacer = Pacer(self.fps if settings.producer.realtime else 0.0)
+        self._clock = VideoClock(self.fps)
 
     def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        import cv2
 
         index = 0
         while not stop.is_set():
@@ -179,13 +218,15 @@ class VideoFileSource(Source):
                     return
                 self._cap.release()  # reopening is more reliable than seeking across codecs
                 self._cap = _open_file(self.path, self._threads)
+                self._clock.rewind()
                 ok, image = self._cap.read()
                 if not ok:
                     log.warning("video %s yields no frames after rewinding; ending", self.path)
                     return
+            position = self._clock.position(self._cap.get(cv2.CAP_PROP_POS_MSEC))
             self._pacer.wait(stop)
             self.stats["realtime_lost_ms"] = round(self._pacer.lost_s * 1000)
-            yield CapturedFrame(index, time.time(), image)
+            yield CapturedFrame(index, time.time(), image, position_s=position)
             index += 1
 
     def close(self) -> None:
@@ -326,7 +367,8 @@ def _open_stream(url: str) -> LiveSource:
 # -- image folders --------------------------------------------------------------------------------
 class ImageFolderSource(Source):
     """A folder of images as a camera: one frame per readable image in name order (paced to
-    ``FOLDER_FPS`` when ``realtime``); unreadable or oversized images are skipped."""
+    ``FOLDER_FPS`` when ``realtime``); unreadable or oversized images are skipped. Frames have
+    no ``position_s``: a folder is no timeline (the frame index is the image's place in it)."""
 
     kind = "folder"
 
@@ -385,7 +427,9 @@ class ImageFolderSource(Source):
 # -- labelled replay --------------------------------------------------------------------------
 class ReplaySource(Source):
     """Replays labelled 48x48 faces (FER2013 npz) as a camera: each frame carries ``faces``
-    crops with their truth labels, drawn as a mosaic image for display."""
+    crops with their truth labels, drawn as a mosaic image for display. The replay is a video
+    at ``fps``: a frame's ``position_s`` is its place in one pass (back to 0 on each loop),
+    however fast it is actually replayed."""
 
     kind = "replay"
 
@@ -412,14 +456,14 @@ class ReplaySource(Source):
         import cv2
 
         n, index, row = len(self.images), 0, 0
-        t = REPLAY_TILE
+        t, period = REPLAY_TILE, 1.0 / self.fps
         while not stop.is_set():
             if row >= n:
                 if not self._loop:
                     return
                 row = 0
             mosaic = np.zeros((self._rows * t, self._cols * t, 3), np.uint8)
-            crops = []
+            crops, position = [], row // self.faces * period
             for k, r in enumerate(range(row, min(row + self.faces, n))):
                 y, x = divmod(k, self._cols)
                 box = (x * t, y * t, t, t)
@@ -429,7 +473,7 @@ class ReplaySource(Source):
             row += self.faces
             self._pacer.wait(stop)
             self.stats["realtime_lost_ms"] = round(self._pacer.lost_s * 1000)
-            yield CapturedFrame(index, time.time(), mosaic, crops)
+            yield CapturedFrame(index, time.time(), mosaic, crops, position)
             index += 1
 
 

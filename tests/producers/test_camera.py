@@ -52,6 +52,8 @@ def test_producer_publishes_hamilton_clip_end_to_end(video_dir, redis_settings, 
     c = service.counters
     assert c["frames"] == 275 and c["crops_dropped"] == 0 and c["faces"] == c["crops_published"]
     assert c["detect_ms"] > 0
+    # The clip's timestamps are a constant 29.97 fps: each face's place in the video.
+    assert all(c.position_s == pytest.approx(c.frame_index / 29.97) for c in crops)
 
 
 # -- backpressure and failure isolation (fakeredis) --------------------------------------------
@@ -107,6 +109,15 @@ def test_one_failing_camera_does_not_stop_the_others(replay_npz, settings, fake_
     bad = stream_messages(t, t.keys.frames("bad"))
     assert isinstance(bad[-1], EndOfStream) and bad[-1].frames == 3
     assert service.counters["frames"] == 8
+
+
+def test_crops_carry_their_frames_position_in_the_video(replay_npz, settings, fake_transport):
+    s = settings.with_updates(producer={"realtime": False})
+    service = ProducerService(s, fake_transport, [("r", open_source(f"replay:{replay_npz}?faces=2&fps=10", s))],
+                              detector_factory=ScriptedDetector)
+    assert service.run() == 0
+    crops = stream_messages(fake_transport, fake_transport.keys.crops)
+    assert [(c.frame_index, c.position_s) for c in crops] == [(0, 0.0), (0, 0.0), (1, 0.1), (1, 0.1), (2, 0.2)]
 
 
 def test_redis_outage_drops_frames_without_stopping_capture(replay_npz, settings, fake_transport, monkeypatch):

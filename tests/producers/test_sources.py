@@ -14,6 +14,7 @@ from fer_pipeline.producers.sources import (
     LiveSource,
     Pacer,
     ReplaySource,
+    VideoClock,
     VideoFileSource,
     image_dimensions,
     open_source,
@@ -89,6 +90,7 @@ def test_video_file_reads_every_frame_then_ends(tiny_video, settings):
         frames = take(src)
     assert [f.index for f in frames] == list(range(10))
     assert frames[0].image.shape == (48, 64, 3) and all(f.crops is None for f in frames)
+    assert [f.position_s for f in frames] == pytest.approx([i / 25 for i in range(10)])
 
 
 def test_video_file_loops_with_increasing_indices(tiny_video, settings):
@@ -99,6 +101,8 @@ def test_video_file_loops_with_increasing_indices(tiny_video, settings):
     assert [f.index for f in frames] == list(range(25))
     # Frame 10 is the first frame again (the synthetic video's brightness ramps by frame).
     assert abs(int(frames[10].image.mean()) - int(frames[0].image.mean())) <= 2
+    # The index goes on across loops; the position is in the video, so it starts over.
+    assert [f.position_s for f in frames] == pytest.approx([(i % 10) / 25 for i in range(25)])
 
 
 def test_realtime_video_is_paced_to_its_fps(tiny_video, settings):
@@ -107,6 +111,81 @@ def test_realtime_video_is_paced_to_its_fps(tiny_video, settings):
         take(src, 6)
         elapsed = time.monotonic() - t0
     assert elapsed >= 5 / 25 * 0.9  # 6 frames at 25 fps span 5 periods
+
+
+# -- video time --------------------------------------------------------------------------------
+def write_av(path, pts_ms: list[int], codec: str = "mjpeg", fmt: str | None = None, rate: int = 25):
+    """A video whose frames carry the presentation times ``pts_ms`` (PyAV, as a phone's
+    variable-rate recording does); frame i is filled with 20 * i."""
+    import fractions
+
+    import av
+
+    ms = fractions.Fraction(1, 1000)
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.time_base = 64, 48, ms
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for i, t in enumerate(pts_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, ms
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def test_video_positions_are_the_containers_timestamps(tmp_path, settings):
+    """A variable-rate file: positions are where a player shows each frame, not index / fps
+    (which would put the last frame at 0.28 s instead of 1.0 s), and a replay as fast as
+    possible keeps them while its wall-clock times shrink."""
+    pts = [0, 40, 80, 200, 240, 600, 640, 1000]
+    path = write_av(tmp_path / "vfr.mkv", pts)
+    with open_source(str(path), settings.with_updates(producer={"realtime": False})) as src:
+        assert src.fps == pytest.approx(25.0)
+        frames = take(src)
+    assert [f.position_s for f in frames] == pytest.approx([t / 1000 for t in pts])
+    assert frames[-1].captured_at - frames[0].captured_at < 0.9  # read in far less than the video's 1 s
+    assert [round(float(f.image.mean()) / 20) for f in frames] == list(range(len(pts)))  # in order, none lost
+
+
+def test_video_without_timestamps_counts_frame_periods(tmp_path, settings):
+    """A raw H.264 stream has no timestamps (OpenCV reads 0 for every frame): each frame is one
+    period of the nominal rate after the previous one."""
+    path = write_av(tmp_path / "raw.h264", list(range(6)), codec="libx264", fmt="h264")
+    with open_source(str(path), settings.with_updates(producer={"realtime": False})) as src:
+        frames = take(src)
+    assert [f.position_s for f in frames] == pytest.approx([i / 25 for i in range(6)])
+
+
+@pytest.mark.parametrize(("reads_ms", "positions"), [
+    ([0, 40, 80, 120], [0, 0.04, 0.08, 0.12]),      # timestamps, taken as they are
+    ([0, 0, 0], [0, 0.1, 0.2]),                     # none at all: a period per frame
+    ([0, 40, 0, 160], [0, 0.04, 0.14, 0.16]),       # one missing (an MPEG-PS's flushed last frame)
+    ([500, 300, 900], [0.5, 0.6, 0.9]),             # a jump back: never backwards
+    ([float("nan"), -5.0, 1e13, 100], [0, 0.1, 0.2, 0.2 + 0.1]),  # garbage (1e13 ms is past MAX_TIME)
+])
+def test_video_clock_takes_timestamps_that_move_forwards(reads_ms, positions):
+    clock = VideoClock(10.0)
+    assert [clock.position(ms) for ms in reads_ms] == pytest.approx(positions)
+    clock.rewind()  # a looping source reopened its file
+    assert clock.position(reads_ms[0]) == pytest.approx(positions[0])
+
+
+def test_replay_positions_are_its_frames_at_its_rate(replay_npz, settings):
+    s = settings.with_updates(producer={"realtime": False})
+    with open_source(f"replay:{replay_npz}?fps=12.5&faces=2&loop=1", s) as src:
+        frames = take(src, 5)
+    # 5 faces in frames of 2: 3 frames a pass, 0.08 s apart, from 0 again on each loop.
+    assert [f.position_s for f in frames] == pytest.approx([0.0, 0.08, 0.16, 0.0, 0.08])
+
+
+def test_image_folders_and_live_sources_have_no_position(tmp_path, settings):
+    cv2.imwrite(str(tmp_path / "one.png"), np.zeros((10, 10, 3), np.uint8))
+    with open_source(str(tmp_path), settings.with_updates(producer={"realtime": False, "loop": True})) as src:
+        assert [f.position_s for f in take(src, 2)] == [None, None]
+    src = LiveSource("rtsp://cam", "cam", lambda: FakeCapture(3), latest_only=False)
+    assert [f.position_s for f in take(src, 3)] == [None] * 3
+    src.close()
 
 
 # -- pacing ------------------------------------------------------------------------------------
