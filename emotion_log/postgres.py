@@ -29,6 +29,8 @@ from fer_pipeline.urls import redact_url
 _SCHEMA = schema.create_table("postgres")
 _HAS_TRIGGER = ("SELECT 1 FROM pg_trigger WHERE tgname = 'labels_changed_without_blocks' "
                 "AND tgrelid = 'labels'::regclass")
+_COLUMNS_PRESENT = ("SELECT attname FROM pg_attribute WHERE attrelid = 'labels'::regclass "
+                    "AND attnum > 0 AND NOT attisdropped")
 _INSERT = (schema.insert_sql("%s") + " ON CONFLICT (crop_id) DO NOTHING RETURNING crop_id")
 _CLEAR_BLOCKS = "DELETE FROM label_blocks"
 ROWS_PER_TRANSACTION = 65_536  # prune and erase: the rows one transaction deletes, about
@@ -75,6 +77,12 @@ class PostgresStore(StoreBase):
             self._db.execute(blocks.POSTGRES.schema)
             with self._db.transaction(), self._db.cursor() as cur:
                 cur.execute(blocks.POSTGRES.lock)  # also keeps two loggers' CREATE OR REPLACE apart
+                # A log written by an older version lacks the columns added since (position_s):
+                # added here, under the lock every writer takes first (so no two openers add one
+                # twice, and no lock-order deadlock with a logger's insert); old rows read NULL.
+                for name in schema.missing_columns({r[0] for r in cur.execute(_COLUMNS_PRESENT).fetchall()}):
+                    cur.execute(schema.add_column_sql(name, "postgres"))
+                    log.info("emotion log %s: added column %s (rows stored before have none)", redact_url(url), name)
                 if cur.execute(_HAS_TRIGGER).fetchone() is None:
                     cur.execute(blocks.PG_TRIGGERS)
                 # A new (empty) log is covered by its (no) blocks from the start.

@@ -3,8 +3,10 @@
 ``COLUMNS`` is the single list of what a stored label holds: the SQLite and PostgreSQL
 ``CREATE TABLE``, the insert statements, ``label_row`` (a label as a row) and
 ``block_entry`` (a row as a label-block entry) are all derived from it, so adding a field
-means adding it here (and to ``label_row``). The only text spliced into SQL is fixed: these
-column names and the placeholders of the driver.
+means adding it here (and to ``label_row``). A column added later goes at the end, nullable:
+a store opening a log written before it adds it (``missing_columns``, ``add_column_sql``), so
+old and new logs have one layout. The only text spliced into SQL is fixed: these column names
+and the placeholders of the driver.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ _TABLE: tuple[Column, ...] = (
     ("worker_id", "text", False),
     ("truth", "text", True),
     ("x", "int", False), ("y", "int", False), ("w", "int", False), ("h", "int", False),
+    # Seconds into the video (file and replay sources; NULL for live cameras): where to find the
+    # face in the file, which captured_at (when the frame was read) does not say for a replay
+    # run faster than real time.
+    ("position_s", "real", True),
 )
 COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in _TABLE)
 
@@ -59,6 +65,20 @@ def table_sql(table: str, columns: tuple[Column, ...], dialect: Dialect) -> str:
     cols = ",\n    ".join(f"{name} {types[kind]}{'' if null or kind in ('key', 'serial') else ' NOT NULL'}"
                           for name, kind, null in columns)
     return f"CREATE TABLE IF NOT EXISTS {table} (\n    {cols}\n);\n"
+
+
+def missing_columns(present: set[str]) -> list[str]:
+    """The columns of ``labels`` that a log written by an older version lacks, given the
+    names its table has; only nullable ones can be (rows stored before have no value)."""
+    return [name for name, _, null in _TABLE if null and name not in present]
+
+
+def add_column_sql(name: str, dialect: Dialect) -> str:
+    """``ALTER TABLE labels ADD COLUMN`` of one of ``COLUMNS`` (nullable: old rows read NULL)."""
+    kinds = {col: kind for col, kind, null in _TABLE if null}
+    if name not in kinds:
+        raise ValueError(f"not a nullable column of the emotion log: {name!r}")
+    return f"ALTER TABLE labels ADD COLUMN {name} {_TYPES[dialect][kinds[name]]}"
 
 
 def create_table(dialect: Dialect) -> str:
@@ -120,13 +140,15 @@ class TimelineRow:
     confidence: float
     probabilities: tuple[float, ...]  # EMOTIONS order
     truth: str | None
+    position_s: float | None = None  # seconds into the video; None for live cameras
 
 
 def timeline_sql(placeholder: Placeholder, run_id: str | None) -> str:
     """One track's rows, as ``TimelineRow`` fields, in capture order."""
     placeholder = _checked(placeholder)
     sql = (f"SELECT crop_id, run_id, frame_index, captured_at, labelled_at, latency_ms, emotion, confidence, "
-           f"{', '.join(PROB_COLUMNS)}, truth FROM labels WHERE camera_id = {placeholder} AND track_id = {placeholder}")
+           f"{', '.join(PROB_COLUMNS)}, truth, position_s FROM labels "
+           f"WHERE camera_id = {placeholder} AND track_id = {placeholder}")
     if run_id is not None:
         sql += f" AND run_id = {placeholder}"
     return sql + " ORDER BY captured_at, frame_index, face_index"
@@ -136,7 +158,8 @@ def timeline_rows(rows: list[tuple]) -> list[TimelineRow]:
     """``timeline_sql``'s rows as ``TimelineRow``s, the probability columns gathered into a tuple."""
     n = len(PROB_COLUMNS)
     return [TimelineRow(r[0], r[1], int(r[2]), float(r[3]), float(r[4]), float(r[5]), r[6], float(r[7]),
-                        probabilities=tuple(r[8:8 + n]), truth=r[8 + n]) for r in rows]
+                        probabilities=tuple(r[8:8 + n]), truth=r[8 + n],
+                        position_s=None if r[9 + n] is None else float(r[9 + n])) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -176,13 +199,14 @@ def track_summaries(rows: list[tuple]) -> list[TrackSummary]:
     return out
 
 
-_I_CAMERA, _I_RUN, _I_TRACK, _I_T = (COLUMNS.index(c) for c in ("camera_id", "run_id", "track_id", "captured_at"))
+_I_CAMERA, _I_RUN, _I_TRACK, _I_T, _I_W, _I_H = (
+    COLUMNS.index(c) for c in ("camera_id", "run_id", "track_id", "captured_at", "w", "h"))
 _I_PROBS = COLUMNS.index(PROB_COLUMNS[0])
 
 
 def block_entry(row: tuple) -> tuple:
     """A stored row as a label-block entry: (camera, run, track, captured_at, min(w, h), probabilities)."""
-    return (row[_I_CAMERA], row[_I_RUN], row[_I_TRACK], row[_I_T], min(row[-2], row[-1]),
+    return (row[_I_CAMERA], row[_I_RUN], row[_I_TRACK], row[_I_T], min(row[_I_W], row[_I_H]),
             row[_I_PROBS:_I_PROBS + len(PROB_COLUMNS)])
 
 
@@ -193,5 +217,5 @@ def label_row(label: Label) -> tuple:
         label.crop_id, label.camera_id, label.run_id, label.track_id, label.frame_index, label.face_index,
         label.captured_at, label.labelled_at, (label.labelled_at - label.captured_at) * 1000.0,
         label.emotion, label.confidence, *label.probabilities, label.model_id, label.worker_id, label.truth,
-        b.x, b.y, b.w, b.h,
+        b.x, b.y, b.w, b.h, label.position_s,
     )

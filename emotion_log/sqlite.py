@@ -32,6 +32,7 @@ _INSERT = schema.insert_sql("?").replace("INSERT", "INSERT OR IGNORE", 1)
 # Which of a batch's crop ids are stored already: one parameter, a JSON array of the ids.
 _EXISTING = "SELECT crop_id FROM labels WHERE crop_id IN (SELECT value FROM json_each(?))"
 _EXISTS_ONE = "SELECT 1 FROM labels WHERE crop_id = ?"
+_COLUMNS_PRESENT = "SELECT name FROM pragma_table_info('labels')"
 _CLEAR_RANGE = "DELETE FROM label_blocks WHERE camera_id = ? AND track_id >= ? AND track_id < ?"
 _BLOCK_CAMERAS = "SELECT DISTINCT camera_id FROM label_blocks"
 _CLEAR_CAMERA = "DELETE FROM label_blocks WHERE camera_id = ?"
@@ -73,6 +74,7 @@ class SqliteStore(StoreBase):
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
             self._db.executescript(blocks.SQLITE.schema)
+            self._add_missing_columns()
             try:
                 self._db.execute("SELECT value FROM json_each('[]')").fetchall()
                 self._json = True
@@ -88,6 +90,17 @@ class SqliteStore(StoreBase):
 
     def _transaction(self):
         return _Transaction(self._db)
+
+    def _add_missing_columns(self) -> None:
+        # A log written by an older version lacks the columns added since (position_s): they
+        # are added on open, its old rows reading NULL. Checked again under the write lock, so
+        # that two loggers opening the same old log add each column once.
+        if not schema.missing_columns({r[0] for r in self._db.execute(_COLUMNS_PRESENT)}):
+            return
+        with self._transaction():
+            for name in schema.missing_columns({r[0] for r in self._db.execute(_COLUMNS_PRESENT)}):
+                self._db.execute(schema.add_column_sql(name, "sqlite"))
+                log.info("emotion log %s: added column %s (rows stored before have none)", self.path, name)
 
     def add(self, labels: Sequence[Label]) -> int:
         """Insert labels in one transaction; returns how many rows were new (duplicates are ignored).

@@ -250,3 +250,50 @@ def test_writers_without_blocks_drop_the_marker(pg_url):
             other.close()
     pg_assert_invariant(pg_url)
     pg_same_reports(pg_url, [{}])
+
+
+def test_a_log_of_the_previous_version_gains_the_position_column(pg_url):
+    """As in SQLite: the column is added on open (once, however many loggers open the log at
+    the same time), old rows read NULL, new ones carry it, an older logger goes on writing."""
+    import threading
+
+    from fer_pipeline.emotion_log import blocks
+    from tests.emotion_log.previous import OLD_COLUMNS, old_insert, old_row, old_schema
+
+    old = [make_label(frame_index=i, track_id=1) for i in range(4)]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # Its tables: labels as it was, label_blocks as it still is (the concurrent openers below
+        # race on the new column only; two creating the same table at once is another matter).
+        conn.execute(old_schema("postgres"))
+        conn.execute(blocks.POSTGRES.schema)
+        with conn.cursor() as cur:
+            cur.executemany(old_insert("%s"), [old_row(x) for x in old])
+    errors: list[BaseException] = []
+
+    def open_once() -> None:
+        try:
+            open_store(pg_url).close()
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    new = [make_label(frame_index=10 + i, track_id=1).model_copy(update={"position_s": 7.0 + i}) for i in range(2)]
+    with open_store(pg_url) as s:
+        assert s.count() == 4 and s.add(new) == 2 and s.add(old) == 0
+        assert [r.position_s for r in s.timeline("cam0", 1)] == [None] * 4 + [7.0, 8.0]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        cols = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'labels' ORDER BY ordinal_position")]
+        assert cols == [*OLD_COLUMNS, "position_s"]
+        conn.execute(old_insert("%s"), old_row(make_label(frame_index=20, track_id=1)))  # an older logger
+    with open_store(pg_url) as s:
+        assert s.count() == 7 and s.timeline("cam0", 1)[-1].position_s is None
+        assert s.backfill() == 7 and s.has_blocks()
+    with psycopg.connect(pg_url) as conn:
+        assert build_report(ConnectionLog(conn, "postgres"), ReportOptions()).labels_read == 7

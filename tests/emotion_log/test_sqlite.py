@@ -113,3 +113,78 @@ def test_a_log_path_with_hash_or_question_mark_is_read_where_it_is(tmp_path):
         store.add([make_label(frame_index=i) for i in range(5)])
     assert build_report(path, ReportOptions()).labels_read == 5
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("day#1?.sqlite")) == []
+
+
+# -- video time (position_s) --------------------------------------------------------------------
+def test_positions_are_stored_and_read_back(store):
+    labels = [make_label(frame_index=i, track_id=3).model_copy(update={"position_s": i / 25}) for i in range(3)]
+    live = make_label(frame_index=9, track_id=3)  # a live camera's label: no position
+    assert store.add([*labels, live]) == 4
+    assert [r.position_s for r in store.timeline("cam0", 3)] == [0.0, 0.04, 0.08, None]
+
+
+def test_a_log_of_the_previous_version_gains_the_position_column(tmp_path):
+    """The column is added when a store opens a log written before it; the old rows read NULL,
+    new rows carry it, and a logger of the previous version can go on writing."""
+    from fer_pipeline.analytics.episodes import build_report
+    from fer_pipeline.analytics.options import ReportOptions
+    from tests.emotion_log.previous import OLD_COLUMNS, old_insert, old_row, old_schema
+
+    path = tmp_path / "old.sqlite"
+    old = [make_label(frame_index=i, track_id=1) for i in range(4)]
+    with sqlite3.connect(path) as db:
+        db.executescript(old_schema("sqlite"))
+        db.executemany(old_insert("?"), [old_row(x) for x in old])
+    new = [make_label(frame_index=10 + i, track_id=1).model_copy(update={"position_s": 7.0 + i}) for i in range(2)]
+    with SqliteStore(path) as s:
+        assert s.count() == 4
+        assert s.add(new) == 2 and s.add(old) == 0
+        assert [r.position_s for r in s.timeline("cam0", 1)] == [None] * 4 + [7.0, 8.0]
+        assert s.backfill() == 6 and s.has_blocks()
+    with sqlite3.connect(path) as db:
+        cols = [r[1] for r in db.execute("PRAGMA table_info(labels)")]
+        assert cols == [*OLD_COLUMNS, "position_s"]  # the same layout as a log created now
+        db.execute(old_insert("?"), old_row(make_label(frame_index=20, track_id=1)))  # an older logger
+    with SqliteStore(path) as s:  # reopening adds nothing twice
+        assert s.count() == 7 and s.timeline("cam0", 1)[-1].position_s is None
+    assert build_report(path, ReportOptions()).labels_read == 7
+
+
+def test_new_and_migrated_logs_have_one_layout(tmp_path):
+    with SqliteStore(tmp_path / "new.sqlite"), sqlite3.connect(tmp_path / "new.sqlite") as db:
+        new = [r[1:] for r in db.execute("PRAGMA table_info(labels)")]
+    from tests.emotion_log.previous import old_schema
+
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        db.executescript(old_schema("sqlite"))
+    with SqliteStore(tmp_path / "old.sqlite"), sqlite3.connect(tmp_path / "old.sqlite") as db:
+        migrated = [r[1:] for r in db.execute("PRAGMA table_info(labels)")]
+    assert migrated == new and new[-1][:2] == ("position_s", "REAL")
+
+
+def test_loggers_opening_an_old_log_at_once_add_the_column_once(tmp_path):
+    import threading
+
+    from tests.emotion_log.previous import old_schema
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(old_schema("sqlite"))
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_once() -> None:
+        try:
+            start.wait()
+            SqliteStore(path).close()
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    with sqlite3.connect(path) as db:
+        assert [r[1] for r in db.execute("PRAGMA table_info(labels)")].count("position_s") == 1
