@@ -7,11 +7,11 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel, ValidationError
 from typer.core import TyperOption
-from pydantic import ValidationError
 
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.settings import Settings, shipped_path
+from fer_pipeline.settings import ProducerSettings, RedisSettings, Settings, shipped_path
 from fer_pipeline.urls import has_password
 
 DEMO_CLIP = shipped_path("demo") / "short_hamilton_clip.mp4"
@@ -23,7 +23,22 @@ def _value_hint(self, ctx) -> str | None:
     return self.metavar
 
 
+_typer_default_string = TyperOption._get_default_string
+
+
+def _default_string(self, *, ctx, show_default_is_str: bool, default_value) -> str:
+    """Defaults read one way: text given for an option that falls back to the settings
+    (``show_default="64"``) as ``[default: 64]``, where typer adds parentheses, and an on/off
+    flag as the flag one types (``[default: --display]``), where typer drops the dashes."""
+    if show_default_is_str:
+        return str(self.show_default)
+    if self.is_bool_flag and self.secondary_opts and default_value is not None:
+        return (self.opts if default_value else self.secondary_opts)[0]  # --display, as one types it
+    return _typer_default_string(self, ctx=ctx, show_default_is_str=False, default_value=default_value)
+
+
 TyperOption.display_type_rich = _value_hint  # type: ignore[method-assign]
+TyperOption._get_default_string = _default_string  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="fer-pipeline",
@@ -33,27 +48,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def default(section: type[BaseModel], name: str) -> str:
+    """A setting's default as --help shows it (``show_default=default(WorkerSettings, "max_batch")``):
+    options left unset fall back to the settings (env FER_*, then these), so help reads them from there."""
+    return str(section.model_fields[name].default)
+
+
 # Options shared by the pipeline commands (typer has no option inheritance; reuse the types).
 RedisUrl = Annotated[str | None, typer.Option(
     "--redis-url", envvar="FER_REDIS_URL", help="redis://[user:pass@]host:port/db or rediss:// (TLS).",
-    show_default=False)]
-Prefix = Annotated[str | None, typer.Option("--prefix", help="Key prefix of every stream (default: fer).",
-                                               show_default=False)]
+    metavar="URL", show_default="FER_REDIS__URL; `up` starts its own broker")]
+Prefix = Annotated[str | None, typer.Option("--prefix", help="Key prefix of every stream.",
+                                               show_default=default(RedisSettings, "prefix"))]
 Sources = Annotated[list[str] | None, typer.Option(
-    "--source", "-s", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
-    "replay:FILE.npz?fps=30&faces=2, or 'demo' (the shipped clip) (default: 0, the webcam).", show_default=False)]
+    "--source", "-s", metavar="SOURCE", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
+    "replay:FILE.npz?fps=30&faces=2, or 'demo' (the shipped clip).", show_default="0, the webcam")]
 CameraIds = Annotated[list[str] | None, typer.Option(
-    "--camera-id", help="Camera id per --source, in order (default: from the source).", show_default=False)]
+    "--camera-id", help="Camera id per --source, in order.", show_default="from the source")]
 Realtime = Annotated[bool | None, typer.Option(
-    "--realtime/--fast", help="Replay files at native fps, or as fast as possible.", show_default=False)]
-Loop = Annotated[bool | None, typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default=False)]
+    "--realtime/--fast", help="Replay files at native fps, or as fast as possible.", show_default="--realtime")]
+Loop = Annotated[bool | None, typer.Option("--loop/--no-loop", help="Loop finite sources.", show_default="--no-loop")]
 DetectorName = Annotated[str | None, typer.Option(
-    "--detector", help="Face detector: blazeface (default), blazeface-full, blazeface-short, res10 or haar "
-    "(the tutorial's).",
-    show_default=False)]
+    "--detector", help="Face detector: blazeface, blazeface-full, blazeface-short, res10 or haar "
+    "(the tutorial's).", show_default=default(ProducerSettings, "detector"))]
 DetectEvery = Annotated[int | None, typer.Option(
-    help="Run detection every Nth frame; the tracker predicts each face in between (default: 3).",
-    show_default=False)]
+    help="Run detection every Nth frame; the tracker predicts each face in between.",
+    show_default=default(ProducerSettings, "detect_every"))]
 
 
 def resolve_sources(specs: list[str] | None) -> list[str]:

@@ -19,13 +19,15 @@ from fer_pipeline.cli._app import (
     Sources,
     app,
     build_settings,
+    default,
     resolve_sources,
     setup_logging,
 )
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.settings import ConsumerSettings, ProducerSettings, WorkerSettings
 
-Ident = Annotated[str | None, typer.Option("--ident", help="Consumer name of this process (default: host-pid).",
-                                              show_default=False)]
+Ident = Annotated[str | None, typer.Option("--ident", help="Consumer name of this process.",
+                                              show_default="host-pid")]
 
 
 def _serve(service) -> None:
@@ -38,16 +40,16 @@ def _serve(service) -> None:
 def worker(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    model: Annotated[Path | None, typer.Option(help="model.json (or its folder) (default: models/).",
-                                                  show_default=False)] = None,
-    runtime: Annotated[str | None, typer.Option(help="litert (default) or keras.", show_default=False)] = None,
-    int8: Annotated[bool | None, typer.Option("--int8/--float", help="Serve the int8 or float TFLite model (default: int8 where "
-                                                             "the CPU has int8 dot-product instructions).",
-                                                 show_default=False)] = None,
-    max_batch: Annotated[int | None, typer.Option(help="Largest batch per model call.", show_default=False)] = None,
-    max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait to fill a batch.", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(help="model.json (or its folder).",
+                                                  show_default="models/")] = None,
+    runtime: Annotated[str | None, typer.Option(help="litert or keras.", show_default="litert")] = None,
+    int8: Annotated[bool | None, typer.Option("--int8/--float", help="Serve the int8 or float TFLite model.",
+                                                 show_default="int8 where the CPU has int8 dot-product "
+                                                 "instructions")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Largest batch per model call.", show_default=default(WorkerSettings, "max_batch"))] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait to fill a batch.", show_default=default(WorkerSettings, "max_wait_ms"))] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads (scale with processes).",
-                                                   show_default=False)] = None,
+                                                   show_default=default(WorkerSettings, "threads"))] = None,
     ident: Ident = None,
 ) -> None:
     """Run an inference worker: crops stream -> model -> labels stream (scale by starting more)."""
@@ -73,16 +75,16 @@ def producer(
     prefix: Prefix = None,
     realtime: Realtime = None,
     loop: Loop = None,
-    scale_factor: Annotated[float | None, typer.Option(help="Haar scaleFactor (default: 1.3; --detector haar).",
-                                                          show_default=False)] = None,
-    min_neighbors: Annotated[int | None, typer.Option(help="Haar minNeighbors (default: 5; --detector haar).",
-                                                         show_default=False)] = None,
+    scale_factor: Annotated[float | None, typer.Option(help="Haar scaleFactor (--detector haar).",
+                                                          show_default=default(ProducerSettings, "scale_factor"))] = None,
+    min_neighbors: Annotated[int | None, typer.Option(help="Haar minNeighbors (--detector haar).",
+                                                         show_default=default(ProducerSettings, "min_neighbors"))] = None,
     detect_width: Annotated[int | None, typer.Option(help="Detect on frames downscaled to this width "
-                                                        "(0 = full size).", show_default=False)] = None,
+                                                        "(0 = full size).", show_default=default(ProducerSettings, "detect_width"))] = None,
     detect_every: DetectEvery = None,
     detector: DetectorName = None,
     frames: Annotated[bool | None, typer.Option("--frames/--no-frames", help="Publish JPEG frames for "
-                                                   "display consumers.", show_default=False)] = None,
+                                                   "display consumers.", show_default="--frames")] = None,
     ident: Ident = None,
 ) -> None:
     """Run camera producers: detect faces and publish 48x48 crops (one thread per camera)."""
@@ -101,18 +103,18 @@ def producer(
 def display(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for the annotated MP4s (default: out).",
-                                                show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the annotated MP4s.",
+                                                show_default="out")] = None,
     window: Annotated[str | None, typer.Option(help="auto (window if a screen exists), on, or off (MP4s).",
-                                                  show_default=False)] = None,
+                                                  show_default="auto")] = None,
     label_wait_ms: Annotated[int | None, typer.Option(help="How long a frame waits for its labels.",
-                                                         show_default=False)] = None,
-    group: Annotated[str | None, typer.Option(help="Consumer group (default: display). Every group sees all "
+                                                         show_default=default(ConsumerSettings, "label_wait_ms"))] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group. Every group sees all "
                                                       "frames: give a second display its own.",
-                                                 show_default=False)] = None,
+                                                 show_default="display")] = None,
     segment: Annotated[float | None, typer.Option(help="Start a new MP4 every this many seconds of video "
                                                          "(<camera>-<run>-001.mp4, ...); 0: one per camera "
-                                                         "and run.", show_default=False)] = None,
+                                                         "and run.", show_default=default(ConsumerSettings, "video_segment_s"))] = None,
     ident: Ident = None,
 ) -> None:
     """Draw emotions on each camera's frames: a window per camera, or H.264 MP4s per camera."""
@@ -133,8 +135,8 @@ def display(
 def logger(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite file of emotion timelines (default: "
-                                               "out/emotions.sqlite).", show_default=False)] = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite file of emotion timelines.",
+                                               show_default="out/emotions.sqlite")] = None,
     ident: Ident = None,
 ) -> None:
     """Record every label into an SQLite log of per-camera, per-track emotion timelines."""

@@ -16,8 +16,8 @@ sink_app = typer.Typer(help="Send labels and live emotion episodes to MQTT or a 
 app.add_typer(sink_app, name="sink")
 
 Group = Annotated[str | None, typer.Option(
-    "--group", help="Consumer group on the labels stream (default: sink-mqtt / sink-webhook). A second sink of "
-    "one kind to another target needs its own.", show_default=False)]
+    "--group", help="Consumer group on the labels stream. A second sink of "
+    "one kind to another target needs its own.", show_default="sink-mqtt / sink-webhook")]
 
 
 def sink_args(spec: str) -> list[str]:
@@ -37,14 +37,13 @@ def mqtt(
                                      "or mqtts:// (TLS) (default port: 1883, 8883 with TLS).", show_default=False)],
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    topic_prefix: Annotated[str, typer.Option("--topic-prefix", help="Topic root (default: fer).",
-                                              show_default=False)] = "fer",
-    qos: Annotated[int, typer.Option(min=0, max=2, help="MQTT QoS of every message (default: 1: a label is acked "
-                                     "in Redis once the broker acknowledged it).", show_default=False)] = 1,
-    client_id: Annotated[str | None, typer.Option("--client-id", help="MQTT client id (default: fer-sink-<ident>).",
-                                                  show_default=False)] = None,
+    topic_prefix: Annotated[str, typer.Option("--topic-prefix", help="Topic root.")] = "fer",
+    qos: Annotated[int, typer.Option(min=0, max=2, help="MQTT QoS of every message (1: a label is acked in Redis "
+                                     "once the broker acknowledged it).")] = 1,
+    client_id: Annotated[str | None, typer.Option("--client-id", help="MQTT client id.",
+                                                  show_default="fer-sink-<ident>")] = None,
     labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Publish every label, or only episode events "
-                                         "and counts (low bandwidth) (default: --labels).", show_default=False)] = True,
+                                         "and counts (low bandwidth).")] = True,
     group: Group = None,
     ident: Ident = None,
 ) -> None:
@@ -71,7 +70,7 @@ def webhook(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Also POST every label, in batches "
-                                         "(default: --no-labels, episode events only).", show_default=False)] = False,
+                                         "(--no-labels: episode events only).")] = False,
     group: Group = None,
     ident: Ident = None,
 ) -> None:

@@ -105,38 +105,38 @@ def _summary(console, result: dict, out_dir: Path, title: str) -> None:
 @app.command()
 def train(
     arch: Annotated[str, typer.Option(help="compact (ours, default) or seed (the tutorial's CNN).")] = "compact",
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: recipe's, 2 with --quick).",
-                                                  show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size (default: 128).",
-                                                      show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate (default: recipe's).",
-                                                show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs.",
+                                                  show_default="recipe's, 2 with --quick")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size.",
+                                                      show_default="128")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.",
+                                                show_default="recipe's")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (split, init, augmentation).",
-                                                show_default=False)] = None,
+                                                show_default="recipe's")] = None,
     quick: Annotated[bool, typer.Option(
         "--quick", help=f"A few minutes: {QUICK_LIMIT} images, {QUICK_EPOCHS} epochs, {QUICK_REPORT} report images.",
     )] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run dir's last checkpoint.")] = False,
-    run_dir: Annotated[Path | None, typer.Option(help="Checkpoints and state (default: runs/<arch>).",
-                                                    show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Export dir (default: <run-dir>/export); "
+    run_dir: Annotated[Path | None, typer.Option(help="Checkpoints and state.",
+                                                    show_default="runs/<arch>")] = None,
+    out: Annotated[Path | None, typer.Option(help="Export dir; "
                                                      "--out models ships it to the workers.",
-                                                show_default=False)] = None,
+                                                show_default="<run-dir>/export")] = None,
     data: Annotated[str | None, typer.Option(help="Training data: .npz, fer2013.csv (Usage=Training rows) "
-                                                     "or a folder of class folders (default: shared npz).",
-                                                show_default=False)] = None,
-    test_data: Annotated[str | None, typer.Option(help="Report split, same forms (default: shared PublicTest).",
-                                                     show_default=False)] = None,
+                                                     "or a folder of class folders.",
+                                                show_default="shared npz")] = None,
+    test_data: Annotated[str | None, typer.Option(help="Report split, same forms.",
+                                                     show_default="shared PublicTest")] = None,
     ferplus: FerPlus = "shared",
     threads: Threads = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Train on at most N images.",
-                                                 show_default=False)] = None,
+                                                 show_default="all")] = None,
     patience: Annotated[int | None, typer.Option(min=1, help="Early stop after N epochs without a better "
-                                                    "validation accuracy (default: recipe's).",
-                                                    show_default=False)] = None,
+                                                    "validation accuracy.",
+                                                    show_default="recipe's")] = None,
     time_limit: Annotated[float | None, typer.Option(
         min=0.1, help="Stop after the last epoch that fits in this many minutes (keeps the best checkpoint).",
-        show_default=False)] = None,
+        show_default="no limit")] = None,
 ) -> None:
     """Train a model, calibrate it, report PublicTest metrics and export the shipped files.
 
@@ -215,15 +215,15 @@ def _interrupted(console, run_dir: Path) -> None:
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option(help="model.json or its directory.")] = DEFAULT_MODEL_DIR,
-    data: Annotated[str | None, typer.Option(help="Faces: .npz, fer2013.csv or class folders "
-                                                     "(default: shared PublicTest).", show_default=False)] = None,
+    data: Annotated[str | None, typer.Option(help="Faces: .npz, fer2013.csv or class folders.",
+                                                show_default="shared PublicTest")] = None,
     usage: Annotated[str, typer.Option(help="Rows of a fer2013.csv to use.")] = "PublicTest",
     runtime: Annotated[str, typer.Option(help="litert or keras.")] = "litert",
     int8: Annotated[bool, typer.Option("--int8", help="Use the dynamic-range int8 TFLite model.")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped faces.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
     confusion_png: Annotated[Path | None, typer.Option(help="Also draw the confusion matrix to this image.",
-                                                          show_default=False)] = None,
+                                                          show_default="none")] = None,
     limit: Annotated[int, typer.Option(min=0, help="Only the first N faces (0 = all).")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="LiteRT threads.")] = 1,
 ) -> None:
@@ -281,14 +281,14 @@ def export(
     checkpoint: Annotated[Path, typer.Option(
         help="A run's logits checkpoint (best.keras or last.keras) or its run dir; state.json must sit beside it.",
     )] = Path("runs/compact/best.keras"),
-    out: Annotated[Path | None, typer.Option(help="Export dir (default: <run dir>/export).",
-                                                show_default=False)] = None,
-    data: Annotated[str | None, typer.Option(help="Training data the run used (default: as recorded in "
-                                                     "state.json).", show_default=False)] = None,
-    test_data: Annotated[str | None, typer.Option(help="Report split (default: shared PublicTest).",
-                                                     show_default=False)] = None,
-    ferplus: Annotated[str | None, typer.Option(help="FER+ choice the run used (default: as recorded).",
-                                                   show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Export dir.",
+                                                show_default="<run dir>/export")] = None,
+    data: Annotated[str | None, typer.Option(help="Training data the run used.",
+                                                show_default="as recorded in state.json")] = None,
+    test_data: Annotated[str | None, typer.Option(help="Report split.",
+                                                     show_default="shared PublicTest")] = None,
+    ferplus: Annotated[str | None, typer.Option(help="FER+ choice the run used.",
+                                                   show_default="as recorded")] = None,
     threads: Threads = 0,
 ) -> None:
     """Re-export a checkpoint: refit the temperature on its validation split, write the shipped files."""

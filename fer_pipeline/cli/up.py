@@ -4,9 +4,9 @@ and logger; live progress; ordered, draining stop; a summary of what happened.""
 from __future__ import annotations
 
 import signal
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -50,17 +50,19 @@ def up(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     out: Annotated[Path, typer.Option(help="Output folder: emotion log (SQLite), annotated videos, logs.")] = Path("out"),
-    display: Annotated[bool, typer.Option(help="Run the display consumer.")] = True,
-    window: Annotated[str | None, typer.Option(help="auto, on or off: show windows instead of writing MP4s.",
-                                                   show_default=False)] = None,
+    display: Annotated[bool, typer.Option("--display/--no-display", help="Run the display consumer.")] = True,
+    window: Annotated[str | None, typer.Option(help="auto, on or off: show windows instead of writing MP4s "
+                                                   "(auto: windows where a screen exists).",
+                                                   show_default="auto")] = None,
     realtime: Realtime = None,
     loop: Loop = None,
     detector: DetectorName = None,
     detect_every: DetectEvery = None,
-    model: Annotated[Path | None, typer.Option(help="model.json for the workers.", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(help="model.json for the workers.",
+                                                  show_default="the shipped model")] = None,
     sink: Annotated[list[str] | None, typer.Option(
         "--sink", metavar="URL", help="Also send labels and emotion episodes here, repeatable: mqtt://host[:port] "
-        "(or mqtts://) for an MQTT broker, http(s)://... for a webhook.", show_default=False)] = None,
+        "(or mqtts://) for an MQTT broker, http(s)://... for a webhook.", show_default="none")] = None,
     dashboard: Annotated[bool, typer.Option(
         "--dashboard", help="Also serve the live dashboard (needs the dashboard extra); its address is printed "
         "(FER_DASHBOARD__HOST/PORT choose it).")] = False,

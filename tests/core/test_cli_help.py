@@ -35,3 +35,23 @@ def test_no_option_carries_a_type_tag():
     for name, _ in _commands().items():
         text = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "160"}).output
         assert not re.search(r"<(bool|str|int|float|path|list\[[a-z]+\])[^>]*>", text), (name, text)
+
+
+def test_every_default_is_shown_one_way():
+    """`[default: X]` (typer's place for it) on every option that has a default, never a
+    "(default: X)" of its own in the help text."""
+    missing = []
+    for name, cmd in _commands().items():
+        if hasattr(cmd, "commands"):
+            continue
+        text = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "400"}).output
+        assert "(default" not in text, (name, text)
+        for param in cmd.params:
+            takes_value = not getattr(param, "is_flag", False) or getattr(param, "secondary_opts", None)
+            if param.name == "help" or param.required or not takes_value or getattr(param, "hidden", False):
+                continue
+            line = next((ln for ln in text.splitlines() if f"{param.opts[0]} " in ln), "")
+            block = text[text.find(line):].split("\n│ --", 1)[0] if line else ""
+            if "[default:" not in block:
+                missing.append(f"{name} {param.opts[0]}")
+    assert missing == []
