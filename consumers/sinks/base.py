@@ -166,8 +166,8 @@ class SinkService(Service):
                 self.transport.dead_letter(source=self.stream, entry_id=e.ref, payload=e.payload, reason=err.reason,
                                            role=self.role)
                 self.counters["dead_letters"] += 1
-        # Parallel workers publish batches out of order; a batch at a time is put back in order.
-        labelled.sort(key=lambda el: (el[1].camera_id, el[1].run_id, el[1].track_id, el[1].captured_at))
+        # Parallel workers publish batches out of order; a read at a time is put back in capture order.
+        labelled.sort(key=lambda el: el[1].captured_at)
         late = self.episodes.late
         for e, label in labelled:
             if self.send_labels:

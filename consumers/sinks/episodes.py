@@ -15,8 +15,12 @@ Events:
 - ``start``: a known emotion has held ``min_dwell_s`` (flickers shorter than
   ``release_s`` absorbed, as in the report);
 - ``end``: another state (``unknown`` included) has held ``release_s``, or the track is
-  gone: no label of it for ``max_gap_s`` of its camera's capture time, or for
-  ``track_timeout_s`` of wall-clock time (a camera that stopped sending), or the sink stops.
+  gone: no label of it for ``track_timeout_s`` (at least ``max_gap_s``), counted on its
+  camera's capture clock (labels of its other tracks) or on the wall clock (a camera that
+  stopped sending), or the sink stops. The report ends no track at a gap (it only caps the
+  time a label stands for at ``max_gap_s``), so a track back within the timeout goes on as
+  in the report; the margin over ``max_gap_s`` absorbs labels that parallel workers deliver
+  out of order.
 
 Where live and batch can differ: the report assigns a flicker between two episodes to
 the longer of them, which is known only once the second one is over; live assigns it
@@ -193,10 +197,11 @@ class LiveEpisodes:
         return {k: STATES[tr.open.emotion] for k, tr in self.tracks.items() if tr.open is not None}
 
     def _expire_by_capture(self, camera: str, t: float) -> list[EpisodeEvent]:
-        # A label of this camera captured max_gap after a track's last one: the tracker has let
-        # that track go (the report's runs stop counting its time there too).
+        # A label of this camera captured long after a track's last one: the tracker has let that
+        # track go (the report's runs stopped counting its time after max_gap already).
+        timeout = max(self.track_timeout_s, self.options.max_gap_s)
         gone = [k for k, tr in self.tracks.items() if k[0] == camera and tr.last_t is not None
-                and t - tr.last_t > self.options.max_gap_s]
+                and t - tr.last_t > timeout]
         return [e for k in gone for e in self._close(k, "track_lost")]
 
     def _close(self, key: TrackKey, reason: str) -> list[EpisodeEvent]:

@@ -181,3 +181,20 @@ def test_a_malformed_label_is_dead_lettered_with_its_reason(redis_settings, real
 def test_only_http_urls(redis_settings, real_transport):
     with pytest.raises(ConfigError, match="http"):
         WebhookSink(redis_settings, real_transport, "ftp://example.com/x")
+
+
+def test_two_people_in_one_read_keep_their_episodes(redis_settings, real_transport, receiver):
+    """Labels of two tracks read together: neither track is taken for gone by the other's times."""
+    rng = np.random.default_rng(9)
+    labels = sorted(person(rng, seconds=15.0) + person(rng, track_id=1, seconds=15.0, first_frame=5_000),
+                    key=lambda lab: lab.captured_at)
+    sink = WebhookSink(redis_settings, real_transport, receiver.url)
+    sink.setup()
+    for i in range(0, len(labels), 16):  # as workers publish: bundles in capture order
+        publish(real_transport, labels[i:i + 16])
+    drain(sink)
+    sink.finish()
+    ends = [b for b in receiver.bodies() if b["type"] == "end"]
+    assert {b["track_id"] for b in ends} == {0, 1}
+    assert "track_lost" not in {b["reason"] for b in ends}
+    assert [b["reason"] for b in ends if b["reason"] == "stopped"] == ["stopped", "stopped"]
