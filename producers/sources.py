@@ -88,6 +88,9 @@ class Source(ABC):
         self.name = name  # default camera id
         self.fps = fps
         self.finite = finite
+        # Frames a finite source will yield, where known (0: unknown or endless): `up`'s
+        # progress bar and ETA. A container's count can be off by a frame or two.
+        self.frame_count = 0
         self.stats: Counter[str] = Counter({"reconnects": 0, "skipped": 0})
 
     @abstractmethod
@@ -202,6 +205,10 @@ class VideoFileSource(Source):
         if not cap.isOpened():
             raise SourceError(f"{what}: not a readable video")
         super().__init__(_safe_id(path.stem), _capture_fps(cap), finite=not settings.producer.loop)
+        if self.finite:
+            import cv2
+
+            self.frame_count = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
         self._cap = cap
         self._loop = settings.producer.loop
         self._pacer = Pacer(self.fps if settings.producer.realtime else 0.0)
@@ -377,6 +384,7 @@ class ImageFolderSource(Source):
         if not files:
             raise SourceError(f"cannot open image folder '{path}': no {'/'.join(sorted(IMAGE_SUFFIXES))} files in it")
         super().__init__(_safe_id(path.name or "images"), FOLDER_FPS, finite=not settings.producer.loop)
+        self.frame_count = len(files) if self.finite else 0
         self.files = files
         self._max_pixels = settings.producer.max_image_pixels
         self._loop = settings.producer.loop
@@ -451,6 +459,7 @@ class ReplaySource(Source):
         self._cols = math.ceil(math.sqrt(faces))
         self._rows = math.ceil(faces / self._cols)
         self._pacer = Pacer(fps if settings.producer.realtime else 0.0)
+        self.frame_count = 0 if loop else math.ceil(n / faces)
 
     def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
         import cv2

@@ -98,8 +98,7 @@ def up(
     total_frames = 0
     for spec in specs:  # likewise a bad source; finite ones say how many frames they hold
         src = open_source(spec, s)
-        count = getattr(src, "frame_count", 0)
-        total_frames = total_frames + count if total_frames >= 0 and count else -1
+        total_frames = total_frames + src.frame_count if total_frames >= 0 and src.frame_count else -1
         src.close()
 
     # From here on a SIGTERM must unwind through the `finally` below (stopping the broker and

@@ -381,3 +381,20 @@ def test_pacer_adds_up_the_time_a_slow_consumer_lost():
     before = pacer.lost_s
     pacer.wait(stop)  # on time again: sleeps, loses nothing
     assert pacer.lost_s == before
+
+
+def test_finite_sources_say_how_many_frames_they_hold_and_endless_ones_zero(tiny_video, replay_npz, tmp_path,
+                                                                            settings):
+    once = settings.with_updates(producer={"realtime": False})
+    looped = settings.with_updates(producer={"realtime": False, "loop": True})
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((10, 10, 3), np.uint8))
+    with open_source(str(tiny_video), once) as src:
+        assert src.frame_count == len(take(src)) == 10
+    with open_source(str(tmp_path), once) as src:
+        assert src.frame_count == len(take(src)) == 3
+    with open_source(f"replay:{replay_npz}?faces=4", once) as src:
+        assert src.frame_count == len(take(src, 10_000))
+    for spec in (str(tiny_video), str(tmp_path), f"replay:{replay_npz}?faces=4&loop=1"):
+        with open_source(spec, looped) as src:
+            assert src.frame_count == 0
