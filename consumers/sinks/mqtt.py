@@ -91,13 +91,13 @@ class MqttSink(SinkService):
         if tls:
             self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         self.client.will_set(self.available_topic, "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(0.5, 30)
+        self.client.reconnect_delay_set(1, 30)
         self.client.max_inflight_messages_set(100)
         self.client.connect_timeout = settings.sink.timeout_s
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self._connack = threading.Event()
-        self._refused: str | None = None
+        self._broker_refused: str | None = None
         self._closing = False  # our own disconnect is no loss
         self._connect(host, port)
 
@@ -109,15 +109,15 @@ class MqttSink(SinkService):
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SinkUnavailable(f"cannot reach {where}: {scrub(text[:200], self.url)}") from None
         self.client.loop_start()
-        if not self._connack.wait(self.settings.sink.timeout_s) or self._refused:
+        if not self._connack.wait(self.settings.sink.timeout_s) or self._broker_refused:
             self.client.loop_stop()
             self.client.disconnect()
-            why = self._refused or f"no answer within {self.settings.sink.timeout_s:g}s"
+            why = self._broker_refused or f"no answer within {self.settings.sink.timeout_s:g}s"
             raise SinkUnavailable(f"{where} refused the connection: {why}")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._refused = str(reason_code)
+            self._broker_refused = str(reason_code)
             self.log.warning("the MQTT broker at %s refused the connection: %s", redact_url(self.url), reason_code)
         else:
             # Every (re)connection says so: the last will may have set "offline" meanwhile.

@@ -217,10 +217,11 @@ def free_port() -> int:
 class OwnBroker:
     """A mosquitto on a free port, with persistence so that a subscriber's session survives restarts."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, anonymous: bool = True) -> None:
         self.port = free_port()
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\n"
+                             f"persistence true\n"
                              f"persistence_location {folder}/\nautosave_interval 1\n")
         self.proc: subprocess.Popen | None = None
 
@@ -319,4 +320,16 @@ def test_a_killed_sink_reads_as_offline_by_its_last_will(redis_settings, real_tr
     finally:
         if proc.poll() is None:
             proc.kill()
+        broker.stop()
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt install mosquitto)")
+def test_refused_credentials_are_one_readable_line(redis_settings, real_transport, tmp_path):
+    broker = OwnBroker(tmp_path, anonymous=False)  # and no password file: nobody gets in
+    broker.start()
+    try:
+        with pytest.raises(SinkUnavailable, match="refused the connection: Not authorized") as e:
+            MqttSink(redis_settings, real_transport, f"mqtt://ann:pa55word@127.0.0.1:{broker.port}")
+        assert "pa55word" not in str(e.value) and "ann:***@" in str(e.value)
+    finally:
         broker.stop()
