@@ -6,8 +6,10 @@ consumer crashes and each message is logged, drawn or dead-lettered exactly once
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import cv2
@@ -56,7 +58,7 @@ def labels(draw, i: int, batch: str = "b") -> Label:
                  track_id=draw(counts), bbox=draw(boxes), emotion=EMOTIONS[best], confidence=p[best],
                  probabilities=p, model_id=draw(names), worker_id=draw(names), captured_at=draw(times),
                  published_at=draw(times), inferred_at=draw(times), labelled_at=draw(times),
-                 truth=draw(st.none() | st.sampled_from(EMOTIONS)))
+                 truth=draw(st.none() | st.sampled_from(EMOTIONS)), position_s=draw(st.none() | times))
 
 
 @st.composite
@@ -89,6 +91,9 @@ def test_any_valid_label_is_logged_once_and_reported(batch):
         with SqliteStore(t.settings.consumer.db) as store:
             assert store.count() == len(batch)
             assert sum(s.labels for s in store.summary()) == len(batch)
+        with closing(sqlite3.connect(t.settings.consumer.db)) as db:
+            stored = dict(db.execute("SELECT crop_id, position_s FROM labels").fetchall())
+        assert stored == {lab.crop_id: lab.position_s for lab in batch}  # None stays NULL, values exact
         for blocks in (True, False):
             report = build_report(t.settings.consumer.db, ReportOptions(blocks=blocks))
             assert report.labels_read == len(batch)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import Label, decode
+from fer_pipeline.messages import BBox, Label, decode
 from fer_pipeline.streams import WORKERS_GROUP
 from fer_pipeline.workers.inference import InferenceWorker
 from tests.factories import crop_payload
@@ -116,6 +116,31 @@ def test_one_broken_row_is_dead_lettered_and_the_rest_of_the_batch_labelled(fake
     assert b"must sum to 1" in fields[b"reason"]
     assert t._client.xlen(t.keys.crops) == 0 and t._client.xpending(t.keys.crops, WORKERS_GROUP)["pending"] == 0
     assert w.counters["crops_labelled"] == 3 and w.counters["dead_letters"] == 1
+
+
+def test_labels_carry_the_crops_position_in_its_video(fake_transport, settings):
+    """The batch packer carries it (None from live cameras and from the previous build's
+    producer), and a crop dead-lettered for its model output keeps it."""
+    from fer_pipeline.messages import FaceCrop
+
+    def crop(i: int, position_s: float | None) -> FaceCrop:
+        return FaceCrop.from_pixels(np.full((48, 48), 40 * i, np.uint8), camera_id="cam0", run_id="r", frame_index=i,
+                                    face_index=0, faces_in_frame=1, track_id=1, bbox=BBox(x=0, y=0, w=10, h=10),
+                                    captured_at=100.0, published_at=100.0, position_s=position_s)
+
+    old_build = crop(4, None).model_dump()
+    del old_build["position_s"]  # a crop from the producer of the previous build
+    t = fake_transport
+    t.publish(t.keys.crops, [crop(0, 0.0).encode(), crop(1, 1.5).encode(), crop(2, 2.25).encode(),
+                             crop(3, None).encode(), msgpack.packb(old_build, use_bin_type=True)], 1000)
+    w = InferenceWorker(settings.with_updates(worker={"max_wait_ms": 0, "max_batch": 5}), t,
+                        SecondRowBrokenPredictor(), ident="w1")
+    w.setup()
+    w.step()
+    w.finish()
+    assert {lab.frame_index: lab.position_s for lab in labels_in(t)} == {0: 0.0, 2: 2.25, 3: None, 4: None}
+    (_, fields), = t._client.xrange(t.keys.dead)  # the rejected crop keeps its position
+    assert decode(fields[b"payload"], expect=FaceCrop).position_s == 1.5
 
 
 @pytest.mark.redis
