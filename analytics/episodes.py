@@ -16,8 +16,8 @@ import numpy as np
 
 from fer_pipeline.analytics.options import STATES, UNKNOWN, ReportOptions
 from fer_pipeline.analytics.runs import collect_runs
+from fer_pipeline.analytics.scope import RunScope, choose_runs
 from fer_pipeline.emotion_log.reader import LogSource
-from fer_pipeline.labels import EMOTIONS
 
 S = len(STATES)
 
@@ -31,6 +31,7 @@ class Report:
 
     options: ReportOptions
     labels_read: int
+    scope: RunScope | None = None  # the runs covered (None: not resolved, as with a bare summarise)
     tracks: list[dict] = field(default_factory=list)
     cameras: list[dict] = field(default_factory=list)
     episodes: list[dict] = field(default_factory=list)
@@ -140,21 +141,36 @@ def reduce_runs(keys: list[tuple[str, str, int]], r: dict[str, np.ndarray], opti
                  timelines=timelines)
 
 
-def _dominant(seconds: np.ndarray, counts: np.ndarray) -> tuple[list[str], list[float]]:
-    """Per row: the emotion with most time (unknown excluded; ties: more labels, then the
-    later emotion) and its share of known time; ``unknown``, 0.0 for a row without any."""
-    known, n_known = seconds[:, :UNKNOWN], counts[:, :UNKNOWN]
-    best = np.zeros(len(known), dtype=np.int64)
+def _shares(seconds: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per row: each state's share (the distribution columns) and the dominant emotion, from
+    the same numbers so that they agree.
+
+    Shares are of time, ``unknown`` included, so a row's shares sum to 1; a row without any
+    time (one label, or labels all at one instant) is shared by label counts instead. The
+    dominant is the emotion with the largest share (ties: more labels, then the later
+    emotion); ``unknown`` is dominant only when no emotion has any share, and its share is
+    then 100%. So the dominant's share is always its own column's, and the largest of the
+    emotions' columns.
+    """
+    total = seconds.sum(axis=1)
+    basis = np.where((total > 0)[:, None], seconds, counts.astype(float))
+    denominator = basis.sum(axis=1)
+    share = np.divide(basis, denominator[:, None], out=np.zeros_like(basis), where=(denominator > 0)[:, None])
+    share = share.round(4)  # the precision the rows keep: the dominant is decided on the numbers shown
+    rows = np.arange(len(share))
+    best = np.zeros(len(share), dtype=np.int64)
     for k in range(1, UNKNOWN):
-        b_sec, b_n = known[np.arange(len(best)), best], n_known[np.arange(len(best)), best]
-        best = np.where((known[:, k] > b_sec) | ((known[:, k] == b_sec) & (n_known[:, k] >= b_n)), k, best)
-    rows = np.arange(len(best))
-    total, n_total = known.sum(axis=1), n_known.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(total > 0, known[rows, best] / total, n_known[rows, best] / n_total)
-    none = n_total == 0
-    names = [("unknown" if z else EMOTIONS[b]) for b, z in zip(best.tolist(), none.tolist())]
-    return names, np.where(none, 0.0, share).tolist()
+        b_share, b_n = share[rows, best], counts[rows, best]
+        best = np.where((share[:, k] > b_share) | ((share[:, k] == b_share) & (counts[:, k] >= b_n)), k, best)
+    best = np.where(share[rows, best] > 0, best, UNKNOWN)
+    return share, [STATES[b] for b in best.tolist()]
+
+
+def _share_fields(share: np.ndarray, dominant: str) -> dict:
+    """The row's ``dominant``, ``dominant_share`` and ``share_<state>`` columns (the dominant's
+    share is exactly its column)."""
+    cols = {f"share_{s}": float(x) for s, x in zip(STATES, share.tolist())}
+    return {"dominant": dominant, "dominant_share": cols[f"share_{dominant}"], **cols}
 
 
 def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> Report:
@@ -173,20 +189,22 @@ def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> 
                                 for p, off in zip(pieces, offsets.tolist())]) for name in pieces[0].episodes}
     ne = len(ep["state"])
     ep_per_track = np.bincount(ep["track"], minlength=nt)
-    # Transitions: consecutive episodes of the same track.
-    same = ep["track"][1:] == ep["track"][:-1] if ne > 1 else np.zeros(0, dtype=bool)
+    # Transitions: consecutive episodes of the same track, of different emotions. Two episodes of
+    # one emotion in a row (split by unknown, a gap, or another state that held long enough to
+    # end the first but too briefly to be an episode) stay two episodes, but no emotion changed.
+    same = ((ep["track"][1:] == ep["track"][:-1]) & (ep["state"][1:] != ep["state"][:-1]) if ne > 1
+            else np.zeros(0, dtype=bool))
     tr_from, tr_to, tr_track = ep["state"][:-1][same], ep["state"][1:][same], ep["track"][1:][same]
     tr_per_track = np.bincount(tr_track, minlength=nt)
 
     n_names = [f"n_{s}" for s in STATES]
     s_names = [f"s_{s}" for s in STATES]
-    dominant, share = _dominant(secs, counts)
+    shares, dominant = _shares(secs, counts)
     for (camera, run, track), labels, first, last, seconds, dom, sh, n_ep, n_tr, cs, ss in zip(
             keys, counts.sum(axis=1).tolist(), first_at.tolist(), last_at.tolist(), secs.sum(axis=1).tolist(),
-            dominant, share, ep_per_track.tolist(), tr_per_track.tolist(), counts.tolist(), secs.tolist()):
+            dominant, shares, ep_per_track.tolist(), tr_per_track.tolist(), counts.tolist(), secs.tolist()):
         row = {"camera_id": camera, "run_id": run, "track_id": track, "labels": labels, "first_at": first,
-               "last_at": last, "seconds": seconds, "dominant": dom, "dominant_share": round(sh, 4),
-               "episodes": n_ep, "transitions": n_tr}
+               "last_at": last, "seconds": seconds, **_share_fields(sh, dom), "episodes": n_ep, "transitions": n_tr}
         row.update(zip(n_names, cs))
         row.update(zip(s_names, [round(x, 3) for x in ss]))
         report.tracks.append(row)
@@ -197,10 +215,9 @@ def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> 
     for c, camera in enumerate(cam_names):
         mask = cam_of_track == c
         cc, cs = counts[mask].sum(axis=0), secs[mask].sum(axis=0)
-        (dominant,), (share,) = _dominant(cs[None, :], cc[None, :])
+        (share,), (dom,) = _shares(cs[None, :], cc[None, :])
         row = {"camera_id": camera, "tracks": int(mask.sum()), "labels": int(cc.sum()), "seconds": float(cs.sum()),
-               "dominant": dominant, "dominant_share": round(share, 4),
-               "episodes": int(ep_per_track[mask].sum()), "transitions": int(tr_per_track[mask].sum())}
+               **_share_fields(share, dom), "episodes": int(ep_per_track[mask].sum()), "transitions": int(tr_per_track[mask].sum())}
         row.update({f"n_{s}": int(cc[k]) for k, s in enumerate(STATES)})
         row.update({f"s_{s}": round(float(cs[k]), 3) for k, s in enumerate(STATES)})
         report.cameras.append(row)
@@ -228,7 +245,13 @@ def summarise(pieces: list[Piece], options: ReportOptions, labels_read: int) -> 
 
 
 def build_report(source: Path | str | LogSource, options: ReportOptions) -> Report:
-    """Read the selected labels from ``source`` (a SQLite path, which is read in parallel
-    parts, or an open ``LogSource`` such as a PostgreSQL ``ConnectionLog``) and summarise them."""
+    """Read the selected labels of the runs ``options.run`` names (``scope``) from ``source`` (a
+    SQLite path, which is read in parallel parts, or an open ``LogSource`` such as a PostgreSQL
+    ``ConnectionLog``) and summarise them."""
+    options, scope = choose_runs(source, options)
+    if scope.nothing:
+        return Report(options=options, labels_read=0, scope=scope)
     pieces, n = collect_runs(source, options, lambda keys, runs: reduce_runs(keys, runs, options))
-    return summarise(pieces, options, n)
+    report = summarise(pieces, options, n)
+    report.scope = scope
+    return report

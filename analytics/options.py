@@ -21,7 +21,10 @@ K = len(EMOTIONS)
 class ReportOptions(Selection):
     """What to select from the log (a ``Selection``) and how to turn labels into states and episodes."""
 
-    window: int = 5
+    # Which producer runs (``scope``): "latest", "all" (the default here, as for a plain
+    # Selection; the CLI's default is latest) or a run id, its restarts included.
+    run: str = "all"
+    smooth: int = 5  # labels of a track averaged (the trailing smoothing window)
     min_confidence: float = 0.4
     min_face: int = 40
     min_dwell_s: float = 1.0
@@ -31,8 +34,10 @@ class ReportOptions(Selection):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.window < 1 or self.threads < 0:
-            raise ConfigError("the smoothing window must be at least 1, threads at least 0")
+        if self.smooth < 1 or self.threads < 0:
+            raise ConfigError("--smooth must be at least 1, threads at least 0")
+        if not self.run:
+            raise ConfigError("--run needs latest, all or a run id")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError("min confidence must be between 0 and 1")
         if self.min_dwell_s < 0 or (self.release_s is not None and self.release_s < 0) or self.max_gap_s <= 0:

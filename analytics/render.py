@@ -26,9 +26,21 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f}%"
+
+
 def _share_cells(row: dict) -> list[str]:
-    total = sum(row[f"s_{s}"] for s in STATES) or 1.0
-    return [f"{100 * row[f's_{s}'] / total:.0f}%" if row[f"s_{s}"] else "" for s in STATES]
+    """The distribution columns: the row's ``share_<state>``, the very numbers its dominant comes from."""
+    return [_percent(row[f"share_{s}"]) if row[f"share_{s}"] else "" for s in STATES]
+
+
+def _dominant_cell(row: dict) -> str:
+    return f"{row['dominant']} {_percent(row['dominant_share'])}"
+
+
+DOMINANT_NOTE = ("dominant: the emotion with the most time, its share of all time (unknown included, as in the "
+                 "columns); unknown only when no emotion was seen")
 
 
 def render(report: Report, *, limit: int = 30, episodes: bool = False) -> list:
@@ -36,25 +48,28 @@ def render(report: Report, *, limit: int = 30, episodes: bool = False) -> list:
     from rich.table import Table
     from rich.text import Text
 
-    out = [Text(f"{report.labels_read:,} labels, {len(report.tracks):,} tracks, {len(report.episodes):,} episodes "
-                f"(smoothing {report.options.window} labels, unknown below {report.options.min_confidence:.2f} "
-                f"or faces under {report.options.min_face}px, min dwell {report.options.min_dwell_s:g}s)")]
+    out = []
+    if report.scope is not None:
+        out.append(Text(report.scope.describe(), style="bold"))
+    out.append(Text(f"{report.labels_read:,} labels, {len(report.tracks):,} tracks, {len(report.episodes):,} episodes "
+                f"(smoothing {report.options.smooth} labels, unknown below {report.options.min_confidence:.2f} "
+                f"or faces under {report.options.min_face}px, min dwell {report.options.min_dwell_s:g}s)"))
     if not report.tracks:
         out.append(Text("no labels match the filters", style="yellow"))
         return out
 
-    def table(title: str, first: list[str]) -> Table:
-        t = Table(title=title, title_justify="left")
+    def table(title: str, first: list[str], caption: str | None = None) -> Table:
+        t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
         for c in first:
             t.add_column(c, justify="left" if c in ("camera", "run", "emotion", "from", "to", "dominant", "start")
                          else "right", no_wrap=c in ("start", "onset"))
         return t
 
     cams = table("time in each emotion per camera (smoothed)", ["camera", "tracks", "labels", "time", "dominant",
-                                                                 *SHORT, "transitions"])
+                                                                 *SHORT, "transitions"], DOMINANT_NOTE)
     for r in report.cameras:
         cams.add_row(r["camera_id"], f"{r['tracks']:,}", f"{r['labels']:,}", f"{r['seconds']:,.0f}s",
-                     f"{r['dominant']} {100 * r['dominant_share']:.0f}%", *_share_cells(r), f"{r['transitions']:,}")
+                     _dominant_cell(r), *_share_cells(r), f"{r['transitions']:,}")
     out.append(cams)
 
     tracks = sorted(report.tracks, key=lambda r: -r["seconds"])[:limit]
@@ -62,12 +77,12 @@ def render(report: Report, *, limit: int = 30, episodes: bool = False) -> list:
     tt = table(title, ["camera", "run", "track", "start", "time", "labels", "dominant", *SHORT, "episodes"])
     for r in tracks:
         tt.add_row(r["camera_id"], r["run_id"], str(r["track_id"]), _when(r["first_at"]), f"{r['seconds']:,.1f}s",
-                   f"{r['labels']:,}", f"{r['dominant']} {100 * r['dominant_share']:.0f}%", *_share_cells(r),
+                   f"{r['labels']:,}", _dominant_cell(r), *_share_cells(r),
                    str(r["episodes"]))
     out.append(tt)
 
     if report.transitions:
-        tr = table("transitions between episodes", ["camera", "from", "to", "count"])
+        tr = table("transitions between episodes (changes of emotion)", ["camera", "from", "to", "count"])
         for r in report.transitions[:limit]:
             tr.add_row(r["camera_id"], r["from"], r["to"], f"{r['count']:,}")
         out.append(tr)
@@ -92,7 +107,7 @@ def export(report: Report, fmt: str, out: Path) -> list[Path]:
     tables = {name: getattr(report, name) for name in TABLES}
     if fmt == "json":
         path = out / "report.json"
-        doc = {"labels_read": report.labels_read, "options": _options(report), **tables}
+        doc = {"labels_read": report.labels_read, "options": _options(report), "runs": _runs(report), **tables}
         path.write_text(json.dumps(doc, indent=1))
         return [path]
     written = []
@@ -116,6 +131,14 @@ def export(report: Report, fmt: str, out: Path) -> list[Path]:
                 w.writerows(rows)
         written.append(path)
     return written
+
+
+def _runs(report: Report) -> dict | None:
+    scope = report.scope
+    if scope is None:
+        return None
+    return {"run": scope.choice, "chosen": scope.chosen, "run_ids": list(scope.run_ids), "runs_in_selection":
+            list(scope.runs), "description": scope.describe()}
 
 
 def _options(report: Report) -> dict:
@@ -142,10 +165,9 @@ def plot(report: Report, path: Path, *, max_tracks: int = 12) -> Path:
     fig, (ax_c, ax_t) = plt.subplots(2, 1, figsize=(12, 2.2 + 0.45 * n_cam + 0.45 * max(1, len(tracks))),
                                      gridspec_kw={"height_ratios": [max(1, n_cam), max(1, len(tracks))]})
     for i, cam in enumerate(report.cameras):
-        total = sum(cam[f"s_{s}"] for s in STATES) or 1.0
         left = 0.0
         for s in STATES:
-            share = cam[f"s_{s}"] / total
+            share = cam[f"share_{s}"]
             if share > 0:
                 ax_c.barh(i, share, left=left, color=COLOURS[s], edgecolor="white")
                 if share > 0.06:
@@ -174,6 +196,8 @@ def plot(report: Report, path: Path, *, max_tracks: int = 12) -> Path:
     ax_t.set_title(f"emotion timelines of the {len(tracks)} longest tracks (smoothed)")
     fig.legend(handles=[Patch(color=COLOURS[s], label=s) for s in STATES], loc="lower center", ncol=len(STATES),
                frameon=False)
+    if report.scope is not None:
+        fig.suptitle(report.scope.describe(), fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

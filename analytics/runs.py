@@ -5,10 +5,10 @@ How a label becomes a state (one pass per track, in capture order):
 
 1. **Unknown first**: a face smaller than ``min_face`` pixels is ``unknown``, never a guess,
    and its probabilities are left out of its neighbours' smoothing too.
-2. **Smoothing**: the probabilities are averaged over a trailing window of ``window`` labels
+2. **Smoothing**: the probabilities are averaged over a trailing window of ``smooth`` labels
    of the same track; the state is the argmax of that average, or ``unknown`` when the
    average's top probability is under ``min_confidence``. A one-frame flicker moves the
-   average by 1/window and rarely changes the state.
+   average by 1/smooth and rarely changes the state.
 3. **Runs**: consecutive labels in the same state. A label stands for the time until the
    next label of its track, capped at ``max_gap_s`` (a person out of view is not counted).
 4. **Episodes** (hysteresis in time): an emotion must hold for ``min_dwell_s`` to start an
@@ -82,7 +82,7 @@ def smooth_states(chunk: Chunk, options: ReportOptions) -> tuple:
     heads = np.flatnonzero(new_group)
     pos = np.arange(n) - heads[group]  # position of each label within its track
     big = chunk.size >= options.min_face
-    state, smoothed, valid = smoothed_states(chunk.probs, big, pos, options.window, options.min_confidence, UNKNOWN)
+    state, smoothed, valid = smoothed_states(chunk.probs, big, pos, options.smooth, options.min_confidence, UNKNOWN)
     t = chunk.t
     dt = np.zeros(n)
     dt[:-1] = np.where(new_group[1:], 0.0, np.minimum(t[1:] - t[:-1], options.max_gap_s))

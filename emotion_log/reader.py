@@ -74,9 +74,9 @@ def _filters(options: Selection, placeholder: str, part: Part | None, since_colu
     if options.tracks:
         where.append(f"track_id IN ({', '.join([placeholder] * len(options.tracks))})")
         params += [int(t) for t in options.tracks]
-    if options.run is not None:
-        where.append(f"run_id = {placeholder}")
-        params.append(options.run)
+    if options.runs:
+        where.append(f"run_id IN ({', '.join([placeholder] * len(options.runs))})")
+        params += list(options.runs)
     if options.since is not None:
         where.append(f"{since_column} >= {placeholder}")
         params.append(float(options.since))
@@ -104,6 +104,38 @@ def select_blocks_sql(options: Selection, placeholder: str = "?", part: Part | N
     select = sql.select_part if part is not None else sql.select_all
     order = blocks.BLOCK_ORDER_PART if part is not None else blocks.BLOCK_ORDER_ALL
     return select + (" WHERE " + " AND ".join(where) if where else "") + order, params
+
+
+def run_times(query, options: Selection, placeholder: str, use_blocks: bool) -> dict[str, float]:
+    """Each run id with labels in the selection (its ``runs`` left out: this is what resolves
+    them) and the capture time of its newest such label; ``query(sql, params)`` returns the rows.
+
+    From the label blocks, one GROUP BY over their small columns (no BLOB is read), exact:
+    only the blocks that straddle ``until`` have their times decoded, to find their last label
+    before it. From the rows, one GROUP BY over them (a scan: that path reads every row anyway).
+    """
+    from dataclasses import replace
+
+    options = replace(options, runs=())
+    if not use_blocks:
+        where, params = _filters(options, placeholder, None, "captured_at", "captured_at")
+        sql = "SELECT run_id, MAX(captured_at) FROM labels" + (" WHERE " + " AND ".join(where) if where else "")
+        return {run: float(t) for run, t in query(sql + " GROUP BY run_id", params)}
+    where, params = _filters(options, placeholder, None, "last_at", "first_at")
+    if options.until is None:
+        sql = "SELECT run_id, MAX(last_at) FROM label_blocks" + (" WHERE " + " AND ".join(where) if where else "")
+        return {run: float(t) for run, t in query(sql + " GROUP BY run_id", params)}
+    where_sql = " WHERE " + " AND ".join(where)  # until is among them
+    whole = query(f"SELECT run_id, MAX(last_at) FROM label_blocks{where_sql} AND last_at < {placeholder} "
+                  "GROUP BY run_id", [*params, options.until])
+    out = {run: float(t) for run, t in whole}
+    for run, t in query(f"SELECT run_id, t FROM label_blocks{where_sql} AND last_at >= {placeholder}",
+                        [*params, options.until]):
+        bt = np.frombuffer(t, "<f8")
+        i = int(np.searchsorted(bt, options.until, side="left"))
+        if i and (options.since is None or bt[i - 1] >= options.since):
+            out[run] = max(out.get(run, -np.inf), float(bt[i - 1]))
+    return out
 
 
 @dataclass
@@ -387,6 +419,19 @@ class SqliteLog:
                 if batch.num_rows:
                     yield _chunk_from_arrow(batch, part.camera)
 
+    def run_times(self, options: Selection) -> dict[str, float]:
+        """Each run id in the selection and its newest label's time (``run_times`` above)."""
+        db = self._sqlite() if not self._adbc else None
+        if db is None:  # the rows are being read through ADBC: never both libraries (class docstring)
+            def query(sql, params):
+                with self._adbc.cursor() as cur:
+                    cur.execute(sql, params)
+                    return cur.fetchall()
+        else:
+            def query(sql, params):
+                return db.execute(sql, params).fetchall()
+        return run_times(query, options, "?", options.blocks and self.blocks)
+
     def track_span(self, camera: str) -> tuple[int, int] | None:
         """(lowest, highest) track id of ``camera``: two index seeks."""
         q = "SELECT {}(track_id) FROM labels WHERE camera_id = ?"
@@ -449,6 +494,10 @@ class LogSource(Protocol):
         """The selected labels, batch by batch (about ``selection.chunk_rows`` each)."""
         ...
 
+    def run_times(self, selection: Selection) -> dict[str, float]:
+        """Each run id in the selection (its ``runs`` aside) and its newest label's capture time."""
+        ...
+
 
 class ConnectionLog:
     """A ``LogSource`` over an open connection the caller owns: sqlite3, or psycopg for PostgreSQL."""
@@ -460,6 +509,16 @@ class ConnectionLog:
     def batches(self, selection: Selection) -> Iterator[Chunk]:
         """The selected labels from the label blocks when they cover the log, else from the rows."""
         return read_batches(self.conn, selection, self.dialect)
+
+    def run_times(self, selection: Selection) -> dict[str, float]:
+        """Each run id in the selection (its ``runs`` aside) and its newest label's capture time."""
+        if self.dialect == "postgres":
+            use_blocks = selection.blocks and blocks.covered(self.conn, blocks.POSTGRES)
+            with self.conn.transaction():
+                return run_times(lambda sql, params: self.conn.execute(sql, params).fetchall(), selection, "%s",
+                                 use_blocks)
+        use_blocks = selection.blocks and blocks.covered(self.conn, blocks.SQLITE)
+        return run_times(lambda sql, params: self.conn.execute(sql, params).fetchall(), selection, "?", use_blocks)
 
 
 def read_batches(conn, options: Selection, dialect: Dialect) -> Iterator[Chunk]:
@@ -491,6 +550,70 @@ def read_batches(conn, options: Selection, dialect: Dialect) -> Iterator[Chunk]:
         return
     sql, params = select_sql(options)
     yield from _rows_in_batches(conn, sql, params, None, options.chunk_rows)
+
+
+# One row per label for a per-label export: what a person reads (frame, emotion as labelled,
+# confidence) and what the report's smoothing needs (size, probabilities), ordered so that each
+# (camera, track, run) is contiguous and in time order: the report's smoothing groups.
+_EXPORT_COLUMNS = "camera_id, run_id, track_id, frame_index, captured_at, emotion, confidence, {size} AS size, " + _PROBS
+_EXPORT_ORDER = " ORDER BY camera_id, track_id, run_id, captured_at"
+
+
+def export_sql(options: Selection, placeholder: str = "?") -> tuple[str, list]:
+    """The per-label export's query for ``options``: columns ``camera_id, run_id, track_id,
+    frame_index, captured_at, emotion, confidence, size, p_<emotion>...``."""
+    where, params = _filters(options, placeholder, None, "captured_at", "captured_at")
+    columns = _EXPORT_COLUMNS.format(size="min(w, h)" if placeholder == "?" else "LEAST(w, h)")
+    return (f"SELECT {columns} FROM labels" + (" WHERE " + " AND ".join(where) if where else "") + _EXPORT_ORDER,
+            params)
+
+
+def export_rows(conn, options: Selection, dialect: Dialect) -> Iterator[list[tuple]]:
+    """The rows of ``export_sql``, ``options.chunk_rows`` at a time (never the whole selection in
+    memory): sqlite3, or psycopg through a server-side cursor."""
+    if dialect == "postgres":
+        sql, params = export_sql(options, "%s")
+        with conn.transaction(), conn.cursor(name="fer_export") as cur:
+            cur.itersize = options.chunk_rows
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(options.chunk_rows):
+                yield rows
+        return
+    sql, params = export_sql(options)
+    cur = conn.execute(sql, params)
+    try:
+        while rows := cur.fetchmany(options.chunk_rows):
+            yield rows
+    finally:
+        cur.close()
+
+
+def run_starts(conn, options: Selection, dialect: Dialect) -> dict[tuple[str, str], float]:
+    """(camera, run id) -> the capture time of that run's first label on that camera, over the
+    whole log (``options``' cameras and runs only: not its tracks or times). From the label
+    blocks when they cover the log (one GROUP BY of their small columns), else from the rows."""
+    from dataclasses import replace
+
+    placeholder, sql_of = ("%s", blocks.POSTGRES) if dialect == "postgres" else ("?", blocks.SQLITE)
+    use_blocks = options.blocks and blocks.covered(conn, sql_of)
+    narrowed = replace(options, tracks=(), since=None, until=None)
+    where, params = _filters(narrowed, placeholder, None, "captured_at", "captured_at")
+    column, table = ("first_at", "label_blocks") if use_blocks else ("captured_at", "labels")
+    sql = (f"SELECT camera_id, run_id, MIN({column}) FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+           + " GROUP BY camera_id, run_id")
+    if dialect == "postgres":
+        with conn.transaction():
+            rows = conn.execute(sql, params).fetchall()
+    else:
+        rows = conn.execute(sql, params).fetchall()
+    return {(camera, run): float(t) for camera, run, t in rows}
+
+
+def open_read_only(path) -> sqlite3.Connection:
+    """A sqlite3 connection that only reads the log at ``path`` (which must exist)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"no emotion log at {path}")
+    return sqlite3.connect(_read_only_uri(path), uri=True, timeout=10.0)
 
 
 def camera_ids(path) -> list[str]:

@@ -13,7 +13,9 @@ class Selection:
 
     cameras: tuple[str, ...] = ()
     tracks: tuple[int, ...] = ()
-    run: str | None = None
+    # Exact run ids (a restarted producer's ``<run>~n`` is an id of its own: ``analytics.scope``
+    # resolves ``--run`` to the ids it covers); empty: every run.
+    runs: tuple[str, ...] = ()
     since: float | None = None  # epoch seconds, inclusive
     until: float | None = None  # epoch seconds, exclusive
     # Labels read per batch, and so processed at a time (a track that goes on in the next

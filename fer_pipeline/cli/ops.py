@@ -185,39 +185,49 @@ def retention(
 
 @app.command()
 def report(
-    db: Db = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Emotion log: SQLite file or postgresql:// URL.",
+        show_default="FER_CONSUMER__DB, or out/emotions.sqlite")] = None,
+    run: Annotated[str, typer.Option(
+        "--run", help="Which producer run: 'latest' (the run with the newest label), 'all', or a run id "
+        "(its restarts <id>~n included).")] = "latest",
     camera: Annotated[list[str] | None, typer.Option("--camera", help="Only this camera (repeatable).",
-                                                        show_default=False)] = None,
+                                                        show_default="every camera")] = None,
     track: Annotated[list[int] | None, typer.Option("--track", help="Only this track id (repeatable).",
-                                                       show_default=False)] = None,
-    run: Annotated[str | None, typer.Option("--run", help="Only this producer run.", show_default=False)] = None,
+                                                       show_default="every track")] = None,
     since: Annotated[str | None, typer.Option(help="From this time: epoch, ISO 8601, or an age like 2h.",
-                                                 show_default=False)] = None,
-    until: Annotated[str | None, typer.Option(help="Up to this time (same forms).", show_default=False)] = None,
-    window: Annotated[int, typer.Option(min=1, help="Smoothing: average probabilities over this many labels.")] = 5,
+                                                 show_default="the first label")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time (same forms).",
+                                                 show_default="the last label")] = None,
+    smooth: Annotated[int, typer.Option(min=1, help="Smoothing: average each track's probabilities over this many "
+                                        "labels.")] = 5,
     min_confidence: Annotated[float, typer.Option(min=0.0, max=1.0, help="Smoothed top probability under this "
                                                   "is 'unknown'.")] = 0.4,
     min_face: Annotated[int, typer.Option(min=0, help="Faces smaller than this (px) are 'unknown'.")] = 40,
     min_dwell: Annotated[float, typer.Option(min=0.0, help="Seconds an emotion must hold to start an episode.")] = 1.0,
     release: Annotated[float | None, typer.Option(min=0.0, help="Seconds another state must hold to end an "
-                                                     "episode (default: --min-dwell).", show_default=False)] = None,
+                                                     "episode.", show_default="--min-dwell")] = None,
     max_gap: Annotated[float, typer.Option(min=0.001, help="A label stands for at most this many seconds.")] = 1.0,
     export: Annotated[str | None, typer.Option(help="Also write the tables: csv, json or parquet.",
-                                                  show_default=False)] = None,
-    out: Annotated[Path, typer.Option(help="Folder for --export.")] = Path("out/report"),
+                                                  show_default="none")] = None,
+    labels: Annotated[bool, typer.Option("--labels", help="With --export: also write one row per label "
+                                         "(labels.csv, labels.jsonl or labels.parquet).")] = False,
+    export_dir: Annotated[Path, typer.Option("--export-dir", help="Folder for --export.")] = Path("out/report"),
     plot: Annotated[Path | None, typer.Option(help="Write timelines and distributions to this PNG.",
-                                                 show_default=False)] = None,
+                                                 show_default="none")] = None,
     episodes: Annotated[bool, typer.Option("--episodes", help="Also list the episodes.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Rows per terminal table.")] = 30,
 ) -> None:
     """Emotion analytics of the log: distributions, time per emotion, episodes, transitions.
 
-    Per camera and per track, with smoothing (--window), 'unknown' for small or uncertain
-    faces, episodes with a minimum dwell and hysteresis; tables, --export and --plot.
+    Per camera and per track of the latest run (--run), with smoothing (--smooth), 'unknown'
+    for small or uncertain faces, episodes with a minimum dwell and hysteresis; tables,
+    --export (--labels: every label too) and --plot.
     """
     from rich.console import Console
 
     from fer_pipeline.analytics.episodes import build_report
+    from fer_pipeline.analytics.label_export import export_labels
     from fer_pipeline.analytics.options import ReportOptions, parse_time
     from fer_pipeline.analytics.render import FORMATS, render
     from fer_pipeline.analytics.render import export as export_tables
@@ -225,27 +235,32 @@ def report(
 
     if export is not None and export not in FORMATS:
         raise ConfigError(f"--export must be one of {', '.join(FORMATS)}, got {export!r}")
+    if labels and export is None:
+        raise ConfigError("--labels writes a file of --export's format: give --export csv, json or parquet")
     options = ReportOptions(
         cameras=tuple(camera or ()), tracks=tuple(track or ()), run=run,
         since=parse_time(since) if since else None, until=parse_time(until) if until else None,
-        window=window, min_confidence=min_confidence, min_face=min_face, min_dwell_s=min_dwell, release_s=release,
+        smooth=smooth, min_confidence=min_confidence, min_face=min_face, min_dwell_s=min_dwell, release_s=release,
         max_gap_s=max_gap)
     started = time.perf_counter()
     with _source(db) as source:
         rep = build_report(source, options)
         seconds = time.perf_counter() - started
         hint = isinstance(source, Path) and not _has_blocks(source)
-    # Piped output gets a wide console: the per-emotion columns do not fit in 80.
-    console = Console(width=None if sys.stdout.isatty() else 180)
-    for part in render(rep, limit=limit, episodes=episodes):
-        console.print(part)
-    console.print(f"[dim]summarised in {seconds:.2f}s[/dim]")
-    if hint:
-        console.print("[dim]read from the label rows: `fer-pipeline reindex` (or a logger of this version, at "
-                      "start) builds the label blocks that the report reads much faster[/dim]")
-    if export:
-        for path in export_tables(rep, export, out):
-            typer.echo(f"wrote {path}")
+        # Console output first: the per-label file of a big log takes a while.
+        console = Console(width=None if sys.stdout.isatty() else 180)  # piped: the emotion columns need width
+        for part in render(rep, limit=limit, episodes=episodes):
+            console.print(part)
+        console.print(f"[dim]summarised in {seconds:.2f}s[/dim]")
+        if hint:
+            console.print("[dim]read from the label rows: `fer-pipeline reindex` (or a logger of this version, at "
+                          "start) builds the label blocks that the report reads much faster[/dim]")
+        if export:
+            for path in export_tables(rep, export, export_dir):
+                typer.echo(f"wrote {path}")
+            if labels and rep.labels_read:
+                path, n = export_labels(source, rep.options, export, export_dir)
+                typer.echo(f"wrote {path} ({n:,} labels)")
     if plot is not None:
         typer.echo(f"wrote {plot_report(rep, plot)}")
 

@@ -30,7 +30,7 @@ def test_json_and_csv_exports_hold_every_table(log, tmp_path):
     rep = build_report(log, ReportOptions())
     (path,) = export(rep, "json", tmp_path / "j")
     doc = json.loads(path.read_text())
-    assert doc["labels_read"] == 165 and doc["options"]["window"] == 5 and doc["options"]["release_s"] == 1.0
+    assert doc["labels_read"] == 165 and doc["options"]["smooth"] == 5 and doc["options"]["release_s"] == 1.0
     assert [e["emotion"] for e in doc["episodes"]] == ["happy", "sad", "angry"]
     assert doc["transitions"] == [{"camera_id": "door", "from": "happy", "to": "sad", "count": 1}]
     files = export(rep, "csv", tmp_path / "c")
@@ -74,7 +74,7 @@ def test_render_tables(log):
 
 def test_report_cli(log, tmp_path):
     r = CliRunner().invoke(app, ["report", "--db", str(log), "--camera", "door", "--export", "json",
-                                 "--out", str(tmp_path / "out"), "--min-dwell", "0.5"])
+                                 "--export-dir", str(tmp_path / "out"), "--min-dwell", "0.5"])
     assert r.exit_code == 0, r.output
     assert "door" in r.output and "hall" not in r.output and "summarised in" in r.output
     doc = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -37,7 +37,7 @@ def test_one_frame_flickers_do_not_count(db):
     assert t["n_happy"] == 90 and t["n_sad"] == 0 and t["dominant"] == "happy" and t["dominant_share"] == 1.0
     assert [e["emotion"] for e in rep.episodes] == ["happy"] and rep.transitions == []
     # Without smoothing the flickers are states of their own, but still too short for episodes.
-    raw = report(path, window=1)
+    raw = report(path, smooth=1)
     assert raw.tracks[0]["n_sad"] == 9 and [e["emotion"] for e in raw.episodes] == ["happy"]
 
 
@@ -64,17 +64,18 @@ def test_sustained_change_is_an_episode_and_a_transition(db):
 def test_min_dwell_and_release(db):
     store, path = db
     store.add(track_labels(["happy"] * 60 + ["angry"] * 15 + ["happy"] * 60))  # half a second of anger
-    rep = report(path, window=1, min_dwell_s=1.0)
+    rep = report(path, smooth=1, min_dwell_s=1.0)
     assert [e["emotion"] for e in rep.episodes] == ["happy"] and rep.transitions == []
     assert rep.episodes[0]["duration_s"] == pytest.approx(134 / FPS, abs=1e-3)
-    short = report(path, window=1, min_dwell_s=0.4)
+    short = report(path, smooth=1, min_dwell_s=0.4)
     assert [e["emotion"] for e in short.episodes] == ["happy", "angry", "happy"]
     assert len(short.transitions) == 2
     # Hysteresis: anger is long enough to end the happy episode but not to start its own.
-    broken = report(path, window=1, min_dwell_s=1.0, release_s=0.4)
+    broken = report(path, smooth=1, min_dwell_s=1.0, release_s=0.4)
     assert [e["emotion"] for e in broken.episodes] == ["happy", "happy"]
     assert broken.episodes[0]["offset"] == pytest.approx(T0 + 60 / FPS)
-    assert broken.transitions[0]["from"] == broken.transitions[0]["to"] == "happy"
+    # Two episodes of one emotion in a row: no emotion changed, so no transition (never happy -> happy).
+    assert broken.transitions == [] and broken.tracks[0]["transitions"] == 0
 
 
 def test_small_and_uncertain_faces_are_unknown(db):
@@ -140,13 +141,13 @@ def test_empty_log_and_missing_file(db, tmp_path):
 def test_select_sql_uses_parameters_only():
     sql, params = select_sql(ReportOptions(cameras=("a'; DROP TABLE labels; --",), tracks=(3,), since=1.0))
     assert "DROP" not in sql and params == ["a'; DROP TABLE labels; --", 3, 1.0]
-    sql, _ = select_sql(ReportOptions(run="x"), placeholder="%s")
-    assert "run_id = %s" in sql
+    sql, params = select_sql(ReportOptions(runs=("x", "x~1")), placeholder="%s")
+    assert "run_id IN (%s, %s)" in sql and params == ["x", "x~1"]
 
 
 def test_options_are_validated():
     with pytest.raises(ConfigError):
-        ReportOptions(window=0)
+        ReportOptions(smooth=0)
     with pytest.raises(ConfigError):
         ReportOptions(since=10.0, until=5.0)
     with pytest.raises(ConfigError):

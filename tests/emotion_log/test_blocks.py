@@ -25,11 +25,11 @@ from tests.logs import FPS, T0, K, assert_invariant, day, deliver, label, same_r
 
 OPTIONS = [
     {}, {"threads": 1}, {"threads": 3, "chunk_rows": 7}, {"chunk_rows": 1, "threads": 2}, {"chunk_rows": 50},
-    {"window": 1}, {"window": 9, "min_confidence": 0.5, "min_face": 30}, {"window": 40, "chunk_rows": 333},
+    {"smooth": 1}, {"smooth": 9, "min_confidence": 0.5, "min_face": 30}, {"smooth": 40, "chunk_rows": 333},
     {"min_dwell_s": 0.3, "release_s": 2.0, "max_gap_s": 0.25}, {"cameras": ("hall",)}, {"tracks": (2, 4)},
     {"run": "r2"}, {"cameras": ("door",), "tracks": (3,), "run": "r1"},
     {"since": T0 + 20.3, "until": T0 + 95.55}, {"since": T0 + 47.0, "threads": 1, "chunk_rows": 64},
-    {"until": T0 + 30.0, "window": 12}, {"cameras": ("door", "hall"), "since": T0 + 10, "until": T0 + 200},
+    {"until": T0 + 30.0, "smooth": 12}, {"cameras": ("door", "hall"), "since": T0 + 10, "until": T0 + 200},
 ]
 
 
@@ -99,7 +99,7 @@ def test_compaction_bounds_blocks_and_seals_ended_tracks(tmp_path):
         db.close()
     assert sealed == [(1, 700)]  # track 1 went quiet for 30 s: one block
     assert_invariant(path)
-    assert_same_reports(path, [{}, {"window": 40}, {"since": T0 + 33.3, "until": T0 + 80}])
+    assert_same_reports(path, [{}, {"smooth": 40}, {"since": T0 + 33.3, "until": T0 + 80}])
 
 
 def test_block_report_equals_row_report_on_a_messy_log(messy):
@@ -248,7 +248,7 @@ def test_reindex_command(tmp_path):
     r = runner.invoke(app, ["reindex", "--db", str(path), "--force"])
     assert r.exit_code == 0 and "built for 400 rows" in r.output
     assert_invariant(path)
-    r = runner.invoke(app, ["report", "--db", str(path)])
+    r = runner.invoke(app, ["report", "--db", str(path), "--run", "all"])
     assert r.exit_code == 0 and "400 labels" in r.output and "reindex" not in r.output
 
 

@@ -64,7 +64,7 @@ def test_report_over_postgres_matches_sqlite(pg_url, tmp_path):
     lite = build_report(tmp_path / "same.sqlite", ReportOptions())
     assert pg.tracks == lite.tracks and pg.episodes == lite.episodes and pg.transitions == lite.transitions
     assert [t["camera_id"] for t in only_door.tracks] == ["door"]
-    r = CliRunner().invoke(app, ["report", "--db", pg_url, "--export", "json", "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(app, ["report", "--db", pg_url, "--export", "json", "--export-dir", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert "165 labels, 2 tracks" in r.output.replace("\n", " ")
     r = CliRunner().invoke(app, ["erase", "--db", pg_url, "--camera", "hall"])
@@ -149,7 +149,7 @@ def test_label_blocks_follow_add_prune_and_erase(pg_url, monkeypatch, rows_per_t
     monkeypatch.setattr(postgres, "ROWS_PER_TRANSACTION", rows_per_transaction)
 
     labels = day(seed=11)
-    options = [{}, {"chunk_rows": 7}, {"window": 40}, {"cameras": ("hall",), "run": "r2"},
+    options = [{}, {"chunk_rows": 7}, {"smooth": 40}, {"cameras": ("hall",), "run": "r2"},
                {"since": B0 + 20.3, "until": B0 + 95.55}]
     with open_store(pg_url) as s:
         assert deliver(s, labels, seed=12) == len(labels) and s.count() == len(labels) and s.has_blocks()
