@@ -225,7 +225,8 @@ class LabelReader:
             claimed, missing = self._transport.autoclaim(self.stream, self.group, self.consumer,
                                                          min_idle_ms=self.settings.worker.reclaim_idle_ms,
                                                          count=count)
-            self.counters["missing"] += len(missing)  # trimmed while pending: Redis dropped them
+            if missing:  # trimmed while pending: Redis dropped them
+                self.counters["missing"] += len(missing)
             if claimed:
                 self.counters["reclaimed"] += len(claimed)
                 return claimed

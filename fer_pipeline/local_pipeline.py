@@ -55,8 +55,11 @@ class Pipeline:
         camera_ids: One id per source (default: derived from each source).
         workers: Inference worker processes.
         redis_url: Use this Redis instead of starting an embedded one.
-        prefix: Key prefix of the streams (default: ``fer``, or a fresh one per pipeline
-            with the embedded broker, where nothing else can share it anyway).
+        prefix: Key prefix of the streams. With the embedded broker, a fresh one per
+            pipeline; with a given Redis, the settings' (``fer``): the pipeline then joins
+            whatever deployment runs there under that prefix (its workers label that
+            deployment's crops too, and ``on_label`` gets its labels); pass a prefix of its
+            own to keep it apart (``settings.redis.prefix`` says which it took).
         realtime: Read files at their frame rate (True) or as fast as possible (False,
             ``up --fast``); None: the settings' (``FER_PRODUCER__REALTIME``, True).
         detector: Face detector name; None: the settings'.
