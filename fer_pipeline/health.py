@@ -269,8 +269,8 @@ def render(status: PipelineStatus):
         row = [p.role, p.ident] + ([", ".join(p.cameras)] if with_cameras else []) + [_duration(p.uptime_s)]
         row += [f"{p.counters[c]:,.0f}" if c in p.counters else "" for c in shown]
         if per_face:
-            n = p.counters.get("crops_labelled", 0)
-            row.append(f"{p.counters.get('infer_ms', 0) / n:.2f}" if n else "")
+            faces = p.counters.get("crops_labelled", 0.0)
+            row.append(f"{p.counters.get('infer_ms', 0) / faces:.2f}" if faces else "")
         procs.add_row(*row)
     parts: list[RenderableType] = [head, stages,
                                    procs if status.processes else Text("no live processes", style="yellow")]

@@ -150,7 +150,7 @@ def render(snap: dict):
         eta = "done" if snap.get("finished") or done >= 1.0 else (
             f"ETA {_clock(snap['eta_s'])}" if snap.get("eta_s") is not None else "ETA -")
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(ProgressBar(total=1.0, completed=done, width=40),
+        bar.add_row(ProgressBar(total=1.0, completed=done, width=24),
                     f"{100 * done:3.0f}%  {snap['frames']:,}/{snap['total_frames']:,} frames  "
                     f"{snap.get('frames_per_s', 0.0):,.1f} frames/s  {eta}")
         t.add_row("progress", bar)

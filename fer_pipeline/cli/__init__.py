@@ -38,7 +38,8 @@ def _arrange() -> None:
     def name_of(info) -> str:
         return info.name or info.callback.__name__.replace("_", "-")
 
-    for info in [*app.registered_commands, *app.registered_groups]:
+    infos: list = [*app.registered_commands, *app.registered_groups]  # CommandInfo and TyperInfo alike
+    for info in infos:
         info.rich_help_panel = panel.get(name_of(info), info.rich_help_panel)
     app.registered_commands.sort(key=lambda info: rank.get(name_of(info), len(rank)))
 
