@@ -156,11 +156,16 @@ class LiveEpisodes:
         tr.last_t = t
         tr.probs.append(np.asarray(label.probabilities, dtype=np.float64))
         tr.big.append(min(label.bbox.w, label.bbox.h) >= self.options.min_face)
+        # The buffer holds only this track's labels: positions of at least the window keep
+        # trailing_sums off its group-start fix-up (for columns not used here), and the last
+        # column is the report's sum, oldest first.
         n = len(tr.probs)
-        state, smoothed, valid = smoothed_states(np.stack(tr.probs, axis=1), np.array(tr.big), np.arange(n),
-                                                 self.options.smooth, self.options.min_confidence, UNKNOWN)
+        state, smoothed, valid = smoothed_states(np.stack(tr.probs, axis=1), np.array(tr.big),
+                                                 np.full(n, self.options.smooth), self.options.smooth,
+                                                 self.options.min_confidence, UNKNOWN)
         s, sm, v = int(state[-1]), smoothed[:, -1], bool(valid[-1])
-        if runs.state and runs.state[-1] == s:
+        extends = bool(runs.state) and runs.state[-1] == s
+        if extends:
             runs.end[-1] = t
             runs.labels[-1] += 1
             runs.valid[-1] += v
