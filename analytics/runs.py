@@ -14,7 +14,12 @@ How a label becomes a state (one pass per track, in capture order):
 4. **Episodes** (hysteresis in time): an emotion must hold for ``min_dwell_s`` to start an
    episode, and an episode ends only when another state (``unknown`` included) holds for
    ``release_s``; anything shorter is absorbed into the episode around it. Transitions are
-   counted between consecutive episodes of a track, so flickers never count as transitions.
+   counted between consecutive episodes of a track of different emotions, so flickers never
+   count as transitions, and neither does one emotion interrupted (by unknown, a gap, or a
+   state too short to be an episode): that is two episodes, never ``happy -> happy``.
+5. **Summaries**: a track's (or camera's) distribution columns are its shares of time in each
+   state, ``unknown`` included; its dominant is the emotion with the largest of those shares,
+   shown with that very share (``unknown`` only when no emotion has any).
 
 Reading (``emotion_log.reader``: the label blocks, or the rows of a log without them) gives labels in
 column batches ordered by camera and track, and each batch's whole tracks are processed as it
