@@ -57,6 +57,8 @@ class RunScope:
         """One line for the report's header, e.g. ``run 20261203-181502-ab12 (latest of 3; --run all for every
         run)``."""
         n = len(self.runs)
+        if n == 0:
+            return "no run has labels in the selection"
         runs = f"{n} run{'s' if n != 1 else ''}"
         if self.chosen is None:
             return f"all {runs}" if n != 1 else f"1 run ({self.runs[0]})"

@@ -57,7 +57,7 @@ def test_resolve_folds_restarts_into_their_run():
     assert resolve("latest", {"x": 1.0}).describe() == "run x (the only run)"
     # Equal newest times: the greater id, so the choice never depends on the query's row order.
     assert resolve("latest", {"r1": 5.0, "r2": 5.0}).chosen == "r2"
-    assert resolve("latest", {}).nothing
+    assert resolve("latest", {}).nothing and resolve("all", {}).describe() == "no run has labels in the selection"
     with pytest.raises(ConfigError, match="no run 'zz'.*newest first: a, b, c~x"):
         resolve("zz", times)
 
