@@ -48,7 +48,7 @@ def render(report: Report, *, limit: int = 30, episodes: bool = False) -> list:
     from rich.table import Table
     from rich.text import Text
 
-    out = []
+    out: list = []  # rich renderables: a header line, then tables
     if report.scope is not None:
         out.append(Text(report.scope.describe(), style="bold"))
     out.append(Text(f"{report.labels_read:,} labels, {len(report.tracks):,} tracks, {len(report.episodes):,} episodes "
