@@ -19,7 +19,9 @@ from fer_pipeline.transport import Transport
 from fer_pipeline.urls import redact_url
 
 # Which role drains which consumer group: a group with a backlog and none of these alive stalls.
-GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display"}
+GROUP_ROLES = {"workers": "worker", "logger": "logger", "display": "display",
+               # The sinks' default groups (a second target's group, e.g. sink-mqtt-2, is not known here).
+               "sink-mqtt": "sink-mqtt", "sink-webhook": "sink-webhook"}
 # Heartbeat counters worth a column in the per-process table.
 PROCESS_COUNTERS = ("frames", "crops_published", "crops_dropped", "crops_labelled", "batches", "labels_logged",
                     "frames_drawn", "dead_letters", "reconnects", "infer_ms")

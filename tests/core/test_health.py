@@ -153,9 +153,9 @@ def test_a_logger_waiting_for_its_database_is_a_problem_in_status(settings, fake
 
 
 def test_the_process_table_names_cameras_shows_time_per_face_and_fits_an_80_column_terminal(real_transport):
-    from rich.console import Console
-
     import time
+
+    from rich.console import Console
 
     t = real_transport
     started = time.time() - 125
@@ -171,3 +171,13 @@ def test_the_process_table_names_cameras_shows_time_per_face_and_fits_an_80_colu
     assert "door," in text and "hall,2" in text
     assert "0.40" in text  # 160 ms over 400 faces, not the running total
     assert "…" not in text and "2m05s" in text  # nothing cut off at 80 columns
+
+
+def test_a_sink_group_with_labels_waiting_and_no_sink_alive_is_a_problem(real_transport):
+    t = real_transport
+    t.ensure_group(t.keys.labels, "sink-mqtt")
+    t.publish(t.keys.labels, [b"l0", b"l1"], maxlen=1000)
+    st = collect(t, rate_interval_s=0)
+    assert any("group sink-mqtt" in p and "no sink-mqtt alive" in p for p in st.problems)
+    health.beat(t, "sink-mqtt", "s1", 5.0, {"role": "sink-mqtt", "started": 1.0})
+    assert not any("group sink-mqtt" in p for p in collect(t, rate_interval_s=0).problems)
