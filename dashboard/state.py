@@ -1,38 +1,90 @@
 """What the dashboard shows, read from Redis: each camera's newest frame with its faces
-drawn, recent labels per track for the charts, and the pipeline's health.
+drawn, the probabilities of each live track for the charts, the tracks that ended, whether
+each camera is still live, and the pipeline's health.
 
-It only reads: the newest frame of each camera (XREVRANGE) and the labels stream from a
+It only reads: the newest frames of each camera (XREVRANGE) and the labels stream from a
 cursor (XRANGE), so it joins no consumer group and never delays the display or the logger;
 any number of dashboards can watch one deployment.
+
+Two clocks, on purpose. Whether a camera is *live* is measured on Redis's clock (its TIME
+against the stream entry ids, which Redis stamps), so a pipeline that stopped is seen as
+stopped whatever the machines' clocks say. Whether a *track* ended is measured on the
+camera's own clock (the newest capture time seen from it): when the whole pipeline stops,
+the charts freeze as they were instead of emptying, and the page says it stopped.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from fer_pipeline.errors import MessageError
 from fer_pipeline.health import collect
 from fer_pipeline.images import frame_refusal
-from fer_pipeline.labels import INDEX
-from fer_pipeline.messages import Frame, Label
+from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.messages import EndOfStream, Frame, Label
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
 
 READ_COUNT = 200  # labels entries read per poll (a worker's batch each)
-SERIES_POINTS = 600  # points kept per track for the chart
+SERIES_POINTS = 1800  # points kept per live track: a minute at 30 labels/s
+CHART_POINTS = 300  # points per track sent to the page (thinned evenly): a chart is ~300 px wide
 FRAMES_KEPT = 300  # frames per camera whose labels are kept for drawing
+RECENT_FRAMES = 30  # frames per camera kept decoded while their labels come in (a second at 30 fps)
+FIRST_LOOK = 5  # frames read when the dashboard first looks at a camera
+FRAMES_READ = 60  # frames read per look; more waiting means the dashboard fell behind: it skips to now
+ENDED_KEPT = 20  # ended tracks remembered per camera (a summary each; their series are dropped)
 POLL_EVERY_S = 0.1
+# A track with no label for this long (camera clock) has ended: the person left, or a looping
+# clip came round again and the tracker gave them a new id. Its chart goes to the ended list.
+TRACK_END_S = 5.0
+# A camera with neither a new frame nor a new label for this long (Redis clock) is not live.
+STALE_AFTER_S = 5.0
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _entry_ms(entry_id: str) -> int:
+    return _entry_key(entry_id)[0]
+
+
+@dataclass
+class _Track:
+    started: float  # capture time of its first label
+    points: deque = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))  # (t, probabilities)
+    emotions: Counter = field(default_factory=Counter)  # labels per emotion, for the ended summary
+
+    @property
+    def last(self) -> float:
+        return self.points[-1][0]
+
+    def summary(self, track_id: int) -> dict:
+        emotion, n = self.emotions.most_common(1)[0]
+        total = sum(self.emotions.values())
+        return {"track": track_id, "started": self.started, "ended": self.last, "labels": total,
+                "emotion": emotion, "share": round(n / total, 2)}
 
 
 @dataclass
 class _Camera:
     labels: OrderedDict[tuple[str, int], list[Label]] = field(default_factory=OrderedDict)  # (run, frame) -> labels
     last: dict[int, Label] = field(default_factory=dict)  # track -> newest label
-    series: dict[int, deque] = field(default_factory=dict)  # track -> (t, emotion index, confidence)
-    jpeg: tuple[str, bytes, int, int] | None = None  # (entry id, annotated jpeg, frame index, faces drawn)
+    tracks: dict[int, _Track] = field(default_factory=dict)  # the live tracks
+    ended: deque = field(default_factory=lambda: deque(maxlen=ENDED_KEPT))  # summaries, oldest first
+    clock: float = 0.0  # the newest capture time seen from this camera (frames and labels)
+    # (entry id, annotated jpeg, frame index, faces drawn, of which carried over)
+    jpeg: tuple[str, bytes, int, int, int] | None = None
+    head: str | None = None  # the newest entry id of its frames stream
+    read_id: str | None = None  # the last entry of its frames stream read
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))  # (entry id, Frame, seen at)
+    ended_stream: bool = False  # that newest entry is an end-of-stream marker (a file finished)
+    label_ms: int = 0  # Redis time (ms) of the newest labels entry holding one of its labels
     run: str | None = None  # the producer run whose tracks are charted
 
 
@@ -81,53 +133,112 @@ class DashboardState:
                     label = e.message(self.settings.streams.max_payload_bytes, expect=Label)
                 except MessageError:
                     continue  # the consumers dead-letter bad ones; the dashboard just skips them
-                self._add(label)
+                self._add(label, _entry_ms(e.id))
 
-    def _add(self, label: Label) -> None:
+    def _add(self, label: Label, entry_ms: int) -> None:
         cam = self.cameras.setdefault(label.camera_id, _Camera())
+        cam.label_ms = max(cam.label_ms, entry_ms)
         if cam.run != label.run_id:
             # A restarted producer numbers its tracks from 0 again: new people, new charts.
             cam.run = label.run_id
-            cam.series.clear()
+            for t, tr in sorted(cam.tracks.items(), key=lambda kv: kv[1].last):
+                cam.ended.append(tr.summary(t))
+            cam.tracks.clear()
             cam.last.clear()
         key = (label.run_id, label.frame_index)
         cam.labels.setdefault(key, []).append(label)
         while len(cam.labels) > FRAMES_KEPT:
             cam.labels.popitem(last=False)
         cam.last[label.track_id] = label
-        series = cam.series.setdefault(label.track_id, deque(maxlen=SERIES_POINTS))
-        series.append((round(label.captured_at, 3), INDEX[label.emotion], round(label.confidence, 3)))
+        cam.clock = max(cam.clock, label.captured_at)
+        track = cam.tracks.get(label.track_id)
+        if track is None:
+            track = cam.tracks[label.track_id] = _Track(started=label.captured_at)
+        track.points.append((round(label.captured_at, 3), tuple(round(p, 3) for p in label.probabilities)))
+        track.emotions[label.emotion] += 1
         if self.latency is not None:
             self.latency.labels(label.camera_id).observe(max(0.0, label.labelled_at - label.captured_at))
+        if len(track.points) == 1:
+            self._end_tracks(cam)  # a new person: a good moment to retire the ones who left
 
-    # -- what the endpoints return -------------------------------------------------------------
-    def camera_ids(self) -> list[str]:
-        return self.transport.camera_ids()
+    @staticmethod
+    def _end_tracks(cam: _Camera) -> None:
+        """Move the tracks silent for ``TRACK_END_S`` (camera clock) to the ended list: their
+        series go, so a clip looping for days keeps a bounded state and a page of live charts."""
+        gone = sorted((tr.last, t) for t, tr in cam.tracks.items() if tr.last < cam.clock - TRACK_END_S)
+        for _, t in gone:
+            cam.ended.append(cam.tracks.pop(t).summary(t))
+            cam.last.pop(t, None)
 
-    def frame(self, camera_id: str) -> tuple[bytes, int, int] | None:
-        """The newest frame of a camera with its faces drawn: (JPEG, frame index, faces drawn)."""
+    # -- frames ------------------------------------------------------------------------------
+    def frame(self, camera_id: str) -> tuple[bytes, int, int, int] | None:
+        """The newest frame of a camera to show, with its faces drawn: (JPEG, frame index, faces
+        drawn, of which carried over from an earlier label), or None when it has none to show."""
+        got = self.frame_entry(camera_id)
+        return None if got is None else got[1:]
+
+    def frame_entry(self, camera_id: str) -> tuple[str, bytes, int, int, int] | None:
+        """``frame`` with the frame's entry id first (a video stream sends each frame once).
+
+        Labels come after their frame (a worker's round trip): the frame shown is the newest
+        whose labels are all in, or one that waited ``label_wait_ms`` for them, as the display
+        does; only then are missing faces drawn with their previous label, marked ``~``.
+        """
         self.poll()
-        for entry in reversed(self.transport.entries(self.transport.keys.frames(camera_id), count=5, newest=True)):
-            entry_id = entry.id
-            with self._lock:
-                cam = self.cameras.setdefault(camera_id, _Camera())
-                if cam.jpeg is not None and cam.jpeg[0] == entry_id:
-                    return cam.jpeg[1:]
+        self._read_frames(camera_id)
+        wait_s = self.settings.consumer.label_wait_ms / 1000
+        now = time.monotonic()
+        with self._lock:
+            cam = self.cameras[camera_id]
+            shown = cam.jpeg[0] if cam.jpeg is not None else None
+            pick = None
+            for entry_id, frame, seen in reversed(cam.recent):
+                if shown is not None and _entry_key(entry_id) <= _entry_key(shown):
+                    break  # never back in time
+                labelled = len(cam.labels.get((frame.run_id, frame.frame_index), ()))
+                if labelled >= frame.faces or now - seen >= wait_s or shown is None:
+                    pick = entry_id, frame
+                    break
+            if pick is None:
+                return cam.jpeg
+        jpeg, drawn, stale = self._annotate(pick[1])
+        with self._lock:
+            if cam.jpeg is None or _entry_key(pick[0]) > _entry_key(cam.jpeg[0]):
+                cam.jpeg = (pick[0], jpeg, pick[1].frame_index, drawn, stale)
+            return cam.jpeg
+
+    def _read_frames(self, camera_id: str) -> None:
+        """Read the camera's frames published since the last look (each frame is read once)."""
+        stream = self.transport.keys.frames(camera_id)
+        with self._lock:
+            cam = self.cameras.setdefault(camera_id, _Camera())
+            after = cam.read_id
+        entries = [] if after is None else self.transport.entries(stream, start=f"({after}", count=FRAMES_READ)
+        if after is None or len(entries) == FRAMES_READ:
+            entries = self.transport.entries(stream, count=FIRST_LOOK, newest=True)  # first look, or far behind
+        now = time.monotonic()
+        decoded = []
+        for entry in entries:
             try:
                 msg = entry.message(self.settings.streams.max_payload_bytes)
             except MessageError:
-                continue
-            if not isinstance(msg, Frame):
-                continue  # an end-of-stream marker
-            if frame_refusal(msg.jpeg, self.settings.consumer.max_frame_pixels) is not None:
-                continue  # what the display would dead-letter undecoded: skipped, never decoded
-            jpeg, drawn = self._annotate(msg)
-            with self._lock:
-                cam.jpeg = (entry_id, jpeg, msg.frame_index, drawn)
-            return jpeg, msg.frame_index, drawn
-        return None
+                msg = None  # skipped, as the display would dead-letter it
+            if isinstance(msg, Frame) and frame_refusal(msg.jpeg, self.settings.consumer.max_frame_pixels) is not None:
+                msg = None  # what the display would dead-letter undecoded: skipped, never decoded
+            decoded.append((entry.id, msg))
+        with self._lock:
+            for entry_id, msg in decoded:
+                if cam.read_id is not None and _entry_key(entry_id) <= _entry_key(cam.read_id):
+                    continue  # another request read it meanwhile
+                cam.read_id = cam.head = entry_id
+                if isinstance(msg, EndOfStream):
+                    cam.ended_stream = True  # a file finished; a later frame (a restart) clears it
+                elif isinstance(msg, Frame):
+                    cam.ended_stream = False
+                    cam.clock = max(cam.clock, msg.captured_at)
+                    cam.recent.append((entry_id, msg, now))
 
-    def _annotate(self, frame: Frame) -> tuple[bytes, int]:
+    def _annotate(self, frame: Frame) -> tuple[bytes, int, int]:
         import cv2
         import numpy as np
 
@@ -139,30 +250,69 @@ class DashboardState:
         with self._lock:
             cam = self.cameras.get(frame.camera_id, _Camera())
             fresh = list(cam.labels.get((frame.run_id, frame.frame_index), []))
-            faces, _ = faces_to_draw(frame, fresh, cam.last)
+            faces, stale = faces_to_draw(frame, fresh, cam.last)
         image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            return frame.jpeg, 0
+            return frame.jpeg, 0, 0
         self._annotator.annotate(image, faces, scale=frame.scale)
         ok, out = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-        return (out.tobytes() if ok else frame.jpeg), len(faces)
+        return (out.tobytes() if ok else frame.jpeg), len(faces), stale
 
-    def tracks(self, camera_id: str, seconds: float = 30.0, max_tracks: int = 8) -> dict[str, list]:
-        """Per track (the ``max_tracks`` seen most recently), the points (time, emotion index,
-        confidence) of the last ``seconds`` before the camera's newest label."""
+    # -- what the endpoints return -------------------------------------------------------------
+    def camera_ids(self) -> list[str]:
+        return self.transport.camera_ids()
+
+    def tracks(self, camera_id: str, seconds: float = 60.0, max_tracks: int = 8) -> dict:
+        """The charts of a camera: per live track (the ``max_tracks`` seen most recently), its
+        label times and one probability column per emotion over the last ``seconds`` of the
+        camera's clock; and the tracks that ended, newest first."""
         self.poll()
         with self._lock:
             cam = self.cameras.get(camera_id)
             if cam is None:
-                return {}
-            newest = max((s[-1][0] for s in cam.series.values() if s), default=0.0)
-            recent = sorted((s[-1][0], t) for t, s in cam.series.items() if s and s[-1][0] >= newest - seconds)
+                return {"now": None, "tracks": [], "ended": []}
+            self._end_tracks(cam)
+            since = cam.clock - seconds
+            recent = sorted((tr.last, t) for t, tr in cam.tracks.items() if tr.last >= since)
+            shown = []
             # The most recently seen tracks only, in track order: a page, not a log.
-            shown = sorted(t for _, t in recent[-max_tracks:])
-            return {str(t): [p for p in cam.series[t] if p[0] >= newest - seconds] for t in shown}
+            for t in sorted(t for _, t in recent[-max_tracks:]):
+                tr = cam.tracks[t]
+                points = [p for p in tr.points if p[0] >= since]
+                step = math.ceil(len(points) / CHART_POINTS)
+                if step > 1:  # thinned evenly, keeping the newest point
+                    points = points[::-1][::step][::-1]
+                newest = cam.last[t]
+                shown.append({"track": t, "started": tr.started, "last": tr.last,
+                              "emotion": newest.emotion, "confidence": round(newest.confidence, 3),
+                              "t": [p[0] for p in points],
+                              "p": [[p[1][k] for p in points] for k in range(len(EMOTIONS))]})
+            return {"now": cam.clock, "tracks": shown, "ended": list(reversed(cam.ended))}
+
+    def liveness(self, now_ms: int) -> dict[str, dict]:
+        """Per camera: seconds since its newest frame and label (Redis clock), whether it is live,
+        whether its source ended, and what its newest frame shows."""
+        out = {}
+        for camera_id in self.camera_ids():
+            got = self.frame_entry(camera_id)
+            with self._lock:
+                cam = self.cameras.setdefault(camera_id, _Camera())
+                frame_age = (now_ms - _entry_ms(cam.head)) / 1000 if cam.head else None
+                label_age = (now_ms - cam.label_ms) / 1000 if cam.label_ms else None
+                ages = [a for a in (frame_age, label_age) if a is not None]
+                out[camera_id] = {
+                    "frame_age_s": None if frame_age is None else round(max(frame_age, 0.0), 1),
+                    "label_age_s": None if label_age is None else round(max(label_age, 0.0), 1),
+                    "live": bool(ages) and min(ages) <= STALE_AFTER_S and not cam.ended_stream,
+                    "ended": cam.ended_stream,
+                    "frame_index": None if got is None else got[2],
+                    "faces": None if got is None else got[3],
+                    "carried_over": None if got is None else got[4],
+                }
+        return out
 
     def status(self) -> dict:
-        """The health snapshot, with labels/s measured between calls."""
+        """The health snapshot, with labels/s measured between calls and each camera's liveness."""
         st = collect(self.transport, rate_interval_s=0)
         published = st.published.get("labels", 0)
         now = time.monotonic()
@@ -173,4 +323,6 @@ class DashboardState:
             elif self._rate_mark is None:
                 self._rate_mark = (now, published)
             st.labels_per_s = round(max(self._rate, 0.0), 1)
-        return st.to_dict()
+        cameras = self.liveness(self.transport.server_time_ms())
+        return {**st.to_dict(), "cameras": cameras, "live": any(c["live"] for c in cameras.values()),
+                "stale_after_s": STALE_AFTER_S}

@@ -282,11 +282,16 @@ def dashboard(
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port [default: 8000, or "
                                              "FER_DASHBOARD__PORT].", show_default=False)] = None,
 ) -> None:
-    """Serve the live dashboard (video, per-track emotion charts, health) and Prometheus /metrics."""
+    """Serve the live dashboard (video, per-track emotion charts, health) and Prometheus /metrics.
+
+    Stops on SIGINT or SIGTERM (exit 0), closing open video streams within a couple of seconds.
+    """
     try:
-        import uvicorn
+        import fastapi  # noqa: F401 - the extra's packages, imported lazily below
+        import uvicorn  # noqa: F401
 
         from fer_pipeline.dashboard.app import create_app
+        from fer_pipeline.dashboard.serve import bind, serve
     except ImportError as e:
         raise ConfigError(f"the dashboard needs its extra ({e.name} is missing): "
                           "pip install 'fer-pipeline[dashboard]'") from None
@@ -295,12 +300,19 @@ def dashboard(
     s, where = dashboard_settings(build_settings(redis_url=redis_url, prefix=prefix)
                                   .with_updates(dashboard={"host": host, "port": port}))
     setup_logging(s.log_level)
-    host, port = s.dashboard.host, s.dashboard.port
-    transport = Transport.connect(s)
-    typer.echo(f"dashboard on {where}  (metrics at /metrics)")
+    # Bound here, before anything prints the address: a taken port is one line, not a traceback.
+    sock = bind(s.dashboard.host, s.dashboard.port)
     try:
-        uvicorn.run(create_app(s, transport), host=host, port=port, log_level="warning")
+        transport = Transport.connect(s)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        app_ = create_app(s, transport)
+        typer.echo(f"dashboard on {where}  (metrics at /metrics)")
+        serve(app_, sock)
     finally:
+        sock.close()
         transport.close()
 
 
