@@ -1,7 +1,8 @@
 'use strict';
 // The dashboard page: one MJPEG <img> per camera, one uPlot chart per live track, the ended
 // tracks, and the pipeline's health; and, above all of it, whether what it shows is live.
-const WINDOW_S = 60; // seconds of each chart
+const WINDOW_S = 60; // seconds of each chart, at most
+const MIN_SPAN_S = 10; // ... and at least: a camera's charts span its live tracks' time, so short tracks fill them
 const GAP_S = 1.0; // a track unlabelled this long is drawn with a gap, not a line across
 const MAX_STREAMS = 4; // a browser opens ~6 connections per host: the rest poll a JPEG each second
 const STREAM_FPS = 15;
@@ -68,7 +69,12 @@ function addCamera(cam) {
   const video = el('figure', {className: 'video'}, img, overlay,
     el('figcaption', {textContent: '#track emotion confidence on each face; ~ marks a label carried over from ' +
                                    'an earlier frame (this frame\u2019s was not in yet)'}));
-  const charts = el('div', {className: 'charts'}, el('p', {className: 'none', textContent: 'no one in view'}));
+  // A narrow card shows this one legend instead of one under every chart (app.css).
+  const legend = el('div', {className: 'camlegend'}, ...ui.emotions.map((e) => {
+    const i = el('i'); i.style.background = ui.colours[e] || '#fff';
+    return el('span', {}, i, e);
+  }));
+  const charts = el('div', {className: 'charts'}, legend, el('p', {className: 'none', textContent: 'no one in view'}));
   const endedList = el('ul');
   const endedTitle = el('summary', {textContent: 'ended tracks (0)'});
   const ended = el('details', {className: 'ended'}, endedTitle, endedList);
@@ -108,7 +114,7 @@ function makePlot(c, track, box) {
                 font: '11px system-ui, sans-serif'};
   const opts = {
     width: Math.max(box.clientWidth, 200), height: CHART_HEIGHT,
-    scales: {x: {time: true, range: () => [c.t1 - WINDOW_S, c.t1]}, y: {auto: false, range: [0, 1]}},
+    scales: {x: {time: true, range: () => [c.t0, c.t1]}, y: {auto: false, range: [0, 1]}},
     axes: [
       // Clock time, labelled by our own formatter (24 h, seconds), recorded for the page's tests.
       {...axis, space: 64, size: 28, values: (u, splits) => {
@@ -152,7 +158,11 @@ async function refreshCharts(cam, c) {
     d = await getJSON('/api/tracks/' + encodeURIComponent(cam) + '?seconds=' + WINDOW_S);
   } catch (e) { return; } // the status poll says what is wrong
   if (!ui.emotions.length) return;
+  // One time range for all of a camera's charts (they line up): back to its oldest live track's
+  // first label, within [MIN_SPAN_S, WINDOW_S].
   c.t1 = d.now || Date.now() / 1000;
+  const first = Math.min(c.t1, ...d.tracks.map((tr) => tr.t.length ? tr.t[0] : c.t1));
+  c.t0 = Math.min(c.t1 - MIN_SPAN_S, Math.max(c.t1 - WINDOW_S, first));
   const shown = new Set();
   for (const tr of d.tracks) {
     const key = String(tr.track);

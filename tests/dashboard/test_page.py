@@ -123,6 +123,11 @@ def test_the_page_live_then_stopped_then_live_again(redis_settings, real_transpo
                                            " document.querySelector('.track').clientWidth]")
             assert sizes[1] == width and sizes[0] <= sizes[1], sizes
             assert 0 < sizes[2] <= sizes[3], sizes  # the chart follows its box
+            # One legend per camera on a narrow card, uPlot's (with values under the cursor) per chart on a wide one.
+            legends = browser.execute_script("const d = (s) => getComputedStyle(document.querySelector(s)).display;"
+                                             "return [d('.camera .camlegend'), d('.camera .u-legend'),"
+                                             " document.querySelector('.camera').clientWidth]")
+            assert legends[:2] == (["flex", "none"] if legends[2] < 820 else ["none", "block"]), legends
             assert browser.save_screenshot(str(shots / f"dashboard-{width}.png"))
 
         # The pipeline stops: the page says so and greys the video; it comes back by itself.
