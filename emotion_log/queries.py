@@ -26,7 +26,8 @@ class StoreBase:
 
     def count(self, camera_id: str | None = None, *, run_id: str | None = None) -> int:
         """Rows stored, for one camera or all, of one run (its restarts ``<run>~n`` included) or all."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         p = self._placeholder
         if camera_id is not None:
             where.append(f"camera_id = {p}")
