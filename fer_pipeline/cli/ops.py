@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
+from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, default, setup_logging
 from fer_pipeline.errors import BrokerUnavailable, ConfigError
-from fer_pipeline.settings import Settings
+from fer_pipeline.settings import DashboardSettings, Settings
 
 Db = Annotated[str | None, typer.Option(
-    "--db", help="Emotion log: SQLite file or postgresql:// URL (default: FER_CONSUMER__DB or out/emotions.sqlite).",
-    show_default=False)]
+    "--db", help="Emotion log: SQLite file or postgresql:// URL.",
+    show_default="FER_CONSUMER__DB or out/emotions.sqlite")]
 
 
 @app.command()
@@ -100,8 +100,8 @@ def _store(db: str | None):
 @app.command()
 def prune(
     older_than: Annotated[float | None, typer.Option(
-        "--older-than", min=0.0, max=1e6, help="Delete log rows captured more than this many days ago (default: "
-        "FER_CONSUMER__LOG_RETENTION_DAYS).", show_default=False)] = None,
+        "--older-than", min=0.0, max=1e6, help="Delete log rows captured more than this many days ago.",
+        show_default="FER_CONSUMER__LOG_RETENTION_DAYS")] = None,
     db: Db = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
 ) -> None:
@@ -119,8 +119,8 @@ def prune(
 @app.command()
 def erase(
     camera: Annotated[str, typer.Option("--camera", help="Camera id.")],
-    track: Annotated[int | None, typer.Option("--track", help="Track id (default: every track of the camera).",
-                                                 show_default=False)] = None,
+    track: Annotated[int | None, typer.Option("--track", help="Track id.",
+                                                 show_default="every track of the camera")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Only this producer run (track ids restart per run).",
                                                show_default=False)] = None,
     db: Db = None,
@@ -160,8 +160,8 @@ def retention(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     max_age: Annotated[float | None, typer.Option(
-        "--max-age", min=0.001, help="Seconds stream entries (crops, frames, labels) may live in Redis (default: "
-        "FER_CONSUMER__STREAM_MAX_AGE_S).", show_default=False)] = None,
+        "--max-age", min=0.001, help="Seconds stream entries (crops, frames, labels) may live in Redis.",
+        show_default="FER_CONSUMER__STREAM_MAX_AGE_S")] = None,
     every: Annotated[float, typer.Option(min=0.1, help="Seconds between trims.")] = 5.0,
     once: Annotated[bool, typer.Option("--once", help="Trim once and exit.")] = False,
 ) -> None:
@@ -276,11 +276,12 @@ def _has_blocks(path: Path) -> bool:
 def dashboard(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    host: Annotated[str | None, typer.Option(help="Interface to listen on (0.0.0.0: every interface) "
-                                             "[default: 127.0.0.1, or FER_DASHBOARD__HOST].",
-                                             show_default=False)] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port [default: 8000, or "
-                                             "FER_DASHBOARD__PORT].", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (0.0.0.0: every interface).",
+                                             show_default=f"FER_DASHBOARD__HOST, or {default(DashboardSettings, 'host')}")
+                    ] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port.",
+                                             show_default=f"FER_DASHBOARD__PORT, or {default(DashboardSettings, 'port')}")
+                    ] = None,
 ) -> None:
     """Serve the live dashboard (video, per-track emotion charts, health) and Prometheus /metrics.
 
@@ -337,8 +338,8 @@ def healthcheck(
     role: Annotated[str, typer.Option(help="Role whose heartbeat to look for (producer, worker, logger, ...).")],
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    host: Annotated[str | None, typer.Option(help="Ident prefix (default: this host's name, as the default "
-                                                "idents host-pid start with it).", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option(help="Ident prefix (the default idents, host-pid, start with "
+                                                "the host's name).", show_default="this host's name")] = None,
 ) -> None:
     """Container health check: exit 0 when a process of ROLE on this host has a live heartbeat."""
     import socket

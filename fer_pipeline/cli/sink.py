@@ -34,7 +34,7 @@ def sink_args(spec: str) -> list[str]:
 @sink_app.command("mqtt")
 def mqtt(
     url: Annotated[str, typer.Option("--url", envvar="FER_SINK_MQTT_URL", help="Broker: mqtt://[user:pass@]host[:port] "
-                                     "or mqtts:// (TLS) (default port: 1883, 8883 with TLS).", show_default=False)],
+                                     "or mqtts:// (TLS); the port is 1883 unless given, 8883 with TLS.", show_default=False)],
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     topic_prefix: Annotated[str, typer.Option("--topic-prefix", help="Topic root.")] = "fer",

@@ -50,7 +50,8 @@ def test_every_default_is_shown_one_way():
             takes_value = not getattr(param, "is_flag", False) or getattr(param, "secondary_opts", None)
             if param.name == "help" or param.required or not takes_value or getattr(param, "hidden", False):
                 continue
-            line = next((ln for ln in text.splitlines() if f"{param.opts[0]} " in ln), "")
+            line = next((ln for ln in text.splitlines()
+                         if re.match(rf"│ +(-\w +)?{re.escape(param.opts[0])}[ ,]", ln)), "")
             block = text[text.find(line):].split("\n│ --", 1)[0] if line else ""
             if "[default:" not in block:
                 missing.append(f"{name} {param.opts[0]}")
