@@ -4,7 +4,9 @@ selection, with the smoothed state the report computed for it.
 Columns (``COLUMNS``): camera_id, run_id, track_id, frame_index; captured_at (ISO 8601, UTC)
 and captured_at_epoch (seconds); video_time_s (seconds since the run's first label on that
 camera, restarts of the run included: where the label falls in that camera's video of the
-run); emotion and confidence as labelled; the seven probabilities p_<emotion>; state (the
+run, on the capture clock); position_s (seconds into the video file for file and replay
+sources, as the producer read it: unchanged by --fast; empty for live cameras and for
+logs of earlier versions); emotion and confidence as labelled; the seven probabilities p_<emotion>; state (the
 smoothed state: an emotion or unknown, as the report's tables count it).
 
 It streams: rows come from the log ``chunk_rows`` at a time (``reader.export_rows``), ordered
@@ -35,7 +37,7 @@ from fer_pipeline.labels import EMOTIONS
 
 PROBS = tuple(f"p_{e}" for e in EMOTIONS)
 COLUMNS = ("camera_id", "run_id", "track_id", "frame_index", "captured_at", "captured_at_epoch", "video_time_s",
-           "emotion", "confidence", *PROBS, "state")
+           "position_s", "emotion", "confidence", *PROBS, "state")
 FILE_NAMES = {"csv": "labels.csv", "json": "labels.jsonl", "parquet": "labels.parquet"}
 
 
@@ -61,7 +63,7 @@ def labelled_columns(batches: Iterator[list[tuple]], starts: dict[tuple[str, str
 
 
 def _columns(rows: list[tuple], starts: dict[tuple[str, str], float], options: ReportOptions) -> dict[str, list]:
-    camera, run, track, frame, t, emotion, confidence, size, *probs = zip(*rows)
+    camera, run, track, frame, t, emotion, confidence, size, position, *probs = zip(*rows)
     n = len(rows)
     keys = list(zip(camera, track, run))
     new_group = np.ones(n, dtype=bool)
@@ -83,7 +85,8 @@ def _columns(rows: list[tuple], starts: dict[tuple[str, str], float], options: R
     cols: dict[str, list] = {
         "camera_id": list(camera), "run_id": list(run), "track_id": list(track), "frame_index": list(frame),
         "captured_at": iso.tolist(), "captured_at_epoch": epoch.tolist(),
-        "video_time_s": np.round(epoch - start, 3).tolist(), "emotion": list(emotion), "confidence": list(confidence)}
+        "video_time_s": np.round(epoch - start, 3).tolist(), "position_s": list(position),
+        "emotion": list(emotion), "confidence": list(confidence)}
     cols.update(zip(PROBS, (list(p) for p in probs)))
     cols["state"] = [STATES[s] for s in state.tolist()]
     return cols
@@ -153,6 +156,7 @@ def _write_parquet(batches: Iterator[dict[str, list]], path: Path) -> int:
         raise ConfigError("Parquet export needs pyarrow: pip install 'fer-pipeline[report]'") from None
     types = {"camera_id": pa.string(), "run_id": pa.string(), "track_id": pa.int64(), "frame_index": pa.int64(),
              "captured_at": pa.string(), "captured_at_epoch": pa.float64(), "video_time_s": pa.float64(),
+             "position_s": pa.float64(),
              "emotion": pa.string(), "confidence": pa.float64(), **{p: pa.float64() for p in PROBS},
              "state": pa.string()}
     schema = pa.schema([(c, types[c]) for c in COLUMNS])

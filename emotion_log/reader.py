@@ -555,15 +555,19 @@ def read_batches(conn, options: Selection, dialect: Dialect) -> Iterator[Chunk]:
 # One row per label for a per-label export: what a person reads (frame, emotion as labelled,
 # confidence) and what the report's smoothing needs (size, probabilities), ordered so that each
 # (camera, track, run) is contiguous and in time order: the report's smoothing groups.
-_EXPORT_COLUMNS = "camera_id, run_id, track_id, frame_index, captured_at, emotion, confidence, {size} AS size, " + _PROBS
+_EXPORT_COLUMNS = ("camera_id, run_id, track_id, frame_index, captured_at, emotion, confidence, {size} AS size, "
+                   "{position} AS position_s, " + _PROBS)
 _EXPORT_ORDER = " ORDER BY camera_id, track_id, run_id, captured_at"
 
 
-def export_sql(options: Selection, placeholder: str = "?") -> tuple[str, list]:
+def export_sql(options: Selection, placeholder: str = "?", *, with_position: bool = True) -> tuple[str, list]:
     """The per-label export's query for ``options``: columns ``camera_id, run_id, track_id,
-    frame_index, captured_at, emotion, confidence, size, p_<emotion>...``."""
+    frame_index, captured_at, emotion, confidence, size, position_s, p_<emotion>...``.
+    ``with_position=False`` for a log of a version before ``position_s`` (read-only, so not
+    migrated): the column is then NULL."""
     where, params = _filters(options, placeholder, None, "captured_at", "captured_at")
-    columns = _EXPORT_COLUMNS.format(size="min(w, h)" if placeholder == "?" else "LEAST(w, h)")
+    columns = _EXPORT_COLUMNS.format(size="min(w, h)" if placeholder == "?" else "LEAST(w, h)",
+                                     position="position_s" if with_position else "NULL")
     return (f"SELECT {columns} FROM labels" + (" WHERE " + " AND ".join(where) if where else "") + _EXPORT_ORDER,
             params)
 
@@ -571,21 +575,32 @@ def export_sql(options: Selection, placeholder: str = "?") -> tuple[str, list]:
 def export_rows(conn, options: Selection, dialect: Dialect) -> Iterator[list[tuple]]:
     """The rows of ``export_sql``, ``options.chunk_rows`` at a time (never the whole selection in
     memory): sqlite3, or psycopg through a server-side cursor."""
+    with_position = "position_s" in _label_columns(conn, dialect)
     if dialect == "postgres":
-        sql, params = export_sql(options, "%s")
+        sql, params = export_sql(options, "%s", with_position=with_position)
         with conn.transaction(), conn.cursor(name="fer_export") as cur:
             cur.itersize = options.chunk_rows
             cur.execute(sql, params)
             while rows := cur.fetchmany(options.chunk_rows):
                 yield rows
         return
-    sql, params = export_sql(options)
+    sql, params = export_sql(options, with_position=with_position)
     cur = conn.execute(sql, params)
     try:
         while rows := cur.fetchmany(options.chunk_rows):
             yield rows
     finally:
         cur.close()
+
+
+def _label_columns(conn, dialect: Dialect) -> set[str]:
+    """The columns the log's ``labels`` table has (an older version's lacks the newer ones)."""
+    if dialect == "postgres":
+        with conn.transaction():
+            rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'labels' "
+                                "AND table_schema = current_schema()").fetchall()
+        return {r[0] for r in rows}
+    return {r[1] for r in conn.execute("PRAGMA table_info(labels)").fetchall()}
 
 
 def run_starts(conn, options: Selection, dialect: Dialect) -> dict[tuple[str, str], float]:

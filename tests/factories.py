@@ -22,12 +22,13 @@ def probs_for(emotion: str, confidence: float = 0.8) -> np.ndarray:
 def make_label(*, camera_id: str = "cam0", run_id: str = "r1", frame_index: int = 0, face_index: int = 0,
                faces_in_frame: int = 1, track_id: int = 0, bbox: BBox | None = None, emotion: str = "happy",
                confidence: float = 0.8, captured_at: float | None = None, labelled_delay: float = 0.05,
-               truth: str | None = None) -> Label:
+               truth: str | None = None, position_s: float | None = None) -> Label:
     captured = 1_000.0 + frame_index / 30.0 if captured_at is None else captured_at
     crop = FaceCrop.from_pixels(
         make_crop_pixels(frame_index), camera_id=camera_id, run_id=run_id, frame_index=frame_index,
         face_index=face_index, faces_in_frame=faces_in_frame, track_id=track_id,
-        bbox=bbox or BBox(x=40, y=30, w=60, h=60), captured_at=captured, published_at=captured + 0.01, truth=truth)
+        bbox=bbox or BBox(x=40, y=30, w=60, h=60), captured_at=captured, published_at=captured + 0.01, truth=truth,
+        position_s=position_s)
     label = Label.for_crop(crop, probs_for(emotion, confidence), model_id="m1", worker_id="w1",
                            inferred_at=captured + 0.02)
     # Fixed times keep latency assertions exact (for_crop stamps labelled_at with now).

@@ -123,3 +123,22 @@ def test_postgres_export_equals_sqlite(log, tmp_path):
         finally:
             conn.close()
     assert got == want
+
+
+def test_the_video_position_is_exported_and_empty_where_the_log_has_none(tmp_path):
+    import sqlite3
+
+    from tests.emotion_log.previous import old_insert, old_row, old_schema
+    from tests.factories import make_label
+
+    labels = [make_label(frame_index=i, captured_at=T0 + i / 10, position_s=i / 30) for i in range(6)]
+    with SqliteStore(tmp_path / "new.sqlite") as s:
+        s.add(labels)
+    path, _ = export_labels(tmp_path / "new.sqlite", ReportOptions(run="all"), "csv", tmp_path / "new")
+    assert [float(r["position_s"]) for r in read_csv(path)] == pytest.approx([i / 30 for i in range(6)])
+    # A log of the version before position_s, never written by this one (report reads it read-only).
+    with sqlite3.connect(tmp_path / "old.sqlite") as con:
+        con.executescript(old_schema("sqlite"))
+        con.executemany(old_insert("?"), [old_row(label) for label in labels])
+    path, n = export_labels(tmp_path / "old.sqlite", ReportOptions(run="all"), "csv", tmp_path / "old")
+    assert n == 6 and {r["position_s"] for r in read_csv(path)} == {""}
