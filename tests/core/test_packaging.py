@@ -28,7 +28,8 @@ def test_the_wheel_ships_the_model_and_the_demo_clip(tmp_path):
     assert "fer_pipeline/demo/short_hamilton_clip.mp4" in names
     assert "fer_pipeline/demo/ATTRIBUTION.md" in names  # the clip travels with its licence
     # Resources read with importlib.resources: the transport's scripts, the dashboard's page.
-    assert {"fer_pipeline/lua/publish.lua", "fer_pipeline/dashboard/static/app.js"} <= names
+    assert {"fer_pipeline/lua/publish.lua", "fer_pipeline/dashboard/static/app.js",
+            "fer_pipeline/dashboard/static/vendor/uPlot.iife.min.js"} <= names
     assert not any(n.startswith("benchmarks/") for n in names)  # run from a checkout only
 
 
