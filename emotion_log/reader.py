@@ -125,11 +125,11 @@ def run_times(query, options: Selection, placeholder: str, use_blocks: bool) -> 
     if options.until is None:
         sql = "SELECT run_id, MAX(last_at) FROM label_blocks" + (" WHERE " + " AND ".join(where) if where else "")
         return {run: float(t) for run, t in query(sql + " GROUP BY run_id", params)}
-    where_sql = " WHERE " + " AND ".join(where)  # until is among them
-    whole = query(f"SELECT run_id, MAX(last_at) FROM label_blocks{where_sql} AND last_at < {placeholder} "
-                  "GROUP BY run_id", [*params, options.until])
+    # `until` is among the filters, so `where` is never empty here.
+    whole = query(f"SELECT run_id, MAX(last_at) FROM label_blocks WHERE {' AND '.join(where)} "
+                  f"AND last_at < {placeholder} GROUP BY run_id", [*params, options.until])
     out = {run: float(t) for run, t in whole}
-    for run, t in query(f"SELECT run_id, t FROM label_blocks{where_sql} AND last_at >= {placeholder}",
+    for run, t in query(f"SELECT run_id, t FROM label_blocks WHERE {' AND '.join(where)} AND last_at >= {placeholder}",
                         [*params, options.until]):
         bt = np.frombuffer(t, "<f8")
         i = int(np.searchsorted(bt, options.until, side="left"))
@@ -557,6 +557,9 @@ def read_batches(conn, options: Selection, dialect: Dialect) -> Iterator[Chunk]:
 # (camera, track, run) is contiguous and in time order: the report's smoothing groups.
 _EXPORT_COLUMNS = ("camera_id, run_id, track_id, frame_index, captured_at, emotion, confidence, {size} AS size, "
                    "{position} AS position_s, " + _PROBS)
+# The export's SELECT per (placeholder, whether the log has position_s): built from constants only.
+_EXPORT_SELECT = {(p, pos): "SELECT " + _EXPORT_COLUMNS.format(size=size, position="position_s" if pos else "NULL")
+                  for p, size in (("?", "min(w, h)"), ("%s", "LEAST(w, h)")) for pos in (True, False)}
 _EXPORT_ORDER = " ORDER BY camera_id, track_id, run_id, captured_at"
 
 
@@ -566,10 +569,8 @@ def export_sql(options: Selection, placeholder: str = "?", *, with_position: boo
     ``with_position=False`` for a log of a version before ``position_s`` (read-only, so not
     migrated): the column is then NULL."""
     where, params = _filters(options, placeholder, None, "captured_at", "captured_at")
-    columns = _EXPORT_COLUMNS.format(size="min(w, h)" if placeholder == "?" else "LEAST(w, h)",
-                                     position="position_s" if with_position else "NULL")
-    return (f"SELECT {columns} FROM labels" + (" WHERE " + " AND ".join(where) if where else "") + _EXPORT_ORDER,
-            params)
+    return (_EXPORT_SELECT[placeholder, with_position] + " FROM labels"
+            + (" WHERE " + " AND ".join(where) if where else "") + _EXPORT_ORDER, params)
 
 
 def export_rows(conn, options: Selection, dialect: Dialect) -> Iterator[list[tuple]]:
@@ -603,6 +604,10 @@ def _label_columns(conn, dialect: Dialect) -> set[str]:
     return {r[1] for r in conn.execute("PRAGMA table_info(labels)").fetchall()}
 
 
+_RUN_STARTS = {True: "SELECT camera_id, run_id, MIN(first_at) FROM label_blocks",
+               False: "SELECT camera_id, run_id, MIN(captured_at) FROM labels"}
+
+
 def run_starts(conn, options: Selection, dialect: Dialect) -> dict[tuple[str, str], float]:
     """(camera, run id) -> the capture time of that run's first label on that camera, over the
     whole log (``options``' cameras and runs only: not its tracks or times). From the label
@@ -613,8 +618,7 @@ def run_starts(conn, options: Selection, dialect: Dialect) -> dict[tuple[str, st
     use_blocks = options.blocks and blocks.covered(conn, sql_of)
     narrowed = replace(options, tracks=(), since=None, until=None)
     where, params = _filters(narrowed, placeholder, None, "captured_at", "captured_at")
-    column, table = ("first_at", "label_blocks") if use_blocks else ("captured_at", "labels")
-    sql = (f"SELECT camera_id, run_id, MIN({column}) FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = (_RUN_STARTS[use_blocks] + (" WHERE " + " AND ".join(where) if where else "")
            + " GROUP BY camera_id, run_id")
     if dialect == "postgres":
         with conn.transaction():
