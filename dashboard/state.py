@@ -27,6 +27,7 @@ from fer_pipeline.images import frame_refusal
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import EndOfStream, Frame, Label
 from fer_pipeline.settings import Settings
+from fer_pipeline.streams import entry_order
 from fer_pipeline.transport import Transport
 
 READ_COUNT = 200  # labels entries read per poll (a worker's batch each)
@@ -45,13 +46,8 @@ TRACK_END_S = 5.0
 STALE_AFTER_S = 5.0
 
 
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _entry_ms(entry_id: str) -> int:
-    return _entry_key(entry_id)[0]
+    return entry_order(entry_id)[0]
 
 
 @dataclass
@@ -193,7 +189,7 @@ class DashboardState:
             shown = cam.jpeg[0] if cam.jpeg is not None else None
             pick = None
             for entry_id, frame, seen in reversed(cam.recent):
-                if shown is not None and _entry_key(entry_id) <= _entry_key(shown):
+                if shown is not None and entry_order(entry_id) <= entry_order(shown):
                     break  # never back in time
                 labelled = len(cam.labels.get((frame.run_id, frame.frame_index), ()))
                 if labelled >= frame.faces or now - seen >= wait_s or shown is None:
@@ -203,7 +199,7 @@ class DashboardState:
                 return cam.jpeg
         jpeg, drawn, stale = self._annotate(pick[1])
         with self._lock:
-            if cam.jpeg is None or _entry_key(pick[0]) > _entry_key(cam.jpeg[0]):
+            if cam.jpeg is None or entry_order(pick[0]) > entry_order(cam.jpeg[0]):
                 cam.jpeg = (pick[0], jpeg, pick[1].frame_index, drawn, stale)
             return cam.jpeg
 
@@ -228,7 +224,7 @@ class DashboardState:
             decoded.append((entry.id, msg))
         with self._lock:
             for entry_id, msg in decoded:
-                if cam.read_id is not None and _entry_key(entry_id) <= _entry_key(cam.read_id):
+                if cam.read_id is not None and entry_order(entry_id) <= entry_order(cam.read_id):
                     continue  # another request read it meanwhile
                 cam.read_id = cam.head = entry_id
                 if isinstance(msg, EndOfStream):

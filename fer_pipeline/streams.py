@@ -12,6 +12,16 @@ DISPLAY_GROUP = "display"
 LOGGER_GROUP = "logger"
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as a tuple that sorts as Redis orders them.
+
+    Raises:
+        ValueError: not an entry id.
+    """
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 @dataclass(frozen=True)
 class StreamKeys:
     """Every Redis key of one deployment, named under its ``prefix``."""
