@@ -10,7 +10,11 @@ Two ways to read the labels stream (``<prefix>:labels``, see docs/wire-format.md
   another reader of the group once they have been pending ``worker.reclaim_idle_ms``. A new
   group starts at the stream's end (``start="latest"``) or its oldest entry (``"earliest"``);
   an existing group resumes where it stopped. Messages that are not valid labels are
-  dead-lettered and acknowledged, as every role does.
+  dead-lettered and acknowledged, as every role does. With ``noack=True`` the group is only a
+  position Redis keeps (nothing pending, nothing delivered again, invalid messages skipped
+  and counted as in a tail): what a reader with a group of its own that it never resumes
+  wants, because Redis then counts the labels trimmed before the group read them (the
+  deployment's ``trimmed_unread``; ``fer_pipeline.local_pipeline`` relies on it).
 - **As a tail** (no group): every label after a position (now, the stream's oldest entry, or
   an entry id), nothing acknowledged and nothing left behind in Redis. A reader that falls
   more than ``streams.labels_maxlen`` labels behind misses the trimmed ones. Invalid messages
@@ -18,7 +22,8 @@ Two ways to read the labels stream (``<prefix>:labels``, see docs/wire-format.md
 
 Either way ``for label in reader:`` yields ``fer_pipeline.messages.Label`` models until
 ``stop()`` (from another thread or a signal handler) or ``close()``. Redis outages are waited
-out with backoff, as the roles do.
+out with backoff, as the roles do (a dead letter that cannot be written leaves its entry
+pending, read again once Redis is back).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from fer_pipeline.messages import Label
 from fer_pipeline.redis_compat import UNAVAILABLE
 from fer_pipeline.service import REDIS_REFUSED
 from fer_pipeline.settings import Settings
+from fer_pipeline.streams import entry_order
 from fer_pipeline.transport import Entry, Transport
 from fer_pipeline.urls import redact_url
 
@@ -45,12 +51,6 @@ __all__ = ["LabelReader", "entry_order"]
 
 log = logging.getLogger("fer.label_reader")
 ROLE = "reader"  # the role named in the dead letters this reader writes
-
-
-def entry_order(entry_id: str) -> tuple[int, int]:
-    """A stream entry id (``<ms>-<seq>``) as a tuple that sorts as Redis orders them."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class LabelReader:
@@ -68,6 +68,7 @@ class LabelReader:
         auto_ack: Group mode: acknowledge each label once the loop body that got it has
             finished (a bundle's labels together, after the last of them). False: only
             ``ack()`` acknowledges.
+        noack: Group mode: read without acknowledgements (see the module docstring).
         block_ms: Longest wait in one read; ``stop()`` takes effect within it.
         batch: About how many labels one read takes.
         settings: Everything else (timeouts, backoff, the reclaim idle time, size limits).
@@ -80,7 +81,7 @@ class LabelReader:
 
     def __init__(self, redis_url: str | None = None, *, prefix: str | None = None, group: str | None = None,
                  consumer: str | None = None, start: Literal["latest", "earliest"] | str = "latest",
-                 auto_ack: bool = True, block_ms: int = 500, batch: int = 256,
+                 auto_ack: bool = True, noack: bool = False, block_ms: int = 500, batch: int = 256,
                  settings: Settings | None = None) -> None:
         from fer_pipeline.service import default_ident
 
@@ -89,7 +90,8 @@ class LabelReader:
             raise ValueError(f"start must be 'latest', 'earliest'{'' if group else ' or an entry id'}, got {start!r}")
         self.group = group
         self.consumer = consumer or default_ident()
-        self.auto_ack = auto_ack
+        self.noack = noack and group is not None
+        self.auto_ack = auto_ack and not self.noack  # nothing to acknowledge without acks
         self.block_ms = max(1, int(block_ms))
         self.batch = max(1, int(batch))
         self.counters: Counter[str] = Counter()
@@ -100,13 +102,17 @@ class LabelReader:
         self._backoff = Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)
         self._complete: list[str] = []  # entries whose every label is done, not yet acknowledged
         self._in_hand: str | None = None  # the entry of the label being handled, if it is its last
-        self._own_pending = True
+        self._own_pending = not self.noack
         self._next_reclaim = 0.0
         self._down = False
         self._closed = False
         if group is not None:
-            self._transport.ensure_group(self.stream, group, start="$" if start == "latest" else "0")
-            self.position = ""
+            try:
+                self._transport.ensure_group(self.stream, group, start="$" if start == "latest" else "0")
+            except BaseException:
+                self._transport.close()  # the caller never gets the reader to close
+                raise
+            self.position = "0-0"
         elif start == "latest":
             newest = self._transport.entries(self.stream, count=1, newest=True)
             self.position = newest[-1].id if newest else "0-0"
@@ -114,20 +120,30 @@ class LabelReader:
             self.position = "0-0" if start == "earliest" else start
 
     position: str
-    """Tail mode: the id of the last entry read (labels after it come next)."""
+    """Tail mode: the id of the last entry read (labels after it come next). Group mode: the
+    newest entry id this reader has been delivered as new (``"0-0"`` before the first)."""
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Label]:
         """Labels as they arrive, until ``stop()`` or ``close()``; see the class docstring."""
         # A new loop first takes what this consumer holds unacknowledged: a label whose loop
         # body failed in the last loop comes again at once, not after the reclaim time.
-        self._own_pending = True
+        self._own_pending = not self.noack
         try:
             while not self._stop.is_set():
                 if self.auto_ack:
                     self._flush()
-                for entry in self._read():
-                    label = self._label(entry)
+                entries = self._read()
+                for entry in entries or ():
+                    try:
+                        label = self._label(entry)
+                    except REDIS_REFUSED as e:
+                        raise self._refused(e) from None
+                    except UNAVAILABLE as e:  # the dead letter could not be written
+                        # This entry and the rest of the batch stay pending (not complete): the
+                        # next read takes them again from this consumer's own pending entries.
+                        self._unavailable(e)
+                        break
                     last = entry.part == entry.parts - 1
                     if last and not self.auto_ack:
                         self._complete.append(entry.id)  # yielded: ack() may take it
@@ -137,6 +153,9 @@ class LabelReader:
                         self._in_hand = None
                     if last and self.auto_ack and entry.id not in self._complete:
                         self._complete.append(entry.id)  # the loop body is done with it
+                else:
+                    if entries is not None:
+                        self._reachable()
         finally:
             # Left early (break, an exception in the loop body): what is complete is
             # acknowledged; the label in hand is not (its body may have failed): it comes again.
@@ -180,26 +199,38 @@ class LabelReader:
         self.close()
 
     # -- pieces -----------------------------------------------------------------------------------
-    def _read(self) -> list[Entry]:
+    def _read(self) -> list[Entry] | None:
+        """The next entries ([] when none came within ``block_ms``); None: Redis did not answer."""
         try:
             entries = self._read_group() if self.group is not None else self._read_tail()
-        except REDIS_REFUSED as e:  # the password changed: no retry can fix that
-            raise BrokerUnavailable(f"Redis at {redact_url(self.settings.redis.url or '')} refused the "
-                                    f"credentials ({e})") from None
+        except REDIS_REFUSED as e:
+            raise self._refused(e) from None
         except UNAVAILABLE as e:
-            if not self._down:
-                self._down = True
-                log.warning("Redis unreachable (%s); retrying with backoff", type(e).__name__)
-            self.counters["reconnects"] += 1
-            self._own_pending = True  # an ack may have been lost with the connection
-            self._stop.wait(self._backoff.next())
-            return []
+            self._unavailable(e)
+            return None
+        self._sizer.saw(entries)
+        return entries
+
+    def _reachable(self) -> None:
+        """A read and its batch went through: an outage (if any) is over."""
         if self._down:
             self._down = False
             self._backoff.reset()
             log.warning("Redis reachable again")
-        self._sizer.saw(entries)
-        return entries
+
+    def _refused(self, e: BaseException) -> BrokerUnavailable:
+        """The password changed: no retry can fix that."""
+        return BrokerUnavailable(f"Redis at {redact_url(self.settings.redis.url or '')} refused the "
+                                 f"credentials ({e})")
+
+    def _unavailable(self, e: BaseException) -> None:
+        """Redis did not answer: note it once, then wait the backoff (``stop()`` cuts it short)."""
+        if not self._down:
+            self._down = True
+            log.warning("Redis unreachable (%s); retrying with backoff", type(e).__name__)
+        self.counters["reconnects"] += 1
+        self._own_pending = not self.noack  # an ack may have been lost with the connection
+        self._stop.wait(self._backoff.next())
 
     def _read_tail(self) -> list[Entry]:
         entries = self._transport.read_after(self.stream, self.position, count=self._sizer.count(self.batch),
@@ -211,6 +242,12 @@ class LabelReader:
     def _read_group(self) -> list[Entry]:
         assert self.group is not None
         count = self._sizer.count(self.batch)
+        if self.noack:  # nothing pending to take back: new entries only
+            entries = self._transport.read_group([self.stream], self.group, self.consumer, count=count,
+                                                 block_ms=self.block_ms, noack=True)
+            if entries:
+                self.position = entries[-1].id
+            return entries
         if self._own_pending:  # delivered to this name before (a restart, a lost ack): first
             entries = self._transport.read_group([self.stream], self.group, self.consumer, count=count,
                                                  block_ms=None, own_pending=True)
@@ -230,8 +267,11 @@ class LabelReader:
             if claimed:
                 self.counters["reclaimed"] += len(claimed)
                 return claimed
-        return self._transport.read_group([self.stream], self.group, self.consumer, count=count,
-                                          block_ms=self.block_ms)
+        entries = self._transport.read_group([self.stream], self.group, self.consumer, count=count,
+                                             block_ms=self.block_ms)
+        if entries:
+            self.position = entries[-1].id
+        return entries
 
     def _label(self, entry: Entry) -> Label | None:
         if entry.payload is None and not entry.malformed:  # trimmed or deleted after delivery
@@ -240,7 +280,7 @@ class LabelReader:
         try:
             label = entry.message(self.settings.streams.max_payload_bytes, expect=Label)
         except MessageError as err:
-            if self.group is not None:
+            if self.group is not None and not self.noack:
                 self._transport.dead_letter(source=self.stream, entry_id=entry.ref, payload=entry.payload,
                                             reason=err.reason, role=ROLE)
                 self.counters["dead_letters"] += 1

@@ -268,15 +268,16 @@ class Transport:
                 raise
 
     def read_group(self, streams: Iterable[str], group: str, consumer: str, *, count: int, block_ms: int | None,
-                   own_pending: bool = False) -> list[Entry]:
+                   own_pending: bool = False, noack: bool = False) -> list[Entry]:
         """New entries for this consumer (or, with ``own_pending``, the ones already delivered
         to it and never acked: what a restarted consumer must finish first). Recreates the
-        group if Redis lost it (restart)."""
+        group if Redis lost it (restart). ``noack``: nothing is left pending (XREADGROUP NOACK),
+        the group is only a position Redis keeps (and counts trims past, see publish)."""
         streams = list(streams)
         start = "0" if own_pending else ">"
         try:
             reply = self._client.xreadgroup(group, consumer, {s: start for s in streams}, count=count,
-                                           block=None if own_pending else block_ms)
+                                           block=None if own_pending else block_ms, noack=noack)
         except redis.ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -284,6 +285,15 @@ class Transport:
                 self.ensure_group(s, group)
             return []
         return _entries(reply, self.settings.streams.max_payload_bytes)
+
+    def drop_group(self, stream: str, group: str) -> None:
+        """Delete ``group`` from ``stream`` (nothing if it is not there): a reader's own group,
+        which would otherwise hold the trim accounting's floor back for good."""
+        try:
+            self._client.xgroup_destroy(stream, group)
+        except redis.ResponseError as e:  # no stream at all: no group either
+            if "requires the key to exist" not in str(e):
+                raise
 
     def entries(self, stream: str, *, start: str = "-", count: int | None = None, newest: bool = False) -> list[Entry]:
         """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no

@@ -7,9 +7,12 @@ import time
 
 import pytest
 
+from fer_pipeline.broker import EmbeddedBroker
 from fer_pipeline.errors import BrokerUnavailable, ConfigError
 from fer_pipeline.label_reader import LabelReader, entry_order
 from fer_pipeline.messages import Label
+from fer_pipeline.transport import Transport
+from tests.conftest import make_settings
 from tests.factories import make_label
 
 pytestmark = pytest.mark.redis
@@ -191,3 +194,75 @@ def test_bad_arguments_and_an_unreachable_redis_are_one_line_errors(redis_settin
         LabelReader(redis_settings.redis.url, prefix="has space")
     with pytest.raises(BrokerUnavailable, match="cannot reach Redis"):
         LabelReader("redis://127.0.0.1:1/0")
+
+
+def test_a_noack_group_keeps_nothing_pending_and_redis_counts_the_labels_trimmed_unread(real_transport,
+                                                                                      redis_settings):
+    stream = real_transport.keys.labels
+    with reader_for(redis_settings, group="p", consumer="c", noack=True) as reader:
+        publish(real_transport, 0, 2)
+        assert [lab.frame_index for lab in take(reader, 2)] == [0, 1]
+        assert real_transport.backlog(stream, "p") == (0, 0)  # read, and nothing pending
+        for i in range(2, 14):  # 12 entries into a stream of 10: the read one and 2 unread go
+            real_transport.publish(stream, [make_label(frame_index=i).encode()], 10)
+        assert real_transport.stats()[f"trimmed_unread:{stream}"] == 2  # only what the group had not read
+        assert [lab.frame_index for lab in take(reader, 10)] == list(range(4, 14))
+        assert entry_order(reader.position) == entry_order(real_transport.entries(stream, newest=True, count=1)[0].id)
+    real_transport.drop_group(stream, "p")
+    assert real_transport.groups(stream) == []
+    real_transport.drop_group(stream, "p")  # gone already: nothing
+    real_transport.drop_group(f"{stream}-none", "p")  # no stream either: nothing
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_dead_letter_refused_by_redis_is_waited_out_with_its_entry_pending(tmp_path):
+    try:
+        broker = EmbeddedBroker.start()
+    except BrokerUnavailable as e:
+        pytest.skip(str(e))
+    with broker:
+        s = make_settings(tmp_path, url=broker.url).with_updates(redis={"backoff_initial_s": 0.05,
+                                                                         "backoff_max_s": 0.1})
+        admin = Transport.connect(s)
+        publish(admin, 0, 2, bad=b"garbage")
+        got: list[int] = []
+        with reader_for(s, group="g", consumer="c", start="earliest") as reader:
+            # Full (maxmemory, noeviction): reads and acks still pass, the dead letter's XADD not.
+            admin._client.config_set("maxmemory-policy", "noeviction")
+            admin._client.config_set("maxmemory", 1)
+            timer = threading.Timer(0.5, admin._client.config_set, ("maxmemory", 0))
+            timer.start()
+            stopper = threading.Timer(20, reader.stop)
+            stopper.start()
+            try:
+                for label in reader:  # no traceback out of the loop: the outage is waited out
+                    got.append(label.frame_index)
+                    if label.frame_index == 1:
+                        reader.ack()
+                        break
+            finally:
+                timer.cancel()
+                stopper.cancel()
+            assert reader.counters["reconnects"] > 0
+            assert reader.counters["dead_letters"] == 1
+        # The entry stayed pending through the outage: its first label came again (at least once).
+        assert got[0] == 0 and got[-1] == 1 and set(got) == {0, 1}
+        assert len(admin.entries(admin.keys.dead)) == 1
+        assert admin.backlog(admin.keys.labels, "g") == (0, 0)
+        admin.close()
+
+
+def test_a_reader_whose_group_cannot_be_made_closes_its_connection(real_transport, redis_settings, monkeypatch):
+    real_transport._client.set(real_transport.keys.labels, "not a stream")  # XGROUP CREATE: WRONGTYPE
+    closed: list[Transport] = []
+    close = Transport.close
+
+    def recording_close(self):
+        closed.append(self)
+        close(self)
+
+    monkeypatch.setattr(Transport, "close", recording_close)
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        reader_for(redis_settings, group="g")
+    assert len(closed) == 1  # the reader's own connection, never handed to the caller
