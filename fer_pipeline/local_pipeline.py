@@ -3,13 +3,21 @@
 What ``fer-pipeline up`` runs, minus the display and the logger: an embedded Redis (unless a
 ``redis_url`` is given), one producer process per source and the inference workers, as
 child processes of this one (``supervisor.Supervisor``: the same commands, restarted when
-they crash, stopped in order). The labels come back through a tail of the labels stream
-(``label_reader.LabelReader``) read by a thread of this process, which calls ``on_label``
-for each one, in the order the workers published them.
+they crash, stopped in order). The labels come back through a consumer group of the
+pipeline's own on the labels stream (``label_reader.LabelReader``, ``noack``: only a position
+Redis keeps), read by a thread of this process, which calls ``on_label`` for each one, in the
+order the workers published them. The group is deleted at stop (a process killed with -9
+leaves it behind on a given Redis: ``XGROUP DESTROY <prefix>:labels pipeline-...``).
 
 A failing ``on_label`` stops the pipeline: ``run()`` (or ``stop()``, or leaving the
 ``with`` block) raises its exception after the children are stopped. Labels are never
-skipped past a broken callback without the program knowing.
+skipped without the program knowing: the labels stream keeps ``streams.labels_maxlen``
+labels, and an ``on_label`` slower than the workers for that long lets Redis trim labels the
+group has not read yet; Redis counts them (the trim's ``trimmed_unread`` accounting counts an
+entry trimmed before every group of the stream read it), and the pipeline stops with a
+``PipelineError`` saying how many. On a Redis shared with a deployment under the same
+prefix, labels trimmed before one of its own groups (a display's, the logger's) read them
+count too.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from typing import Any
 from fer_pipeline.api_settings import api_settings
 from fer_pipeline.errors import ConfigError, FerError
 from fer_pipeline.messages import Label
+from fer_pipeline.redis_compat import UNAVAILABLE
 from fer_pipeline.settings import Settings, shipped_path
+from fer_pipeline.streams import entry_order
 
 __all__ = ["Pipeline", "PipelineError"]
 
@@ -108,6 +118,8 @@ class Pipeline:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self.delivered = 0
+        self._trimmed_before = 0
+        self._start_id = "0-0"
         self.started = False
         self.stopped = False
 
@@ -140,6 +152,11 @@ class Pipeline:
             raise
         return self
 
+    def _trimmed_unread(self) -> int:
+        """Labels trimmed from the labels stream before every group read them, so far."""
+        t = self._sup.transport
+        return t.stats().get(f"trimmed_unread:{t.keys.labels}", 0)
+
     def _start(self, s: Settings) -> None:
         from fer_pipeline.broker import EmbeddedBroker
         from fer_pipeline.label_reader import LabelReader
@@ -152,11 +169,16 @@ class Pipeline:
         if self._log_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fer-pipeline-logs-")
             self._log_dir = Path(self._tmp.name)
-        # The tail starts at the stream's end now, before any producer runs: every label of
-        # this run comes after it, and none of an earlier run on a shared Redis.
-        self._reader = LabelReader(settings=s, start="latest")
-        sup = self._sup = Supervisor(s, Transport.connect(s), self._log_dir)
+        # The group starts at the stream's end now, before any producer runs: every label of
+        # this run comes after it, and none of an earlier run on a shared Redis. A group (not a
+        # tail) so that Redis counts the labels trimmed before this pipeline read them.
         tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self._reader = LabelReader(settings=s, group=f"pipeline-{tag}", consumer="pipeline", start="latest",
+                                   noack=True)
+        sup = self._sup = Supervisor(s, Transport.connect(s), self._log_dir)
+        self._trimmed_before = self._trimmed_unread()
+        newest = sup.transport.entries(sup.transport.keys.labels, count=1, newest=True)
+        self._start_id = newest[-1].id if newest else "0-0"  # labels up to it are not this run's
         for i in range(self.workers):
             sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"pipeline-{tag}-worker-{i}"])
         for i, spec in enumerate(self.sources):
@@ -212,18 +234,43 @@ class Pipeline:
     # -- pieces -----------------------------------------------------------------------------------
     def _deliver(self) -> None:
         reader = self._reader
-        try:
-            for label in reader:
+        labels = iter(reader)
+        while True:
+            try:
+                label = next(labels)
+            except StopIteration:
+                return
+            except BaseException as e:  # noqa: BLE001 - handed to run()/stop(), which re-raise it
+                # The reader's own failure (Redis refused the credentials, a bug), not the callback's.
+                self._fail(e, f"reading the labels failed ({type(e).__name__}: {e})")
+                return
+            try:
                 self.on_label(label)
-                self.delivered += 1
-        except BaseException as e:  # noqa: BLE001 - handed to run()/stop(), which re-raise it
-            with self._lock:
-                self._error = e
-            reader.stop()
-            log.error("on_label raised %s: stopping the pipeline", type(e).__name__)
+            except BaseException as e:  # noqa: BLE001 - handed to run()/stop(), which re-raise it
+                self._fail(e, f"on_label raised {type(e).__name__}")
+                return
+            self.delivered += 1
+
+    def _fail(self, e: BaseException, what: str) -> None:
+        with self._lock:
+            self._error = self._error or e
+        self._reader.stop()
+        log.error("%s: stopping the pipeline", what)
+
+    def _check_trimmed(self) -> bool:
+        """Whether labels were trimmed before this pipeline read them (then it is an error)."""
+        lost = self._trimmed_unread() - self._trimmed_before
+        if lost <= 0:
+            return False
+        with self._lock:
+            self._error = self._error or PipelineError(
+                f"{lost} labels were trimmed from {self._reader.stream} before on_label got them: on_label "
+                f"is slower than the workers publish, and the stream keeps {self.settings.streams.labels_maxlen} "
+                f"(FER_STREAMS__LABELS_MAXLEN); on_label got {self.delivered}")
+        return True
 
     def _failed(self) -> bool:
-        if self._error is not None:
+        if self._error is not None or self._check_trimmed():
             return True
         given_up = self._sup.restart_crashed()
         if given_up:
@@ -253,6 +300,11 @@ class Pipeline:
                 self._thread.join(timeout=None if drain and self._error is None else 10)
             if self._reader is not None:
                 self._reader.close()
+                if self._sup is not None:
+                    with contextlib.suppress(*UNAVAILABLE):
+                        if drain and self._error is None:
+                            self._check_trimmed()  # the last labels, trimmed while on_label caught up
+                        self._sup.transport.drop_group(self._reader.stream, self._reader.group)
             if self._sup is not None:
                 self._sup.transport.close()
             if self._broker is not None:
@@ -263,11 +315,9 @@ class Pipeline:
 
     def _catch_up(self) -> None:
         """Wait until the label thread has read the last label the workers published."""
-        from fer_pipeline.label_reader import entry_order
-
         newest = self._sup.transport.entries(self._sup.transport.keys.labels, count=1, newest=True)
-        if not newest:
-            return
+        if not newest or entry_order(newest[-1].id) <= entry_order(self._start_id):
+            return  # no label of this run
         last = entry_order(newest[-1].id)
         seen, since = self._reader.position, time.monotonic()
         while entry_order(self._reader.position) < last and self._error is None:

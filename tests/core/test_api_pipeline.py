@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import cv2
@@ -11,9 +12,10 @@ import pytest
 
 from fer_pipeline.analyzer import Analyzer
 from fer_pipeline.errors import ConfigError, SourceError
-from fer_pipeline.local_pipeline import Pipeline
+from fer_pipeline.local_pipeline import Pipeline, PipelineError
 from fer_pipeline.messages import Label
 from fer_pipeline.settings import Settings, shipped_path
+from fer_pipeline.transport import Transport
 
 pytestmark = pytest.mark.slow
 
@@ -99,5 +101,43 @@ def test_start_and_stop_in_a_with_block_on_a_shared_redis(redis_settings):
         assert done.wait(60), "no labels within a minute"
     assert pipeline.stopped and len(got) >= 20
     assert {lab.camera_id for lab in got} == {"short_hamilton_clip"}
+    # The pipeline's consumer group went with it: nothing holds the trim accounting back.
+    t = Transport.connect(pipeline.settings)
+    try:
+        assert t.groups(t.keys.labels) == []
+    finally:
+        t.close()
     with pytest.raises(AttributeError):
         pipeline._broker.url  # noqa: B018 - a given Redis: no embedded broker was started
+
+
+def test_labels_trimmed_before_a_slow_callback_got_them_stop_the_pipeline(tmp_path):
+    got: list[Label] = []
+
+    def slow(label: Label) -> None:
+        got.append(label)
+        time.sleep(0.02)  # slower than the workers label the clip with realtime=False
+
+    s = Settings(_env_file=None).with_updates(streams={"labels_maxlen": 10})  # ten entries (worker batches)
+    pipeline = Pipeline("demo", slow, realtime=False, log_dir=tmp_path / "logs", settings=s)
+    with pytest.raises(PipelineError, match=r"\d+ labels were trimmed from .* before on_label got them"):
+        pipeline.run()
+    assert pipeline.stopped and got and pipeline.delivered == len(got)
+    assert all(not c.running for c in pipeline._sup.children)
+
+
+@pytest.mark.redis
+def test_a_reader_error_is_not_blamed_on_the_callback(redis_settings, caplog):
+    calls = []
+    pipeline = Pipeline("demo", calls.append, realtime=False, settings=redis_settings)
+    pipeline.start()
+    boom = RuntimeError("the reader broke")
+
+    def broken(*_a, **_kw):
+        raise boom
+
+    pipeline._reader._read = broken
+    with pytest.raises(RuntimeError, match="the reader broke"):
+        pipeline.run()
+    assert "reading the labels failed (RuntimeError: the reader broke)" in caplog.text
+    assert "on_label raised" not in caplog.text
