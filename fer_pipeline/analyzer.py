@@ -80,7 +80,7 @@ class Analyzer:
         self.settings = api_settings(settings, producer={"detector": detector},
                                      worker={"model": Path(model) if model is not None else None})
         # Both load now, so a bad name or file fails here, in one line, not on the first image.
-        self._detector = _RecordingDetector(build_detector(self.settings.producer))
+        self._detector = build_detector(self.settings.producer)
         w = self.settings.worker
         self.predictor = load_predictor(w.model, w.runtime, threads=w.threads, int8=w.int8)
         self._lock = threading.Lock()
@@ -118,18 +118,15 @@ class Analyzer:
             faces = finder.find(frame)
             if not faces:
                 return []
-            # A fresh tracker numbers the detections that start tracks 0, 1, ... in the
-            # detector's order: that is how a face finds its detection's score.
-            p = self.settings.producer
-            born = [d for d in self._detector.last
-                    if max(d.box[2], d.box[3]) >= p.min_face and d.score >= p.track_score]
+            detected = finder.detected  # track id -> the detection that started it
             crops = np.stack([f.crop for f in faces])
             probs = self.predictor.predict(crops)
         _check(probs, len(faces))
         out = []
         for face, row in zip(faces, probs.tolist()):
             best = int(np.argmax(row))
-            score = born[face.track_id].score if face.track_id < len(born) else None
+            hit = detected.get(face.track_id)
+            score = hit.score if hit is not None else None
             out.append(FaceResult(box=tuple(int(v) for v in face.box), emotion=EMOTIONS[best],  # type: ignore[arg-type]
                                   confidence=row[best], probabilities=dict(zip(EMOTIONS, row)), score=score,
                                   crop=face.crop))
@@ -141,19 +138,6 @@ class Analyzer:
         if isinstance(image, (str, PathLike)):
             return read_image(Path(image), self.settings.producer.max_image_pixels)
         return as_frame(image)
-
-
-class _RecordingDetector:
-    """The detector, keeping its last detections (``FaceFinder`` hands on boxes, not scores)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.name: str = inner.name
-        self.last: list = []
-
-    def detect(self, image: np.ndarray) -> list:
-        self.last = self.inner.detect(image)
-        return self.last
 
 
 def as_frame(image: np.ndarray) -> np.ndarray:
@@ -216,12 +200,13 @@ def _default(detector: str | None, model: str | None) -> Analyzer:
     return Analyzer(detector=detector, model=model)
 
 
-def analyze(image: Image, *, detector: str | None = "blazeface", model: str | PathLike | None = None) -> list[FaceResult]:
+def analyze(image: Image, *, detector: str | None = None, model: str | PathLike | None = None) -> list[FaceResult]:
     """The faces in ``image`` with their emotions (see ``Analyzer.analyze``).
 
     The detector and model load on the first call and stay loaded for the next ones with the
-    same ``detector`` and ``model`` (an ``Analyzer`` each, cached); other settings come from
-    the ``FER_*`` environment. Thread-safe.
+    same ``detector`` and ``model`` (an ``Analyzer`` each, cached); ``detector=None`` keeps
+    ``FER_PRODUCER__DETECTOR`` (``blazeface`` unless set), and other settings come from the
+    ``FER_*`` environment too. Thread-safe.
 
     Example:
         >>> import fer_pipeline

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fer_pipeline.producers.detection import Detector, build_detector
+from fer_pipeline.producers.detection import Detection, Detector, build_detector
 from fer_pipeline.producers.detection.base import as_gray, clip_box
 from fer_pipeline.producers.detection.framing import crop_face, framing_for
 from fer_pipeline.producers.tracker import FaceTracker
@@ -58,6 +58,9 @@ class FaceFinder:
         self.detect_ms = 0.0  # wall time spent in detect(), for heartbeats and benchmarks
         self.detect_cpu_ms = 0.0  # this thread's CPU time in detect(): the cost, whatever the load
         self.detections = 0
+        # The last detected frame's detections, by the track each matched or started (the
+        # tracker's own answer): what a caller wanting a face's detector score looks up.
+        self.detected: dict[int, Detection] = {}
         self._factory = detector_factory or (lambda: build_detector(settings))
         self._detector: Detector | None = None
         # Between detections every face must stay shown and remembered, whatever the tracker
@@ -95,8 +98,9 @@ class FaceFinder:
             self.detect_ms += (time.perf_counter() - t0) * 1000
             self.detect_cpu_ms += (time.thread_time() - c0) * 1000
             self.detections += 1
-            self._tracker.update([d.box for d in found], [d.roll if d.eyes else None for d in found],
-                                 [d.score for d in found])
+            ids = self._tracker.update([d.box for d in found], [d.roll if d.eyes else None for d in found],
+                                       [d.score for d in found])
+            self.detected = {tid: d for tid, d in zip(ids, found, strict=True) if tid is not None}
             self._since_detect = 0
         self._since_detect += 1
         h, w = gray.shape[:2]

@@ -157,3 +157,26 @@ def test_importing_the_package_loads_neither_opencv_nor_litert_nor_redis():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "'analyze'" in r.stdout and "'Pipeline'" in r.stdout
+
+
+def test_module_level_analyze_keeps_the_configured_detector(frames, monkeypatch):
+    from fer_pipeline.analyzer import _default
+
+    monkeypatch.setenv("FER_PRODUCER__DETECTOR", "haar")
+    _default.cache_clear()
+    try:
+        results = fer_pipeline.analyze(frames[100])
+        assert _default(None, None).detector == "haar"  # not overridden by a default of its own
+        assert results and all(r.score == 1.0 for r in results)  # Haar's score
+    finally:
+        _default.cache_clear()
+
+
+def test_each_face_gets_the_score_of_the_detection_its_track_came_from(frames, analyzer):
+    from fer_pipeline.producers.detection import build_detector
+
+    p = analyzer.settings.producer
+    raw = [d for d in build_detector(p).detect(frames[250]) if max(d.box[2], d.box[3]) >= p.min_face]
+    results = analyzer.analyze(frames[250])
+    assert len(results) == 4
+    assert sorted(r.score for r in results) == sorted(d.score for d in raw if d.score >= p.track_score)
