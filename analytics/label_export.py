@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from fer_pipeline.analytics.options import STATES, UNKNOWN, ReportOptions
-from fer_pipeline.analytics.scope import base_run
 from fer_pipeline.analytics.smoothing import smoothed_states
 from fer_pipeline.emotion_log.reader import ConnectionLog, LogSource, export_rows, open_read_only, run_starts
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
+from fer_pipeline.run_ids import base_run
 
 PROBS = tuple(f"p_{e}" for e in EMOTIONS)
 COLUMNS = ("camera_id", "run_id", "track_id", "frame_index", "captured_at", "captured_at_epoch", "video_time_s",

@@ -13,26 +13,18 @@ small columns when they cover the log), before anything is read.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fer_pipeline.emotion_log.reader import LogSource, SqliteLog
 from fer_pipeline.errors import ConfigError
-from fer_pipeline.run_ids import RESTART_MARK
+from fer_pipeline.run_ids import base_run
 
 if TYPE_CHECKING:
     from fer_pipeline.analytics.options import ReportOptions
 
 LATEST, ALL = "latest", "all"
-_RESTART = re.compile(rf"(.+){re.escape(RESTART_MARK)}[0-9]+")
-
-
-def base_run(run_id: str) -> str:
-    """The run a run id belongs to: ``<run>~<n>`` (a restarted producer) is ``<run>``."""
-    m = _RESTART.fullmatch(run_id)
-    return m.group(1) if m else run_id
 
 
 @dataclass(frozen=True)

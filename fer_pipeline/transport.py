@@ -253,6 +253,15 @@ class Transport:
         if n:
             self._client.hincrby(self.keys.stats, field, n)
 
+    def claim_run_start(self, run_id: str, camera_ids: Iterable[str]) -> int:
+        """Count a start of these cameras under ``run_id``; returns the most starts any of them
+        has had (1: the first). Kept in the stats hash (``run_starts:<run>/<camera>``), so it
+        lives as long as the deployment's counters do."""
+        pipe = self._client.pipeline(transaction=False)
+        for camera_id in camera_ids:
+            pipe.hincrby(self.keys.stats, f"run_starts:{run_id}/{camera_id}", 1)
+        return max((int(n) for n in pipe.execute()), default=1)
+
     def stats(self) -> dict[str, int]:
         """The shared stats hash as integers (published, trimmed unread, expired per stream; dead letters)."""
         return {_s(k): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}

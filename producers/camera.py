@@ -25,7 +25,7 @@ from fer_pipeline.producers.detection import Detector
 from fer_pipeline.producers.faces import FaceFinder
 from fer_pipeline.producers.publisher import SENT_NAMES, Outgoing, Publisher
 from fer_pipeline.producers.sources import CapturedFrame, Source, open_source
-from fer_pipeline.run_ids import new_run_id
+from fer_pipeline.run_ids import new_run_id, restarted
 from fer_pipeline.service import REDIS_DOWN, Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
@@ -212,7 +212,7 @@ class ProducerService(Service):
         super().__init__(settings, transport, ident)
         if not sources:
             raise ConfigError("no sources given to the producer")
-        self.run_id = settings.producer.run_id or new_run_id()
+        self.run_id = self._run_id(settings, transport, [cid for cid, _ in sources])
         self.publisher = Publisher(transport, settings, [cid for cid, _ in sources])
         backlog = BacklogGauge(transport, self.publisher)
         self.cameras = [
@@ -222,6 +222,22 @@ class ProducerService(Service):
         ]
         self._threads: list[threading.Thread] = []
         self._next_register = 0.0
+
+    def _run_id(self, settings: Settings, transport: Transport, camera_ids: list[str]) -> str:
+        """A new run id, or the one the settings give: then a camera's second start under it (a
+        restart by compose or by hand) continues as ``<run>~<n>``. Its frame numbers start
+        again, and the same run id would repeat the first start's crop ids, which the log
+        takes for duplicates and drops. The cameras of one `up` share its run id, each started
+        once; `up` names its restarts itself, and each of those is a first."""
+        given = settings.producer.run_id
+        if not given:
+            return new_run_id()
+        try:
+            starts = transport.claim_run_start(given, camera_ids)
+        except REDIS_DOWN:
+            self.log.warning("could not count this start of run %s (Redis down): using it as given", given)
+            return given
+        return given if starts <= 1 else restarted(given, starts - 1)
 
     def _register(self) -> None:
         """Announce the cameras (display consumers find frame streams in this set); repeated

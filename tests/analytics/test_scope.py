@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from fer_pipeline.analytics.episodes import build_report
 from fer_pipeline.analytics.options import ReportOptions
-from fer_pipeline.analytics.scope import base_run, resolve
+from fer_pipeline.analytics.scope import resolve
 from fer_pipeline.cli import app
 from fer_pipeline.emotion_log.reader import ConnectionLog, SqliteLog
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.run_ids import base_run
 from tests.conftest import pg_schema
 from tests.logs import T0, same_report, track_labels
 

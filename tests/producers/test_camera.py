@@ -215,3 +215,19 @@ def test_stop_request_ends_a_looping_camera(tiny_video, settings, fake_transport
     msgs = stream_messages(fake_transport, fake_transport.keys.frames("loop"))
     assert isinstance(msgs[-1], EndOfStream) and len(msgs) - 1 >= 15
     assert msgs[-1].frames == len(msgs) - 1  # the end message counts every frame sent
+
+
+def test_a_second_start_under_a_given_run_id_continues_it_without_repeating_crop_ids(replay_npz, settings,
+                                                                                   fake_transport):
+    s = settings.with_updates(producer={"realtime": False, "run_id": "shop-1"})
+    first = build_producer_service(s, fake_transport, [f"replay:{replay_npz}"], ["door"])
+    other = build_producer_service(s, fake_transport, [f"replay:{replay_npz}"], ["hall"])  # another camera, same run
+    again = build_producer_service(s, fake_transport, [f"replay:{replay_npz}"], ["door"])  # door restarted
+    assert (first.run_id, other.run_id, again.run_id) == ("shop-1", "shop-1", "shop-1~1")
+    # `up` names a restart itself (shop-1~1): that is the first start under that id.
+    restarted_by_up = s.with_updates(producer={"run_id": "shop-2~1"})
+    assert build_producer_service(restarted_by_up, fake_transport, [f"replay:{replay_npz}"], ["door"]).run_id == \
+        "shop-2~1"
+    for svc in (first, other, again):
+        for cam in svc.cameras:
+            cam.source.close()
