@@ -13,11 +13,12 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     Field,
+    PlainSerializer,
     SecretStr,
     SerializationInfo,
     StringConstraints,
-    field_serializer,
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,21 @@ DEFAULT_MODEL_DIR = shipped_path("models")
 
 class _Section(BaseModel):
     model_config = {"extra": "forbid"}
+
+
+def _empty_is_none(v: object) -> object:
+    return None if v in ("", None) else v  # compose passes an unset variable (DASHBOARD_TOKEN) as ""
+
+
+def _secret_json(secret: SecretStr | None, info: SerializationInfo) -> str | None:
+    # Masked in JSON, except for settings_env, which hands the settings to child processes.
+    if secret is None:
+        return None
+    return secret.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(secret)
+
+
+# A secret setting (token, password-bearing URL): masked in reprs, logs and JSON, empty means unset.
+Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_none), PlainSerializer(_secret_json, when_used="json")]
 
 
 class RedisSettings(_Section):
@@ -200,19 +216,7 @@ class DashboardSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     # When set, /api/* and /metrics need it: `Authorization: Bearer <token>` or `?token=<token>`
     # (open the page as http://host:port/?token=<token>). Set one for any non-loopback bind.
-    token: SecretStr | None = None
-
-    @field_validator("token", mode="before")
-    @classmethod
-    def _empty_is_none(cls, v):
-        return None if v in ("", None) else v  # compose passes an unset DASHBOARD_TOKEN as ""
-
-    @field_serializer("token", when_used="json")
-    def _token_json(self, token: SecretStr | None, info: SerializationInfo) -> str | None:
-        # Masked in JSON, except for settings_env, which hands the settings to child processes.
-        if token is None:
-            return None
-        return token.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(token)
+    token: Secret = None
 
 
 class SinkSettings(_Section):
@@ -220,25 +224,18 @@ class SinkSettings(_Section):
 
     # Signs each webhook body (X-Fer-Signature: sha256=<HMAC>); from the environment only,
     # never a command-line flag (every local user can read a process's arguments).
-    webhook_secret: SecretStr | None = None
+    webhook_secret: Secret = None
+    # Where `fer-pipeline sink mqtt|webhook` sends (when --url is not given), and how `up --sink`
+    # hands the URL to its child: in the environment, never in its arguments, which every local
+    # user can read (a broker URL may hold a password). Checked by the sink that uses it.
+    mqtt_url: Secret = None
+    webhook_url: Secret = None
     # Seconds one MQTT publish acknowledgement or one HTTP request may take before the
     # target counts as down (the labels stay pending and are retried with backoff).
     timeout_s: float = Field(10.0, gt=0.0)
     # Wall-clock seconds without a label of a track before its open episode ends (the track
     # is gone); labels of the same camera captured max_gap_s later end it sooner.
     track_timeout_s: float = Field(3.0, gt=0.0)
-
-    @field_validator("webhook_secret", mode="before")
-    @classmethod
-    def _empty_is_none(cls, v):
-        return None if v in ("", None) else v
-
-    @field_serializer("webhook_secret", when_used="json")
-    def _secret_json(self, secret: SecretStr | None, info: SerializationInfo) -> str | None:
-        # As the dashboard's token: masked in JSON, except for settings_env (child processes).
-        if secret is None:
-            return None
-        return secret.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(secret)
 
 
 class Settings(BaseSettings):

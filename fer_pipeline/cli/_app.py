@@ -90,9 +90,7 @@ def resolve_sources(specs: list[str] | None) -> list[str]:
 
 def build_settings(*, redis_url: str | None = None, prefix: str | None = None, **sections: dict) -> Settings:
     """Environment (FER_*) first, then command-line values; a bad value is a ConfigError."""
-    if redis_url and has_password(redis_url) and _on_command_line(redis_url):
-        typer.echo("fer-pipeline: warning: the password in --redis-url is visible to every local user (ps); "
-                   "set FER_REDIS__URL in the environment instead", err=True)
+    warn_if_password_typed(redis_url, "--redis-url", "FER_REDIS__URL")
     try:
         s = Settings()
         return s.with_updates(redis={"url": redis_url, "prefix": prefix}, **sections)
@@ -108,9 +106,16 @@ def setting_error(e: ValidationError) -> str:
     return f"invalid setting {where}: {reason}"
 
 
-def _on_command_line(value: str) -> bool:
+def warn_if_password_typed(url: str | None, option: str, envvar: str) -> None:
+    """Warn when ``url``, given as ``option``, holds a password typed on the command line."""
+    if url and has_password(url) and _on_command_line(url, option):
+        typer.echo(f"fer-pipeline: warning: the password in {option} is visible to every local user (ps); "
+                   f"set {envvar} in the environment instead", err=True)
+
+
+def _on_command_line(value: str, option: str = "--redis-url") -> bool:
     # typer also fills --redis-url from FER_REDIS_URL: only a value typed as an argument warns.
-    return any(arg == value or arg == f"--redis-url={value}" for arg in sys.argv[1:])
+    return any(arg == value or arg == f"{option}={value}" for arg in sys.argv[1:])
 
 
 def setup_logging(level: str = "INFO") -> None:

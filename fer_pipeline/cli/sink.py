@@ -1,13 +1,14 @@
 """`fer-pipeline sink mqtt|webhook`: results (labels, live episodes) to other systems, and
-``sink_args``, which turns an `up --sink SPEC` into the child's command line."""
+``sink_args``, which turns an `up --sink SPEC` into the child's arguments and settings."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
-from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging
+from fer_pipeline.cli._app import Prefix, RedisUrl, app, build_settings, setup_logging, warn_if_password_typed
 from fer_pipeline.cli.run import Ident, _serve
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.urls import redact_url
@@ -20,21 +21,35 @@ Group = Annotated[str | None, typer.Option(
     "one kind to another target needs its own.", show_default="sink-mqtt / sink-webhook")]
 
 
-def sink_args(spec: str) -> list[str]:
-    """The `fer-pipeline` arguments of the sink child for ``spec``: an ``mqtt://``/``mqtts://``
-    broker URL, or an ``http://``/``https://`` webhook URL. A ConfigError for anything else."""
+def sink_args(spec: str) -> tuple[list[str], dict[str, str]]:
+    """The sink child of an `up --sink SPEC`: its `fer-pipeline` arguments and the ``sink``
+    settings it needs, ``(["sink", "mqtt"], {"mqtt_url": spec})`` for an ``mqtt://``/``mqtts://``
+    broker, ``(["sink", "webhook"], {"webhook_url": spec})`` for an ``http://``/``https://`` URL.
+    The URL travels in the child's environment (FER_SINK__*), not its arguments, which every
+    local user can read. A ConfigError (password masked) for anything else."""
     scheme = spec.partition("://")[0].lower()
     if scheme in ("mqtt", "mqtts"):
-        return ["sink", "mqtt", "--url", spec]
+        return ["sink", "mqtt"], {"mqtt_url": spec}
     if scheme in ("http", "https"):
-        return ["sink", "webhook", "--url", spec]
+        return ["sink", "webhook"], {"webhook_url": spec}
     raise ConfigError(f"--sink takes mqtt://, mqtts://, http:// or https:// URLs, got {redact_url(spec)}")
+
+
+def _target(url: str | None, setting: SecretStr | None, what: str, envvar: str, example: str) -> str:
+    """--url, else the setting; a one-line ConfigError when neither is given."""
+    if url:
+        warn_if_password_typed(url, "--url", envvar)
+        return url
+    if setting is not None and setting.get_secret_value():
+        return setting.get_secret_value()
+    raise ConfigError(f"no {what}: pass --url {example} or set {envvar}")
 
 
 @sink_app.command("mqtt")
 def mqtt(
-    url: Annotated[str, typer.Option("--url", envvar="FER_SINK_MQTT_URL", help="Broker: mqtt://[user:pass@]host[:port] "
-                                     "or mqtts:// (TLS); the port is 1883 unless given, 8883 with TLS.", show_default=False)],
+    url: Annotated[str | None, typer.Option("--url", help="Broker: mqtt://[user:pass@]host[:port] or mqtts:// (TLS); "
+                                            "the port is 1883 unless given, 8883 with TLS.",
+                                            show_default="FER_SINK__MQTT_URL")] = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     topic_prefix: Annotated[str, typer.Option("--topic-prefix", help="Topic root.")] = "fer",
@@ -52,11 +67,12 @@ def mqtt(
     Topics: <root>/available (retained online/offline), <root>/<camera>/label,
     <root>/<camera>/episode, <root>/<camera>/<emotion> (retained count of tracks in that episode).
     """
-    from fer_pipeline.consumers.sinks.mqtt import MqttSink
+    from fer_pipeline.consumers.sinks.mqtt import MqttSink, parse_broker
     from fer_pipeline.transport import Transport
 
     s = build_settings(redis_url=redis_url, prefix=prefix)
-    _warn_if_password_typed(url, "FER_SINK_MQTT_URL")
+    url = _target(url, s.sink.mqtt_url, "MQTT broker", "FER_SINK__MQTT_URL", "mqtt://host[:port]")
+    parse_broker(url)  # a malformed URL is one line before anything connects
     setup_logging(s.log_level)
     transport = Transport.connect(s)
     _serve(MqttSink(s, transport, url, ident, topic_prefix=topic_prefix, qos=qos, client_id=client_id, labels=labels,
@@ -65,8 +81,8 @@ def mqtt(
 
 @sink_app.command("webhook")
 def webhook(
-    url: Annotated[str, typer.Option("--url", envvar="FER_SINK_WEBHOOK_URL", help="http(s):// URL that receives the "
-                                     "POSTs.", show_default=False)],
+    url: Annotated[str | None, typer.Option("--url", help="http(s):// URL that receives the POSTs.",
+                                            show_default="FER_SINK__WEBHOOK_URL")] = None,
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
     labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Also POST every label, in batches "
@@ -79,22 +95,13 @@ def webhook(
     Signed with X-Fer-Signature: sha256=<HMAC> when FER_SINK__WEBHOOK_SECRET is set (environment
     only). Delivery is at least once: dedupe on the body's id.
     """
-    from fer_pipeline.consumers.sinks.webhook import WebhookSink
+    from fer_pipeline.consumers.sinks.webhook import WebhookSink, check_url
     from fer_pipeline.transport import Transport
 
     s = build_settings(redis_url=redis_url, prefix=prefix)
-    _warn_if_password_typed(url, "FER_SINK_WEBHOOK_URL")
+    url = _target(url, s.sink.webhook_url, "webhook URL", "FER_SINK__WEBHOOK_URL", "https://host/path")
+    check_url(url)  # a malformed URL is one line before anything connects
     setup_logging(s.log_level)
     transport = Transport.connect(s)
     _serve(WebhookSink(s, transport, url, ident, labels=labels, group=group))
 
-
-def _warn_if_password_typed(url: str, envvar: str) -> None:
-    # As build_settings does for --redis-url: only a value typed as an argument warns.
-    import sys
-
-    from fer_pipeline.urls import has_password
-
-    if has_password(url) and any(a == url or a == f"--url={url}" for a in sys.argv[1:]):
-        typer.echo(f"fer-pipeline: warning: the password in --url is visible to every local user (ps); "
-                   f"set {envvar} in the environment instead", err=True)
