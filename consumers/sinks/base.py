@@ -22,7 +22,7 @@ from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.consumers.sinks.episodes import EpisodeEvent, LiveEpisodes
 from fer_pipeline.consumers.sinks.payloads import dumps, episode_json, label_json
-from fer_pipeline.errors import FerError, MessageError
+from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
@@ -30,10 +30,6 @@ from fer_pipeline.transport import Entry, Transport
 
 BATCH = 256  # labels per read, about (a read counts entries: a worker's bundle each)
 FINISH_TRIES_S = 5.0  # how long a stopping sink keeps trying to hand over what it holds
-
-
-class SinkUnavailable(FerError):
-    """The sink's target (broker, web server) cannot be reached at start-up."""
 
 
 class TargetDown(Exception):

@@ -10,7 +10,14 @@ become ``_``):
 - ``fer/<camera>/<emotion>``: how many tracks of the camera are in an episode of that
   emotion now, retained (Frigate's ``frigate/<camera>/<object>`` counts): a Home Assistant
   sensor reads it directly. Per-track retained topics would outlive their tracks on the
-  broker forever; the counts stay seven topics per camera. A clean stop sets them to 0.
+  broker forever; the counts stay seven topics per camera. A clean stop sets them to 0; so
+  does every (re)connection, for each camera the deployment knows, since a crashed sink
+  leaves its last counts retained (and one that merely reconnects sends its own again).
+
+A broker that cannot be reached, at start-up or later, or that refuses the connection (bad
+credentials included: fixable on the broker without a restart) is "down": the sink logs it
+once, keeps the labels pending in Redis and retries with backoff. Only a malformed URL is an
+error at start-up.
 
 With QoS 1 (the default) a message counts as delivered when the broker's PUBACK arrives;
 only then are the labels acked in Redis. With QoS 0 it counts once written to the socket.
@@ -27,10 +34,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fer_pipeline.analytics.options import ReportOptions
-from fer_pipeline.consumers.sinks.base import Item, SinkService, SinkUnavailable, TargetDown
+from fer_pipeline.consumers.sinks.base import Item, SinkService, TargetDown
 from fer_pipeline.consumers.sinks.episodes import EpisodeEvent
 from fer_pipeline.consumers.sinks.payloads import topic_level
 from fer_pipeline.errors import ConfigError
+from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
 from fer_pipeline.urls import redact_url, scrub
@@ -66,8 +74,9 @@ def topic_root(prefix: str) -> str:
 class MqttSink(SinkService):
     """Role "sink-mqtt": labels and episodes to an MQTT broker (see the module docstring).
 
-    Connects in the constructor: an unreachable broker or refused credentials raise
-    ``SinkUnavailable`` with one readable line (the password masked).
+    Connects in the constructor, waiting up to ``sink.timeout_s`` for the broker's answer; a
+    broker that is unreachable or refuses is logged (password masked) and retried in the
+    background, never raised. A malformed URL is a ConfigError.
     """
 
     kind = "mqtt"
@@ -95,47 +104,90 @@ class MqttSink(SinkService):
         self.client.max_inflight_messages_set(100)
         self.client.connect_timeout = settings.sink.timeout_s
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self._connack = threading.Event()
-        self._broker_refused: str | None = None
+        self._up = False  # connected and accepted
+        self._trouble: str | None = None  # what is wrong now, logged once until the broker takes us
+        self._counts_stale = False  # (re)connected: the retained counts must be set again
         self._closing = False  # our own disconnect is no loss
         self._connect(host, port)
 
+    @property
+    def _where(self) -> str:
+        return f"the MQTT broker at {redact_url(self.url)}"
+
     def _connect(self, host: str, port: int) -> None:
-        where = f"the MQTT broker at {redact_url(self.url)}"
+        # One attempt here, for its reason in the log; then paho's thread retries with backoff
+        # (reconnect_delay_set), as it does after a connection lost later.
         try:
             self.client.connect(host, port, keepalive=30)
-        except (TimeoutError, OSError, ssl.SSLError) as e:
+        except OSError as e:  # refused, unresolvable, timed out, TLS (ssl.SSLError is an OSError)
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SinkUnavailable(f"cannot reach {where}: {scrub(text[:200], self.url)}") from None
+            self._trouble = "unreachable"
+            self.log.warning("cannot reach %s (%s); retrying in the background, the labels wait in Redis",
+                             self._where, scrub(text[:200], self.url))
+            self.client.connect_async(host, port, keepalive=30)
+            self.client.loop_start()
+            return
         self.client.loop_start()
-        if not self._connack.wait(self.settings.sink.timeout_s) or self._broker_refused:
-            self.client.loop_stop()
-            self.client.disconnect()
-            why = self._broker_refused or f"no answer within {self.settings.sink.timeout_s:g}s"
-            raise SinkUnavailable(f"{where} refused the connection: {why}")
+        self._connack.wait(self.settings.sink.timeout_s)  # a quiet start when it answers at once
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._broker_refused = str(reason_code)
-            self.log.warning("the MQTT broker at %s refused the connection: %s", redact_url(self.url), reason_code)
+            if self._trouble != str(reason_code):
+                self.log.warning("%s refused the connection: %s; retrying in the background, the labels wait in "
+                                 "Redis", self._where, reason_code)
+            self._trouble = str(reason_code)
         else:
             # Every (re)connection says so: the last will may have set "offline" meanwhile.
             client.publish(self.available_topic, "online", qos=1, retain=True)
-            if self._connack.is_set():
-                self.log.warning("connected to the MQTT broker at %s again", redact_url(self.url))
+            self._counts_stale = True
+            if self._trouble is not None:
+                self.log.warning("connected to %s", self._where)
+            self._up, self._trouble = True, None
         self._connack.set()
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        if self._trouble is None:
+            self.log.warning("cannot reach %s; retrying in the background, the labels wait in Redis", self._where)
+        self._trouble = self._trouble or "unreachable"
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self._closing:
-            self.log.warning("lost the MQTT broker at %s (%s); reconnecting", redact_url(self.url), reason_code)
+        if self._up and not self._closing:
+            self.log.warning("lost %s (%s); reconnecting", self._where, reason_code)
+            self._trouble = "unreachable"
+        self._up = False
 
     def topic(self, item: Item) -> str:
         return f"{self.root}/{topic_level(item.camera_id)}/{item.kind}"
 
+    def step(self) -> None:
+        if self._counts_stale and self.client.is_connected():
+            self._reset_counts()
+        super().step()
+
+    def _reset_counts(self) -> None:
+        """Set every retained count of every known camera to what this sink holds (0 unless a
+        track is in an episode), before any new count: the previous sink may have crashed with
+        its counts up, and a broker without persistence forgets them."""
+        self._counts_stale = False
+        try:
+            cameras = set(self.transport.camera_ids()) | {camera for camera, _ in self.counts}
+        except BaseException:
+            self._counts_stale = True
+            raise
+        for camera in sorted(cameras):
+            for emotion in EMOTIONS:
+                self.client.publish(f"{self.root}/{topic_level(camera)}/{emotion}",
+                                    str(self.counts.get((camera, emotion), 0)), qos=self.qos, retain=True)
+
     def deliver(self, outbox: deque[Item]) -> None:
         if not self.client.is_connected():
-            raise TargetDown(f"the MQTT broker at {redact_url(self.url)} is unreachable")
+            why = "is unreachable" if self._trouble in (None, "unreachable") else f"refuses us: {self._trouble}"
+            raise TargetDown(f"{self._where} {why}")
+        if self._counts_stale:
+            self._reset_counts()
         batch = [outbox[i] for i in range(min(len(outbox), MAX_IN_FLIGHT))]
         infos = [self.client.publish(self.topic(item), item.encoded(), qos=self.qos) for item in batch]
         for info in infos:
@@ -153,7 +205,7 @@ class MqttSink(SinkService):
         key = (event.camera_id, event.emotion)
         n = self.counts.get(key, 0) + (1 if event.type == "start" else -1)
         self.counts[key] = max(n, 0)
-        # Retained, not waited for: the next count replaces it, and a reconnect resends it.
+        # Retained, not waited for: the next count replaces it, and a reconnect sets all again.
         self.client.publish(f"{self.root}/{topic_level(event.camera_id)}/{event.emotion}", str(self.counts[key]),
                             qos=self.qos, retain=True)
 
