@@ -2,9 +2,12 @@
 
 One POST per episode event (its JSON object, ``payloads.episode_json``); with labels on,
 the labels of a read batch go in one POST, ``{"type": "labels", "id": ..., "labels": [...]}``.
-Any 2xx accepts; 408, 429, 5xx, a timeout or no connection mean "down": the request is
-retried with backoff and the labels stay pending meanwhile. Any other status is a refusal
-for good: that item is dead-lettered with the status, and the sink goes on.
+Any 2xx accepts; 408, 429, 5xx, a timeout, no connection (at start-up too) or a broken
+answer mean "down": the request is retried with backoff and the labels stay pending
+meanwhile. A 3xx is "down" as well, never followed: urllib would turn the POST into a GET
+without its body (and carry the signature along), and a 2xx to that GET would ack labels
+the receiver never got; the warning names where it points, to fix the URL with. Any other
+status is a refusal for good: that item is dead-lettered with the status, and the sink goes on.
 
 Each request carries ``User-Agent: fer-pipeline/<version>``, ``X-Fer-Event`` (its type) and
 ``X-Fer-Event-Id`` (the ``id`` in the body: delivery is at least once, dedupe on it), and,
@@ -19,6 +22,7 @@ import hmac
 import urllib.error
 import urllib.request
 from collections import deque
+from http.client import HTTPException
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
@@ -41,6 +45,20 @@ def _user_agent() -> str:
         return "fer-pipeline"
 
 
+def check_url(url: str) -> None:
+    """A ConfigError (password masked) unless ``url`` is ``http(s)://host...``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"webhook URL must be http(s)://host[:port]/path, got {redact_url(url)}")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: each 3xx comes back as an HTTPError (see the module docstring)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913 - urllib's signature
+        return None
+
+
 def sign(secret: str, body: bytes) -> str:
     """The ``X-Fer-Signature`` value of ``body``: ``sha256=`` and the hex HMAC-SHA256 with ``secret``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -55,10 +73,9 @@ class WebhookSink(SinkService):
     def __init__(self, settings: Settings, transport: Transport, url: str, ident: str | None = None, *,
                  labels: bool = False, group: str | None = None, options: ReportOptions | None = None) -> None:
         super().__init__(settings, transport, ident, group=group, labels=labels, options=options)
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"webhook URL must be http(s)://host[:port]/path, got {redact_url(url)}")
+        check_url(url)
         self.url = url
+        self._opener = urllib.request.build_opener(_NoRedirects)
         secret = settings.sink.webhook_secret
         self._secret = secret.get_secret_value() if secret is not None else None
         self._agent = _user_agent()
@@ -95,15 +112,25 @@ class WebhookSink(SinkService):
             headers["X-Fer-Signature"] = sign(self._secret, data)
         request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.settings.sink.timeout_s) as response:  # noqa: S310 - http(s) only, checked above
+            with self._opener.open(request, timeout=self.settings.sink.timeout_s) as response:
                 response.read()
                 return None
         except urllib.error.HTTPError as e:
             e.close()
+            if 300 <= e.code < 400:
+                self._put_back(items, outbox)
+                where = e.headers.get("Location") if e.headers is not None else None
+                raise TargetDown(f"{redact_url(self.url)} answered HTTP {e.code}, a redirect to "
+                                 f"{redact_url(where[:200]) if where else '(no Location)'}, which a sink never follows: "
+                                 f"set the URL it points to") from None
             if e.code in RETRYABLE or e.code >= 500:
                 self._put_back(items, outbox)
                 raise TargetDown(f"{redact_url(self.url)} answered HTTP {e.code}") from None
             return e.code
+        except HTTPException as e:  # BadStatusLine, IncompleteRead: a broken answer
+            self._put_back(items, outbox)
+            raise TargetDown(f"{redact_url(self.url)} gave a broken answer ({type(e).__name__}: "
+                             f"{scrub(str(e)[:200], self.url)})") from None
         except (urllib.error.URLError, OSError) as e:
             self._put_back(items, outbox)
             reason = getattr(e, "reason", e)

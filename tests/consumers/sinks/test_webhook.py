@@ -24,9 +24,10 @@ SECRET = "s3cret-for-tests"
 class Receiver:
     """An HTTP server that records each POST; ``fail`` holds the statuses to answer first."""
 
-    def __init__(self, fail: list[int] | None = None) -> None:
+    def __init__(self, fail: list[int | bytes] | None = None) -> None:
         self.posts: list[tuple[dict, dict]] = []  # (headers, body)
-        self.fail = list(fail or [])
+        self.gets: list[str] = []  # paths asked for with GET (a followed redirect)
+        self.fail = list(fail or [])  # a status, or the raw bytes of a broken answer
         self.lock = threading.Lock()
         receiver = self
 
@@ -37,7 +38,20 @@ class Receiver:
                     status = receiver.fail.pop(0) if receiver.fail else 200
                     if status == 200:
                         receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if isinstance(status, bytes):
+                    self.wfile.write(status)
+                    self.close_connection = True
+                    return
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):  # noqa: N802 - what a redirected POST would become
+                with receiver.lock:
+                    receiver.gets.append(self.path)
+                self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -198,3 +212,48 @@ def test_two_people_in_one_read_keep_their_episodes(redis_settings, real_transpo
     assert {b["track_id"] for b in ends} == {0, 1}
     assert "track_lost" not in {b["reason"] for b in ends}
     assert [b["reason"] for b in ends if b["reason"] == "stopped"] == ["stopped", "stopped"]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed_nor_taken_for_accepted(redis_settings, real_transport, caplog, status):
+    """urllib would re-send a 301/302/303 POST as a GET without its body: its 2xx must not ack."""
+    receiver = Receiver(fail=[status])
+    try:
+        s = redis_settings.with_updates(sink={"webhook_secret": SECRET})
+        sink = WebhookSink(s, real_transport, receiver.url, labels=True)
+        sink._target_backoff.initial = sink._target_backoff.current = 0.01
+        sink.setup()
+        labels = episode_scene(4)
+        publish(real_transport, labels)
+        sink.step()
+        assert receiver.gets == [] and receiver.bodies() == []
+        assert sink.counters["target_waits"] == 1 and sink.counters.get("labels_sent", 0) == 0
+        assert sink.counters.get("dead_letters", 0) == 0 and dead_letters(real_transport) == []
+        assert real_transport.backlog(real_transport.keys.labels, "sink-webhook")[1] > 0
+        (warning,) = [r.getMessage() for r in caplog.records if "redirect" in r.getMessage()]
+        assert f"HTTP {status}" in warning and "/elsewhere" in warning
+        drain(sink)  # the next answer is a 200: everything goes, once
+        got = [lab["crop_id"] for b in receiver.bodies() if b["type"] == "labels" for lab in b["labels"]]
+        assert got == [lab.crop_id for lab in labels]
+        assert real_transport.backlog(real_transport.keys.labels, "sink-webhook") == (0, 0)
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("answer", [b"NOT HTTP AT ALL\r\n\r\n",  # BadStatusLine
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\ncut",  # IncompleteRead
+                                    b""],  # RemoteDisconnected
+                         ids=["bad-status-line", "incomplete-read", "remote-disconnected"])
+def test_a_broken_answer_counts_as_down_not_as_a_crash(redis_settings, real_transport, answer):
+    receiver = Receiver(fail=[answer])
+    try:
+        sink = WebhookSink(redis_settings, real_transport, receiver.url)
+        sink._target_backoff.initial = sink._target_backoff.current = 0.01
+        sink.setup()
+        publish(real_transport, episode_scene(5))
+        sink.step()  # raised out of the sink before: the process died
+        assert sink.counters["target_waits"] == 1 and sink.outbox
+        drain(sink)
+        assert receiver.bodies() and real_transport.backlog(real_transport.keys.labels, "sink-webhook") == (0, 0)
+    finally:
+        receiver.close()
