@@ -25,7 +25,8 @@ def label_json(label: Label) -> dict:
     return {
         "v": VERSION, "type": "label", "id": label.crop_id, "crop_id": label.crop_id,
         "camera_id": label.camera_id, "run_id": label.run_id, "track_id": label.track_id,
-        "frame_index": label.frame_index, "captured_at": label.captured_at, "emotion": label.emotion,
+        "frame_index": label.frame_index, "captured_at": label.captured_at,
+        "position_s": label.position_s, "emotion": label.emotion,
         "confidence": round(label.confidence, 4),
         "probabilities": {name: round(p, 4) for name, p in zip(EMOTIONS, label.probabilities)},
         "bbox": {"x": label.bbox.x, "y": label.bbox.y, "w": label.bbox.w, "h": label.bbox.h},
