@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from fer_pipeline.analytics.options import STATES, UNKNOWN, ReportOptions
 from fer_pipeline.analytics.smoothing import smoothed_states
 from fer_pipeline.emotion_log.reader import ConnectionLog, LogSource, export_rows, open_read_only, run_starts
+from fer_pipeline.emotion_log.store import is_database_error
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.run_ids import base_run
@@ -123,8 +123,11 @@ def export_labels(source: Path | str | LogSource, options: ReportOptions, fmt: s
             starts = run_starts(conn, options, dialect)
             batches = labelled_columns(export_rows(conn, options, dialect), starts, options)
             n = _WRITERS[fmt](batches, path)
-        except sqlite3.DatabaseError as e:
-            raise ConfigError(f"cannot read the emotion log: {e}") from e
+        except Exception as e:
+            if not is_database_error(e):
+                raise
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot read the emotion log: {reason}") from e
     return path, n
 
 

@@ -82,6 +82,18 @@ def is_unavailable(err: BaseException) -> bool:
     return isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
+def is_database_error(err: BaseException) -> bool:
+    """Whether ``err`` is the database's own (SQLite's or psycopg's), as opposed to a bug: a
+    reader turns it into one line for the user."""
+    if isinstance(err, sqlite3.DatabaseError):
+        return True
+    try:
+        import psycopg  # only installed with the postgres extra; imported on an error only
+    except ImportError:
+        return False
+    return isinstance(err, psycopg.Error)
+
+
 def is_postgres_url(target: Path | str) -> bool:
     """Whether a log setting names a PostgreSQL database (else it is a SQLite file)."""
     return str(target).startswith(("postgresql://", "postgres://"))

@@ -142,3 +142,15 @@ def test_the_video_position_is_exported_and_empty_where_the_log_has_none(tmp_pat
         con.executemany(old_insert("?"), [old_row(label) for label in labels])
     path, n = export_labels(tmp_path / "old.sqlite", ReportOptions(run="all"), "csv", tmp_path / "old")
     assert n == 6 and {r["position_s"] for r in read_csv(path)} == {""}
+
+
+def test_a_postgres_error_while_exporting_is_one_line(tmp_path):
+    with pg_schema("fer_export_err") as url:
+        from fer_pipeline.emotion_log.postgres import connect
+
+        conn = connect(url)  # an empty schema: no labels table to read
+        try:
+            with pytest.raises(ConfigError, match="cannot read the emotion log: relation \"labels\" does not exist"):
+                export_labels(ConnectionLog(conn, "postgres"), ReportOptions(run="all"), "csv", tmp_path)
+        finally:
+            conn.close()
