@@ -16,6 +16,7 @@ at a bounded rate, instead of being asked for a JPEG five times a second.
 # imported inside create_app with the extra) as objects, not names to look up in this module.
 import asyncio
 import hmac
+import math
 import threading
 import time
 from importlib import resources
@@ -49,6 +50,15 @@ def emotion_colours() -> dict[str, str]:
     from fer_pipeline.consumers.overlay import DEFAULT_COLORS
 
     return {e: "#{2:02x}{1:02x}{0:02x}".format(*bgr) for e, bgr in DEFAULT_COLORS.items()}
+
+
+def stream_period(fps: float) -> float:
+    """Seconds between a video stream's frames for the ``fps`` asked, clamped to 0.5..30.
+    NaN (``?fps=nan`` parses as a float) compares false with everything, so it would pass
+    the clamp and reach asyncio.sleep: it gets the default rate."""
+    if math.isnan(fps):
+        fps = STREAM_FPS
+    return 1.0 / min(max(fps, 0.5), MAX_STREAM_FPS)
 
 
 def _part(jpeg: bytes) -> bytes:
@@ -127,7 +137,7 @@ def create_app(settings: Settings, transport: Transport):
 
     @app.get("/api/stream/{camera_id}")
     async def stream(camera_id: str, request: Request, fps: float = STREAM_FPS) -> Response:
-        period = 1.0 / min(max(fps, 0.5), MAX_STREAM_FPS)
+        period = stream_period(fps)
         first = await run_in_threadpool(state.frame_entry, camera_id)  # Redis down: a 503, as for any API
         if first is None:
             raise HTTPException(404, f"no frames from camera {camera_id!r}")

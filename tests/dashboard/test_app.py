@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from fer_pipeline import health  # noqa: E402
 from fer_pipeline.dashboard import state as dashboard_state  # noqa: E402
-from fer_pipeline.dashboard.app import ASSETS, BOUNDARY, create_app  # noqa: E402
+from fer_pipeline.dashboard.app import ASSETS, BOUNDARY, MAX_STREAM_FPS, STREAM_FPS, create_app, stream_period  # noqa: E402
 from fer_pipeline.labels import EMOTIONS  # noqa: E402
 from fer_pipeline.streams import LOGGER_GROUP  # noqa: E402
 from tests.dashboard.live import Camera, Server, publish  # noqa: E402
@@ -246,11 +246,22 @@ def test_the_video_stream_is_mjpeg_behind_the_token(redis_settings, real_transpo
         assert elapsed >= 3 / 5 * 0.9  # at most the asked frame rate, though the camera runs at 20 fps
         with httpx.stream("GET", url, headers={"Authorization": "Bearer s3cret-token"}, timeout=10) as r:
             assert len(parts(r.iter_bytes(), 2)) == 2
+        # A rate that is not a number streams at the default rate (it once reached sleep(nan)).
+        with httpx.stream("GET", url, params={"token": "s3cret-token", "fps": "nan"}, timeout=10) as r:
+            assert r.status_code == 200
+            assert len(parts(r.iter_bytes(), 2)) == 2
         # The client left: the stream stops reading frames for it.
         deadline = time.monotonic() + 5
         while streams_open(server.url, "s3cret-token") != 0:
             assert time.monotonic() < deadline, "the stream outlived its client"
             time.sleep(0.1)
+
+
+def test_the_stream_rate_is_clamped_and_not_a_number_is_the_default():
+    assert stream_period(float("nan")) == 1 / STREAM_FPS
+    assert stream_period(float("inf")) == 1 / MAX_STREAM_FPS
+    assert stream_period(float("-inf")) == stream_period(0.0) == 2.0
+    assert stream_period(10.0) == 0.1
 
 
 def test_a_token_guards_the_api_and_metrics_but_not_the_page(settings, fake_transport):
