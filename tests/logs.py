@@ -157,3 +157,26 @@ def drive(service: LabelLoggerService, max_steps: int = 50) -> None:
         if service.transport.backlog(service.stream, LOGGER_GROUP) == (0, 0):
             return
     raise AssertionError(f"not drained after {max_steps} steps: {service.counters}")
+
+
+def open_at_once(open_close, n: int = 4) -> list[BaseException]:
+    """Run ``open_close`` in ``n`` threads released together (several loggers opening one log);
+    returns what they raised."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(n)
+
+    def one() -> None:
+        try:
+            start.wait()
+            open_close()
+        except BaseException as e:  # noqa: BLE001 - returned to the test, which asserts on it
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors

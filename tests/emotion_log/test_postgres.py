@@ -15,7 +15,7 @@ from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
 from tests.conftest import pg_schema
 from tests.factories import make_label
-from tests.logs import T0, track_labels
+from tests.logs import T0, open_at_once, track_labels
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the postgres extra) not installed")
 
@@ -255,8 +255,6 @@ def test_writers_without_blocks_drop_the_marker(pg_url):
 def test_a_log_of_the_previous_version_gains_the_position_column(pg_url):
     """As in SQLite: the column is added on open (once, however many loggers open the log at
     the same time), old rows read NULL, new ones carry it, an older logger goes on writing."""
-    import threading
-
     from fer_pipeline.emotion_log import blocks
     from tests.emotion_log.previous import OLD_COLUMNS, old_insert, old_row, old_schema
 
@@ -268,19 +266,7 @@ def test_a_log_of_the_previous_version_gains_the_position_column(pg_url):
         conn.execute(blocks.POSTGRES.schema)
         with conn.cursor() as cur:
             cur.executemany(old_insert("%s"), [old_row(x) for x in old])
-    errors: list[BaseException] = []
-
-    def open_once() -> None:
-        try:
-            open_store(pg_url).close()
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=open_once) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = open_at_once(lambda: open_store(pg_url).close())
     assert not errors
     new = [make_label(frame_index=10 + i, track_id=1).model_copy(update={"position_s": 7.0 + i}) for i in range(2)]
     with open_store(pg_url) as s:

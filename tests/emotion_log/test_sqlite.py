@@ -8,6 +8,7 @@ from fer_pipeline.emotion_log.schema import PROB_COLUMNS
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
 from tests.factories import make_label
+from tests.logs import open_at_once
 
 
 @pytest.fixture
@@ -163,28 +164,12 @@ def test_new_and_migrated_logs_have_one_layout(tmp_path):
 
 
 def test_loggers_opening_an_old_log_at_once_add_the_column_once(tmp_path):
-    import threading
-
     from tests.emotion_log.previous import old_schema
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
         db.executescript(old_schema("sqlite"))
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
-
-    def open_once() -> None:
-        try:
-            start.wait()
-            SqliteStore(path).close()
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=open_once) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = open_at_once(lambda: SqliteStore(path).close())
     assert not errors
     with sqlite3.connect(path) as db:
         assert [r[1] for r in db.execute("PRAGMA table_info(labels)")].count("position_s") == 1
