@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_pipeline.analytics.options import STATES, UNKNOWN, ReportOptions
+from fer_pipeline.analytics.render import export_folder
 from fer_pipeline.analytics.smoothing import smoothed_states
 from fer_pipeline.emotion_log.reader import ConnectionLog, LogSource, export_rows, open_read_only, run_starts
 from fer_pipeline.emotion_log.store import is_database_error
@@ -111,12 +112,7 @@ def _connection(source: Path | str | LogSource):
 def export_labels(source: Path | str | LogSource, options: ReportOptions, fmt: str, out: Path) -> tuple[Path, int]:
     """Write the per-label file of ``options``' selection (its runs resolved: pass the options of
     the built ``Report``) under ``out``; returns (path, labels written)."""
-    if fmt not in FILE_NAMES:
-        raise ConfigError(f"--export must be one of {', '.join(FILE_NAMES)}, got {fmt!r}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create export folder {out}: {e.strerror or e}") from e
+    export_folder(fmt, out)
     path = out / FILE_NAMES[fmt]
     with _connection(source) as (conn, dialect):
         try:

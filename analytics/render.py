@@ -95,15 +95,20 @@ def render(report: Report, *, limit: int = 30, episodes: bool = False) -> list:
     return out
 
 
-def export(report: Report, fmt: str, out: Path) -> list[Path]:
-    """Write the tables under ``out`` (a folder): ``<table>.csv`` / ``<table>.parquet`` each,
-    or one ``report.json`` holding the options and every table. Returns the files written."""
+def export_folder(fmt: str, out: Path) -> None:
+    """Check an export's format and create its folder: a ConfigError (one line) otherwise."""
     if fmt not in FORMATS:
         raise ConfigError(f"--export must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create export folder {out}: {e.strerror or e}") from e
+
+
+def export(report: Report, fmt: str, out: Path) -> list[Path]:
+    """Write the tables under ``out`` (a folder): ``<table>.csv`` / ``<table>.parquet`` each,
+    or one ``report.json`` holding the options and every table. Returns the files written."""
+    export_folder(fmt, out)
     tables = {name: getattr(report, name) for name in TABLES}
     if fmt == "json":
         path = out / "report.json"
