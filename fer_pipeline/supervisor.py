@@ -46,6 +46,9 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None  # monotonic time of the next restart after a crash
     group: str | None = None  # a sink's consumer group on the labels stream (its backlog is drained at stop)
+    # Settings of this child only, over the pipeline's (``Settings.with_updates`` sections): a
+    # sink's target URL, the dashboard's token, which no other child needs to hold.
+    settings_update: dict[str, dict] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -106,10 +109,14 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
-    def add(self, name: str, role: str, args: list[str], *, group: str | None = None) -> Child:
+    def add(self, name: str, role: str, args: list[str], *, group: str | None = None,
+            settings_update: dict[str, dict] | None = None) -> Child:
         """Register a child (not started yet) that logs to ``<log_dir>/<name>.log``; returns it.
-        ``group``: a sink's consumer group on the labels stream, drained before it stops."""
-        child = Child(name, role, args, self.log_dir / f"{name}.log", group=group)
+        ``group``: a sink's consumer group on the labels stream, drained before it stops;
+        ``settings_update``: settings of this child only (secrets travel in its environment,
+        never in its arguments, which every local user can read)."""
+        child = Child(name, role, args, self.log_dir / f"{name}.log", group=group,
+                      settings_update=settings_update or {})
         self.children.append(child)
         return child
 
@@ -127,10 +134,11 @@ class Supervisor:
         continues the run under a run id of its own (``<run>~<n>``): its frame numbers start
         again, and the first start's run id would make its crop ids repeat (which the log
         would take for duplicates)."""
-        run_id = self.settings.producer.run_id
+        settings = self.settings.with_updates(**child.settings_update) if child.settings_update else self.settings
+        run_id = settings.producer.run_id
         if child.role == "producer" and run_id and child.restarts:
-            return self.settings.with_updates(producer={"run_id": restarted(run_id, child.restarts)})
-        return self.settings
+            return settings.with_updates(producer={"run_id": restarted(run_id, child.restarts)})
+        return settings
 
     def _spawn(self, child: Child) -> None:
         env = settings_env(self.child_settings(child))
@@ -145,6 +153,11 @@ class Supervisor:
             )
         finally:
             log.close()
+
+    def essential(self, children: list[Child]) -> list[Child]:
+        """Those of ``children`` the pipeline cannot go on without: not the sinks or the
+        dashboard, side outputs whose failure must not stop the cameras (each is reported)."""
+        return [c for c in children if c.role not in OPTIONAL_ROLES]
 
     def restart_crashed(self) -> list[Child]:
         """Restart the children that crashed (nonzero exit), each after a backoff that doubles
@@ -235,7 +248,8 @@ class Supervisor:
         if self.role("logger"):
             out["logger"] = self.transport.backlog(keys.labels, LOGGER_GROUP)
         for sink in self.role("sink"):
-            out[sink.name] = self.transport.backlog(keys.labels, sink.group or f"sink-{sink.name}")
+            if sink.group:
+                out[sink.name] = self.transport.backlog(keys.labels, sink.group)
         if self.role("display"):
             group = self.transport.settings.consumer.display_group
             out["display"] = self.transport.backlog(keys.labels, group)
@@ -278,11 +292,13 @@ class Supervisor:
         self.wait_role("worker")
         consumers = ("logger", "display", *(c.name for c in self.role("sink")))
         drained["consumers"] = self.wait_drained(consumers, idle_timeout_s=30 if drain else 5, tick=tick)
-        # The dashboard last: it shows the run ending.
-        for role in ("display", "logger", "sink", "dashboard"):
+        for role in ("display", "logger", "sink"):
             self.signal_role(role)
-        for role in ("display", "logger", "sink", "dashboard"):
+        for role in ("display", "logger", "sink"):
             self.wait_role(role)
+        # The dashboard last: it shows the run ending.
+        self.signal_role("dashboard")
+        self.wait_role("dashboard")
         return drained
 
     def kill_all(self) -> None:
@@ -291,6 +307,9 @@ class Supervisor:
             if c.running and c.popen is not None:
                 c.popen.kill()
                 c.popen.wait()
+
+
+OPTIONAL_ROLES = ("sink", "dashboard")
 
 
 def _role_of(stage: str) -> str:

@@ -70,6 +70,7 @@ def up(
     """Run the whole pipeline on this machine and show live progress (Ctrl-C stops cleanly)."""
     from fer_pipeline.broker import EmbeddedBroker
     from fer_pipeline.model import read_info
+    from fer_pipeline.producers.camera import camera_ids_for
     from fer_pipeline.producers.sources import open_source
     from fer_pipeline.supervisor import Supervisor
     from fer_pipeline.transport import Transport
@@ -87,19 +88,30 @@ def up(
     setup_logging("WARNING")
     check_writable(out)
     sinks = [sink_args(spec) for spec in sink or ()]  # a bad URL is one line now, not a dead child later
-    dashboard_url = None
+    dashboard_url, dashboard_update = None, {}
     if dashboard:
         # The address (with the token made up for a non-loopback bind) is settled here, so the
-        # child serves what `up` prints; a taken port is one line before anything starts.
-        s, dashboard_url = dashboard_settings(s)
-        _check_dashboard(s)
+        # child serves what `up` prints; a taken port is one line before anything starts. The
+        # token goes to the dashboard's environment only.
+        served, dashboard_url = dashboard_settings(s)
+        _check_dashboard(served)
+        if served.dashboard.token is not None:
+            dashboard_update = {"dashboard": {"token": served.dashboard.token.get_secret_value()}}
     if workers:
         read_info(s.worker.model)  # a missing/mismatched model is one line now, not a dead child later
     total_frames = 0
-    for spec in specs:  # likewise a bad source; finite ones say how many frames they hold
-        src = open_source(spec, s)
-        total_frames = total_frames + src.frame_count if total_frames >= 0 and src.frame_count else -1
-        src.close()
+    sources = []
+    try:
+        for spec in specs:  # likewise a bad source; finite ones say how many frames they hold
+            sources.append(open_source(spec, s))
+        # Each source is its own producer, all in one run: camera ids must differ across them, or
+        # two cameras' crop ids (camera/run/frame/face) would coincide and the log keep one of each.
+        cameras = camera_ids_for(sources, camera_id)
+        for src in sources:
+            total_frames = total_frames + src.frame_count if total_frames >= 0 and src.frame_count else -1
+    finally:
+        for src in sources:
+            src.close()
 
     # From here on a SIGTERM must unwind through the `finally` below (stopping the broker and
     # removing its folder) rather than end the process where it stands; _run installs the
@@ -120,21 +132,20 @@ def up(
         if display:
             sup.add("display", "display", ["display"])
         groups: Counter[str] = Counter()
-        for i, args in enumerate(sinks):
+        for i, (args, target) in enumerate(sinks):
             kind = f"sink-{args[1]}"
             groups[kind] += 1
             group = kind if groups[kind] == 1 else f"{kind}-{groups[kind]}"  # one group per target
-            sup.add(f"sink-{i}", "sink", [*args, "--group", group], group=group)
+            # A fixed consumer name: a restarted sink takes its own pending labels back at once.
+            sup.add(f"sink-{i}", "sink", [*args, "--group", group, "--ident", f"up-sink-{i}"], group=group,
+                    settings_update={"sink": target})
         if dashboard_url:
-            sup.add("dashboard", "dashboard", ["dashboard"])
+            sup.add("dashboard", "dashboard", ["dashboard"], settings_update=dashboard_update)
             typer.echo(f"dashboard: {dashboard_url}")
         for i in range(workers):
             sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"up-worker-{i}"])
         for i, spec in enumerate(specs):
-            args = ["producer", "--source", spec]
-            if camera_id:
-                args += ["--camera-id", camera_id[i]]
-            sup.add(f"producer-{i}", "producer", args)
+            sup.add(f"producer-{i}", "producer", ["producer", "--source", spec, "--camera-id", cameras[i]])
         code = _run(sup, s, out, run_id, max(total_frames, 0) if not s.producer.loop else 0)
     finally:
         if broker is not None:
@@ -202,7 +213,9 @@ def _run(sup, s, out: Path, run_id: str, total_frames: int) -> int:
             tick()
             # A crashed child is restarted (with backoff, counted in its log and the summary);
             # one that keeps crashing stops the pipeline.
-            given_up = sup.restart_crashed()
+            # A sink or the dashboard that keeps crashing is left down (the summary says so);
+            # the cameras go on.
+            given_up = sup.essential(sup.restart_crashed())
             if given_up:
                 break
             time.sleep(0.25)

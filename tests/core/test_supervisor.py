@@ -58,8 +58,22 @@ def test_sinks_and_the_dashboard_neither_block_nor_blur_the_accounting(settings,
     _child(sup, "worker-0", "worker", "crops_labelled=10 dead_letters=0")
     _child(sup, "logger", "logger", "labels_logged=10 duplicates_ignored=0 dead_letters=0")
     sup.add("dashboard", "dashboard", ["dashboard"])  # uvicorn: no counters line
-    sup.add("sink-0", "sink", ["sink", "mqtt", "--url", "mqtt://x", "--group", "sink-mqtt"], group="sink-mqtt")
+    sup.add("sink-0", "sink", ["sink", "mqtt", "--group", "sink-mqtt"], group="sink-mqtt",
+            settings_update={"sink": {"mqtt_url": "mqtt://x"}})
     assert sup.unaccounted() == {"crops": 0, "labels": 0}
     assert sup.backlog()["sink-0"] == (0, 0)
     assert [c.name for c in sup._stage_children("sink-0")] == ["sink-0"]
     assert [c.name for c in sup._stage_children("workers")] == ["worker-0"]
+
+
+def test_a_childs_own_settings_reach_it_alone_and_side_outputs_are_not_essential(settings, fake_transport, tmp_path):
+    sup = Supervisor(settings, fake_transport, tmp_path / "logs")
+    logger = sup.add("logger", "logger", ["logger"])
+    sink = sup.add("sink-0", "sink", ["sink", "mqtt"], group="sink-mqtt",
+                   settings_update={"sink": {"mqtt_url": "mqtt://u:secret@broker"}})
+    dash = sup.add("dashboard", "dashboard", ["dashboard"], settings_update={"dashboard": {"token": "t0k"}})
+    assert sup.child_settings(sink).sink.mqtt_url.get_secret_value() == "mqtt://u:secret@broker"
+    assert "secret" not in " ".join(sink.args)  # arguments are public (ps); the environment is not
+    assert sup.child_settings(dash).dashboard.token.get_secret_value() == "t0k"
+    assert sup.child_settings(logger).dashboard.token is None and sup.child_settings(logger).sink.mqtt_url is None
+    assert sup.essential([logger, sink, dash]) == [logger]

@@ -183,3 +183,15 @@ def test_up_refuses_a_bad_sink_and_a_taken_dashboard_port_in_one_line(tmp_path):
                             "--dashboard"], capture_output=True, text=True, timeout=120,
                            env={**os.environ, "FER_DASHBOARD__PORT": str(port)})
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and f"port {port} on 127.0.0.1 is in use" in r.stderr
+
+
+def test_the_same_file_twice_is_two_cameras_and_every_face_of_both_is_logged(tmp_path):
+    out = tmp_path / "out"
+    r = run_up("--source", "demo", "--source", "demo", "--fast", "--no-display", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    published = int(re.search(r"faces published ([\d,]+)", r.stdout).group(1).replace(",", ""))
+    with sqlite3.connect(out / "emotions.sqlite") as con:
+        per_camera = dict(con.execute("SELECT camera_id, COUNT(*) FROM labels GROUP BY camera_id").fetchall())
+    # One run id for both producers: without distinct camera ids their crop ids would coincide.
+    assert set(per_camera) == {"short_hamilton_clip", "short_hamilton_clip-2"}
+    assert sum(per_camera.values()) == published and per_camera["short_hamilton_clip"] > 20
