@@ -9,6 +9,7 @@ import numpy as np
 
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import BBox, EndOfStream, FaceCrop, Frame, Label
+from fer_pipeline.settings import shipped_path
 from tests.conftest import make_crop_pixels
 
 
@@ -63,3 +64,25 @@ def crop_payload(i: int, camera: str = "cam0", value: int | None = None) -> byte
     return FaceCrop.from_pixels(pixels, camera_id=camera, run_id="r", frame_index=i, face_index=0, faces_in_frame=1,
                                 track_id=1, bbox=BBox(x=0, y=0, w=10, h=10), captured_at=time.time(),
                                 published_at=time.time()).encode()
+
+
+DEMO_CLIP = shipped_path("demo") / "short_hamilton_clip.mp4"
+
+
+def demo_frames(wanted) -> dict[int, np.ndarray]:
+    """The demo clip's frames with these indices, read in order (BGR, as OpenCV gives them)."""
+    import cv2
+
+    wanted = set(wanted)
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    out, index = {}, 0
+    try:
+        while len(out) < len(wanted):
+            ok, image = cap.read()
+            assert ok, f"the demo clip ended before frame {max(wanted)}"
+            if index in wanted:
+                out[index] = image
+            index += 1
+    finally:
+        cap.release()
+    return out

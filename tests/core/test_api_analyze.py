@@ -16,25 +16,16 @@ from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import FaceCrop, Label, decode
 from fer_pipeline.model import load_predictor
 from fer_pipeline.producers.faces import FaceFinder
-from fer_pipeline.settings import Settings, shipped_path
+from fer_pipeline.settings import Settings
+from tests.factories import demo_frames
 
-CLIP = shipped_path("demo") / "short_hamilton_clip.mp4"
 # Frames of the demo clip with one face (0, 100), two (40) and four (250).
 FRAMES = (0, 40, 100, 250)
 
 
 @pytest.fixture(scope="module")
 def frames() -> dict[int, np.ndarray]:
-    cap = cv2.VideoCapture(str(CLIP))
-    out, i = {}, 0
-    while len(out) < len(FRAMES):
-        ok, frame = cap.read()
-        assert ok, f"the demo clip ended before frame {max(FRAMES)}"
-        if i in FRAMES:
-            out[i] = frame
-        i += 1
-    cap.release()
-    return out
+    return demo_frames(FRAMES)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pytest
 from fer_pipeline.producers.detection import build_detector
 from fer_pipeline.producers.detection.framing import framing_for
 from fer_pipeline.producers.tracker import iou
-from fer_pipeline.settings import DETECTORS, ProducerSettings, shipped_path
+from fer_pipeline.settings import DETECTORS, ProducerSettings
+from tests.factories import demo_frames
 
 ROOT = Path(__file__).resolve().parents[3]
 ANNOTATIONS = ROOT / "benchmarks" / "annotations" / "real_faces.json"
-DEMO = shipped_path("demo") / "short_hamilton_clip.mp4"
 # Frames of the demo clip on which each detector finds every clear frontal face (measured;
 # the benchmark has the full picture): the tutorial's Haar misses the singer's close-ups.
 FRAMES = {
@@ -30,18 +30,8 @@ FRAMES = {
 
 
 @pytest.fixture(scope="module")
-def demo_frames() -> dict[int, np.ndarray]:
-    wanted = {i for frames in FRAMES.values() for i in frames}
-    cap = cv2.VideoCapture(str(DEMO))
-    out, index = {}, 0
-    while len(out) < len(wanted):
-        ok, image = cap.read()
-        assert ok, f"the demo clip ended before frame {max(wanted)}"
-        if index in wanted:
-            out[index] = image
-        index += 1
-    cap.release()
-    return out
+def frames_of_demo() -> dict[int, np.ndarray]:
+    return demo_frames(i for frames in FRAMES.values() for i in frames)
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +44,20 @@ def test_every_detector_is_listed():
 
 
 @pytest.mark.parametrize("name", DETECTORS)
-def test_finds_the_annotated_faces_and_nothing_else(name, demo_frames, annotated):
+def test_finds_the_annotated_faces_and_nothing_else(name, frames_of_demo, annotated):
     detector = build_detector(ProducerSettings(detector=name))
     framing = framing_for(name)
     for index in FRAMES[name]:
         faces = annotated[str(index)]
         clear = [f["box"] for f in faces if f["pose"] == "frontal" and not f["occluded"] and not f["ambiguous"]]
         anything = [f["box"] for f in faces]
-        found = detector.detect(demo_frames[index])
+        found = detector.detect(frames_of_demo[index])
         squares = [framing.apply(d.box, d.roll) for d in found]
         for box in clear:
             assert any(iou(box, s) >= 0.4 for s in squares), f"{name} missed {box} on frame {index}: {squares}"
         for s in squares:  # every box lies on some annotated face (profiles and blurred heads included)
             assert any(iou(a, s) > 0.1 for a in anything), f"{name}: a box on no face, {s} on frame {index}"
-        h, w = demo_frames[index].shape[:2]
+        h, w = frames_of_demo[index].shape[:2]
         for d in found:
             x, y, bw, bh = d.box
             assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h and 0 <= d.score <= 1
@@ -80,10 +70,10 @@ def test_a_blank_or_gray_frame(name):
     assert detector.detect(np.full((240, 320), 128, np.uint8)) == []  # gray frames are accepted
 
 
-def test_blazeface_eyes_give_the_roll(demo_frames):
+def test_blazeface_eyes_give_the_roll(frames_of_demo):
     """The singer, rotated 15 degrees counter-clockwise: BlazeFace's eye line says so."""
     detector = build_detector(ProducerSettings(detector="blazeface"))
-    image = demo_frames[159]
+    image = frames_of_demo[159]
     (upright,) = detector.detect(image)
     x, y, w, h = upright.box
     rot = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), 15, 1.0)
@@ -115,12 +105,12 @@ def test_finds_the_woman_in_woman2(name, video_dir):
     cap.release()
 
 
-def test_blazeface_maps_boxes_back_on_narrow_frames(demo_frames):
+def test_blazeface_maps_boxes_back_on_narrow_frames(frames_of_demo):
     """A face pasted into a tall, narrow frame comes back where it was (the halvings' scale)."""
     detector = build_detector(ProducerSettings(detector="blazeface-full"))
-    (face,) = detector.detect(demo_frames[159])
+    (face,) = detector.detect(frames_of_demo[159])
     x, y, w, h = face.box
-    patch = demo_frames[159][max(0, y - h):y + 2 * h, max(0, x - w // 2):x + w + w // 2]
+    patch = frames_of_demo[159][max(0, y - h):y + 2 * h, max(0, x - w // 2):x + w + w // 2]
     tall = np.zeros((patch.shape[0] * 6, patch.shape[1], 3), np.uint8)
     tall[3 * patch.shape[0]:4 * patch.shape[0]] = patch
     found = detector.detect(tall)
