@@ -51,6 +51,10 @@ def connect(url: str):
         raise ConfigError(f"cannot open the emotion database {redact_url(url)}: {first[:200]}") from e
 
 
+# The advisory lock key under which a store creates the log's tables (any constant; "fer-log").
+_SCHEMA_LOCK = int.from_bytes(b"fer-log", "big")
+
+
 class PostgresStore(StoreBase):
     """A PostgreSQL table of labels (and its label blocks) with the SQLite store's interface
     (add, count, timeline, prune, erase, backfill); safe to share between threads (one lock,
@@ -73,8 +77,13 @@ class PostgresStore(StoreBase):
         self._seal_checks: dict[str, float] = {}  # see blocks.add
         self._db = connect(url)
         try:
-            self._db.execute(_SCHEMA)
-            self._db.execute(blocks.POSTGRES.schema)
+            with self._db.transaction():
+                # CREATE ... IF NOT EXISTS is not safe against itself in PostgreSQL: two loggers
+                # creating one table at the same moment, one fails on the catalog's unique index.
+                # One creator at a time (an advisory lock held to the commit) makes it so.
+                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                self._db.execute(_SCHEMA)
+                self._db.execute(blocks.POSTGRES.schema)
             with self._db.transaction(), self._db.cursor() as cur:
                 cur.execute(blocks.POSTGRES.lock)  # also keeps two loggers' CREATE OR REPLACE apart
                 # A log written by an older version lacks the columns added since (position_s):

@@ -283,3 +283,12 @@ def test_a_log_of_the_previous_version_gains_the_position_column(pg_url):
         assert s.backfill() == 7 and s.has_blocks()
     with psycopg.connect(pg_url) as conn:
         assert build_report(ConnectionLog(conn, "postgres"), ReportOptions()).labels_read == 7
+
+
+def test_loggers_creating_a_new_log_at_the_same_moment_all_open_it(pg_url):
+    # Several loggers started together on an empty database (compose, a Kubernetes Deployment
+    # with replicas): before, one failed on the catalog's unique index creating the same table.
+    for _ in range(3):
+        assert open_at_once(lambda: open_store(pg_url).close(), n=4) == []
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE labels, label_blocks, log_meta CASCADE")
