@@ -341,6 +341,23 @@ def test_the_scaled_object_scales_the_workers_on_their_groups_lag():
     assert Settings(**_settings_input(env)).redis.url == f"redis://:{password}@{address}/{meta['databaseIndex']}"
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_hpa_keda_makes_of_it_validates_strictly(version):
+    """KEDA hands `advanced.horizontalPodAutoscalerConfig.behavior` to the HPA it creates as
+    they are: the Kubernetes schema of that HPA checks them."""
+    (so,) = _of_kind("ScaledObject")
+    spec = so["spec"]
+    ref = spec["scaleTargetRef"]
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "keda-hpa-worker"},
+           "spec": {"scaleTargetRef": {"apiVersion": ref["apiVersion"], "kind": ref["kind"], "name": ref["name"]},
+                    "minReplicas": spec["minReplicaCount"], "maxReplicas": spec["maxReplicaCount"],
+                    "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
+                    "metrics": [{"type": "External", "external": {
+                        "metric": {"name": "s0-redis-streams-fer-crops"},
+                        "target": {"type": "AverageValue", "averageValue": spec["triggers"][0]["metadata"]["lagCount"]}}}]}}
+    kubernetes_validate.validate(hpa, version, strict=True)
+
+
 def test_the_external_redis_overlay_patches_what_the_base_has():
     spec = yaml.safe_load((DEPLOY / "overlays" / "external-redis" / "kustomization.yaml").read_text())
     (json_patch,) = [p for p in spec["patches"] if "target" in p]
