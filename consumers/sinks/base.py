@@ -24,7 +24,7 @@ from fer_pipeline.consumers.sinks.episodes import EpisodeEvent, LiveEpisodes
 from fer_pipeline.consumers.sinks.payloads import dumps, episode_json, label_json
 from fer_pipeline.errors import MessageError
 from fer_pipeline.messages import Label
-from fer_pipeline.service import Service
+from fer_pipeline.service import HEARTBEAT_EVERY_S, Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Entry, Transport
 
@@ -78,6 +78,7 @@ class SinkService(Service):
         self._own_pending = True
         self._next_reclaim = 0.0
         self._target_backoff = Backoff(0.5, 30.0)
+        self._retry_at = 0.0  # monotonic time of the next delivery attempt while the target is down
         self._down_since: float | None = None
 
     # -- what a sink kind implements -----------------------------------------------------------
@@ -104,16 +105,23 @@ class SinkService(Service):
         self._flush()
 
     def _flush(self) -> None:
+        # While the target is down, wait for the next attempt a second at a time: the service
+        # loop beats between steps, and a sink waiting out a 30 s backoff must still look alive
+        # (status, health probes), not dead.
+        left = self._retry_at - time.monotonic()
+        if left > 0:
+            self.stop_event.wait(min(left, HEARTBEAT_EVERY_S))
+            return
         try:
             self._deliver_all()
         except TargetDown as e:
             self.counters["target_waits"] += 1
             wait = self._target_backoff.next()
+            self._retry_at = time.monotonic() + wait
             if self._down_since is None or wait >= self._target_backoff.cap:
                 self._down_since = self._down_since or time.time()
                 self.log.warning("%s: %s; keeping %d items (%d stream entries) pending, retrying in %.1fs",
                                  self.kind, e, len(self.outbox), len(set(self.to_ack)), wait)
-            self.stop_event.wait(wait)
             return
         if self._down_since is not None:
             self.log.warning("%s: the target takes items again after %.1fs", self.kind, time.time() - self._down_since)

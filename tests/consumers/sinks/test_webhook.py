@@ -257,3 +257,23 @@ def test_a_broken_answer_counts_as_down_not_as_a_crash(redis_settings, real_tran
         assert receiver.bodies() and real_transport.backlog(real_transport.keys.labels, "sink-webhook") == (0, 0)
     finally:
         receiver.close()
+
+
+def test_a_sink_waiting_out_a_long_backoff_keeps_beating(redis_settings, real_transport, monkeypatch):
+    from fer_pipeline.service import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S
+
+    receiver = Receiver()
+    url = receiver.url
+    receiver.close()  # connection refused from here on
+    sink = WebhookSink(redis_settings, real_transport, url)
+    sink.setup()
+    publish(real_transport, episode_scene(3))
+    waits: list[float] = []
+    monkeypatch.setattr(sink.stop_event, "wait", lambda timeout=None: waits.append(timeout) or False)
+    clock = [1000.0]
+    monkeypatch.setattr("fer_pipeline.consumers.sinks.base.time.monotonic", lambda: clock[0])
+    for _ in range(200):  # the backoff grows to its 30 s cap; each step waits one beat at most
+        sink.step()
+        clock[0] += waits[-1] if waits else 0.0
+    assert sink._target_backoff.current >= 30.0 or sink.counters["target_waits"] >= 6
+    assert waits and max(waits) <= HEARTBEAT_EVERY_S < HEARTBEAT_TTL_S
