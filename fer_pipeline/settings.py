@@ -118,6 +118,10 @@ class ProducerSettings(_Section):
     # Which run the crops belong to (run_ids.py); None: the producer names a new run. `up`
     # gives all its producers one.
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
+    # Sources when `producer` gets no --source (a JSON list in FER_PRODUCER__SOURCES): a camera
+    # URL that holds a password belongs here, not in the arguments every local user can read;
+    # `up` hands each producer its source this way.
+    sources: list[str] = Field(default_factory=list)
     # Minimum detector score (0 = the detector's own default; Haar has no score). BlazeFace's
     # short-range boxes keep their own 0.6 (alone, that model invents large boxes).
     detect_score: float = Field(0.0, ge=0.0, lt=1.0)

@@ -62,7 +62,8 @@ Prefix = Annotated[str | None, typer.Option("--prefix", help="Key prefix of ever
                                                show_default=default(RedisSettings, "prefix"))]
 Sources = Annotated[list[str] | None, typer.Option(
     "--source", "-s", metavar="SOURCE", help="Camera source, repeatable: webcam index, video file, rtsp/http URL, image folder, "
-    "replay:FILE.npz?fps=30&faces=2, or 'demo' (the shipped clip).", show_default="0, the webcam")]
+    "replay:FILE.npz?fps=30&faces=2, or 'demo' (the shipped clip).",
+    show_default="FER_PRODUCER__SOURCES, or 0: the webcam")]
 CameraIds = Annotated[list[str] | None, typer.Option(
     "--camera-id", help="Camera id per --source, in order.", show_default="from the source")]
 Realtime = Annotated[bool | None, typer.Option(

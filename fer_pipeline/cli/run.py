@@ -96,7 +96,8 @@ def producer(
         "detect_width": detect_width, "detect_every": detect_every, "publish_frames": frames, "detector": detector})
     setup_logging(s.log_level)
     transport = Transport.connect(s)
-    _serve(build_producer_service(s, transport, resolve_sources(source), camera_id, ident=ident))
+    _serve(build_producer_service(s, transport, resolve_sources(source or s.producer.sources), camera_id,
+                                  ident=ident))
 
 
 @app.command()

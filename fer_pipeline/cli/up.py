@@ -76,15 +76,15 @@ def up(
     from fer_pipeline.transport import Transport
     from fer_pipeline.urls import redact_url
 
-    specs = resolve_sources(source)
-    if camera_id and len(camera_id) != len(specs):
-        raise ConfigError(f"{len(camera_id)} --camera-id for {len(specs)} --source: give one per source or none")
     run_id = new_run_id()
     s = build_settings(redis_url=redis_url, prefix=prefix,
                        producer={"realtime": realtime, "loop": loop, "detector": detector,
                                  "detect_every": detect_every, "run_id": run_id},
                        worker={"model": model},
                        consumer={"out_dir": out, "db": out / "emotions.sqlite", "window": window})
+    specs = resolve_sources(source or s.producer.sources)
+    if camera_id and len(camera_id) != len(specs):
+        raise ConfigError(f"{len(camera_id)} --camera-id for {len(specs)} --source: give one per source or none")
     setup_logging("WARNING")
     check_writable(out)
     sinks = [sink_args(spec) for spec in sink or ()]  # a bad URL is one line now, not a dead child later
@@ -145,7 +145,10 @@ def up(
         for i in range(workers):
             sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"up-worker-{i}"])
         for i, spec in enumerate(specs):
-            sup.add(f"producer-{i}", "producer", ["producer", "--source", spec, "--camera-id", cameras[i]])
+            # The source in the child's environment (FER_PRODUCER__SOURCES), not its arguments: a
+            # camera URL may hold a password.
+            sup.add(f"producer-{i}", "producer", ["producer", "--camera-id", cameras[i]],
+                    settings_update={"producer": {"sources": [spec]}})
         code = _run(sup, s, out, run_id, max(total_frames, 0) if not s.producer.loop else 0)
     finally:
         if broker is not None:

@@ -77,3 +77,4 @@ def test_a_childs_own_settings_reach_it_alone_and_side_outputs_are_not_essential
     assert sup.child_settings(dash).dashboard.token.get_secret_value() == "t0k"
     assert sup.child_settings(logger).dashboard.token is None and sup.child_settings(logger).sink.mqtt_url is None
     assert sup.essential([logger, sink, dash]) == [logger]
+

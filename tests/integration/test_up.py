@@ -195,3 +195,36 @@ def test_the_same_file_twice_is_two_cameras_and_every_face_of_both_is_logged(tmp
     # One run id for both producers: without distinct camera ids their crop ids would coincide.
     assert set(per_camera) == {"short_hamilton_clip", "short_hamilton_clip-2"}
     assert sum(per_camera.values()) == published and per_camera["short_hamilton_clip"] > 20
+
+
+def test_a_producers_source_is_in_its_environment_not_its_arguments(tmp_path):
+    """Every local user reads a process's arguments (ps): a camera URL's password must not be
+    there. `up` hands each producer its source as FER_PRODUCER__SOURCES."""
+    import time
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "up", "--source", "demo", "--workers", "0",
+                             "--no-display", "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        found = None
+        deadline = time.monotonic() + 60
+        while found is None and time.monotonic() < deadline and proc.poll() is None:
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    args = cmdline.read_bytes().split(b"\0")
+                    if b"producer" in args and b"fer_pipeline" in args:
+                        env = (cmdline.parent / "environ").read_bytes().split(b"\0")
+                        if f"FER_PARENT_PID={proc.pid}".encode() in env:  # this `up`'s, no other's
+                            found = (args, env)
+                            break
+                except OSError:
+                    continue
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert found is not None, "no producer child seen"
+    args, env = found
+    assert not any(b"short_hamilton_clip.mp4" in a for a in args)  # (the camera id is the file name)
+    assert any(e.startswith(b"FER_PRODUCER=") and b"short_hamilton_clip.mp4" in e for e in env)
