@@ -79,7 +79,11 @@ def up(
     run_id = new_run_id()
     s = build_settings(redis_url=redis_url, prefix=prefix,
                        producer={"realtime": realtime, "loop": loop, "detector": detector,
-                                 "detect_every": detect_every, "run_id": run_id},
+                                 "detect_every": detect_every, "run_id": run_id,
+                                 # Frames (JPEGs) are for the display and the dashboard: with
+                                 # neither, encoding them is waste, and their stream would be
+                                 # trimmed unread (and counted so in the summary).
+                                 "publish_frames": None if display or dashboard else False},
                        worker={"model": model},
                        consumer={"out_dir": out, "db": out / "emotions.sqlite", "window": window})
     specs = resolve_sources(source or s.producer.sources)
