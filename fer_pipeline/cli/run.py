@@ -136,11 +136,12 @@ def display(
 def logger(
     redis_url: RedisUrl = None,
     prefix: Prefix = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite file of emotion timelines.",
-                                               show_default="out/emotions.sqlite")] = None,
+    # A str, not a Path: Path would fold a postgresql:// URL's "//" and log into a local SQLite file.
+    db: Annotated[str | None, typer.Option(help="Emotion log: SQLite file or postgresql:// URL.",
+                                              show_default="out/emotions.sqlite")] = None,
     ident: Ident = None,
 ) -> None:
-    """Record every label into an SQLite log of per-camera, per-track emotion timelines."""
+    """Record every label into the emotion log (SQLite or PostgreSQL) of per-camera, per-track timelines."""
     from fer_pipeline.consumers.label_logger import LabelLoggerService
     from fer_pipeline.transport import Transport
 
