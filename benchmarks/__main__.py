@@ -19,7 +19,7 @@ from fer_pipeline.errors import ConfigError, DataError, FerError
 from fer_pipeline.settings import DETECTORS, ProducerSettings
 
 bench_app = typer.Typer(help="Benchmarks: inference speed, end-to-end sweeps and overload, real-video cameras, "
-                        "detection cost, the report over a large log.",
+                        "detection cost, loggers into the emotion log, the report over a large log.",
                         no_args_is_help=True, add_completion=False)
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -145,6 +145,35 @@ def report(
     """`fer-pipeline report` over a large synthetic log: full report, one camera, reading alone;
     from the label blocks and from the rows, side by side."""
     _run("report_bench", rows=rows, cameras=cameras, copies=copies, repeats=repeats, keep=keep, out_dir=out_dir)
+
+
+@bench_app.command("loggers")
+def loggers(
+    quick: Quick = False,
+    count: Annotated[str, typer.Option("--loggers", help="Comma-separated PostgreSQL logger process counts.")] = "1,2,4",
+    labels: Annotated[int, typer.Option(help="Labels in the pre-filled stream (and per store run).",
+                                        min=1000)] = 60_000,
+    sqlite: Annotated[bool, typer.Option("--sqlite/--no-sqlite", help="Also the SQLite logger and store, for "
+                                         "reference.")] = True,
+    pg_url: Annotated[str, typer.Option("--pg-url", help="PostgreSQL database to measure in (a fresh schema per "
+                                        "run, dropped afterwards).")] = "postgresql://postgres@127.0.0.1:5432/test",
+    redis_url: BenchRedis = LOCAL_REDIS,
+    out_dir: OutDir = None,
+) -> None:
+    """Labels/s into the emotion log: K logger processes in one group from a pre-filled labels
+    stream (PostgreSQL, and SQLite for reference), beside the store's own insert rate without Redis."""
+    _run("loggers", loggers=_ints(count), labels=labels, quick=quick, redis_url=redis_url, pg_url=pg_url,
+         sqlite=sqlite, out_dir=out_dir)
+
+
+@bench_app.command("capacity")
+def capacity(
+    window: Annotated[float, typer.Option(help="Measurement window per point, seconds.", min=1.0)] = 12.0,
+    out_dir: OutDir = None,
+) -> None:
+    """Capacity-model ingredients on a private Redis: message sizes, CPU per frame, crop and round
+    trip of every role and of Redis, bytes through Redis; a saturated point, then two checks."""
+    _run("capacity", window_s=window, out_dir=out_dir)
 
 
 @bench_app.command("all")
