@@ -13,6 +13,7 @@ from fer_pipeline.consumers.label_logger import LabelLoggerService
 from fer_pipeline.emotion_log import blocks
 from fer_pipeline.emotion_log.reader import SqliteLog
 from fer_pipeline.emotion_log.schema import PROB_COLUMNS
+from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import BBox, Label
 from fer_pipeline.streams import LOGGER_GROUP
@@ -180,3 +181,46 @@ def open_at_once(open_close, n: int = 4) -> list[BaseException]:
     for t in threads:
         t.join(timeout=60)
     return errors
+
+
+def random_log(path, seed: int = 0) -> None:
+    """Three cameras; two producer runs that reuse track ids, the second starting while the
+    first still runs (their labels interleave inside a track id); tracks of 1 to 150 labels,
+    gaps longer than max_gap, small faces, noisy probabilities."""
+    from fer_pipeline.emotion_log.schema import PROB_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    SqliteStore(path).close()
+    rows = []
+    for camera in ("c1", "c0", "c2"):
+        for run, t0 in (("run-b", T0), ("run-a", T0 + 1.0)):
+            for track in range(9):
+                n = int(rng.choice([1, 2, 5, 40, 150]))
+                t = t0 + track * 3.0 + np.r_[0.0, np.cumsum(rng.choice([1 / 30, 1 / 30, 1 / 15, 2.5], n - 1))]
+                logits = rng.normal(0.0, 0.8, (n, len(PROB_COLUMNS)))
+                logits[np.arange(n), rng.integers(0, 2, n) + track % 4] += 2.0
+                p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+                size = np.where(rng.random(n) < 0.1, 20, 80)
+                for i in range(n):
+                    rows.append((f"{camera}-{run}-{track}-{i}", camera, run, track, i, 0, float(t[i]), float(t[i]),
+                                 1.0, "happy", float(p[i].max()), *map(float, p[i]), "m", "w", None, 0, 0,
+                                 int(size[i]), int(size[i])))
+    cols = ("crop_id, camera_id, run_id, track_id, frame_index, face_index, captured_at, labelled_at, latency_ms, "
+            f"emotion, confidence, {', '.join(PROB_COLUMNS)}, model_id, worker_id, truth, x, y, w, h")
+    with sqlite3.connect(path) as db:
+        db.executemany(f"INSERT INTO labels ({cols}) VALUES ({', '.join('?' * len(cols.split(',')))})", rows)
+
+
+OLD, NEW = "20261203-100000-aaaa", "20261203-120000-bbbb"
+
+
+def two_demo_runs() -> list:
+    """The demo run twice: the same two tracks in each run (ids reused); the second run's
+    producer on cam0 crashed and `up` restarted it as <run>~1 (its track ids start again)."""
+    labels = []
+    for run, start in ((OLD, T0), (NEW, T0 + 3600)):
+        labels += track_labels(["happy"] * 60, camera_id="cam0", run_id=run, track_id=1, start=start)
+        labels += track_labels(["sad"] * 45, camera_id="cam1", run_id=run, track_id=1, start=start + 1)
+    labels += track_labels(["angry"] * 30, camera_id="cam0", run_id=f"{NEW}~1", track_id=1, start=T0 + 3700,
+                           first_frame=1000)
+    return labels

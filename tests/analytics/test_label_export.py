@@ -18,18 +18,8 @@ from fer_pipeline.emotion_log.reader import ConnectionLog
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
-from tests.analytics.test_runs import random_log
-from tests.analytics.test_scope import NEW, two_demo_runs
 from tests.conftest import pg_schema
-from tests.logs import T0
-
-
-@pytest.fixture
-def log(tmp_path):
-    path = tmp_path / "log.sqlite"
-    with SqliteStore(path) as s:
-        s.add(two_demo_runs())
-    return path
+from tests.logs import NEW, T0, random_log, two_demo_runs
 
 
 def read_csv(path) -> list[dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import numpy as np
 import pytest
 
 from fer_pipeline.analytics.episodes import build_report
@@ -13,7 +12,7 @@ from fer_pipeline.analytics.options import ReportOptions, parse_time
 from fer_pipeline.emotion_log.reader import ConnectionLog, select_sql
 from fer_pipeline.emotion_log.sqlite import SqliteStore
 from fer_pipeline.errors import ConfigError
-from tests.logs import T0, same_report, track_labels
+from tests.logs import T0, random_log, same_report, track_labels
 from tests.logs import TRACK_FPS as FPS
 
 
@@ -186,34 +185,6 @@ def test_cameras_read_in_parallel_give_the_sequential_report(db):
     assert parallel.tracks == sequential.tracks and parallel.episodes == sequential.episodes
     assert parallel.cameras == sequential.cameras and parallel.labels_read == 675
     assert report(path, threads=2, cameras=("c-cam", "a-cam")).labels_read == 450
-
-
-def random_log(path, seed: int = 0) -> None:
-    """Three cameras; two producer runs that reuse track ids, the second starting while the
-    first still runs (their labels interleave inside a track id); tracks of 1 to 150 labels,
-    gaps longer than max_gap, small faces, noisy probabilities."""
-    from fer_pipeline.emotion_log.schema import PROB_COLUMNS
-
-    rng = np.random.default_rng(seed)
-    SqliteStore(path).close()
-    rows = []
-    for camera in ("c1", "c0", "c2"):
-        for run, t0 in (("run-b", T0), ("run-a", T0 + 1.0)):
-            for track in range(9):
-                n = int(rng.choice([1, 2, 5, 40, 150]))
-                t = t0 + track * 3.0 + np.r_[0.0, np.cumsum(rng.choice([1 / 30, 1 / 30, 1 / 15, 2.5], n - 1))]
-                logits = rng.normal(0.0, 0.8, (n, len(PROB_COLUMNS)))
-                logits[np.arange(n), rng.integers(0, 2, n) + track % 4] += 2.0
-                p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-                size = np.where(rng.random(n) < 0.1, 20, 80)
-                for i in range(n):
-                    rows.append((f"{camera}-{run}-{track}-{i}", camera, run, track, i, 0, float(t[i]), float(t[i]),
-                                 1.0, "happy", float(p[i].max()), *map(float, p[i]), "m", "w", None, 0, 0,
-                                 int(size[i]), int(size[i])))
-    cols = ("crop_id, camera_id, run_id, track_id, frame_index, face_index, captured_at, labelled_at, latency_ms, "
-            f"emotion, confidence, {', '.join(PROB_COLUMNS)}, model_id, worker_id, truth, x, y, w, h")
-    with sqlite3.connect(path) as db:
-        db.executemany(f"INSERT INTO labels ({cols}) VALUES ({', '.join('?' * len(cols.split(',')))})", rows)
 
 
 def test_parts_threads_batches_and_readers_agree(tmp_path, monkeypatch):

@@ -18,29 +18,7 @@ from fer_pipeline.emotion_log.store import open_store
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.run_ids import base_run
 from tests.conftest import pg_schema
-from tests.logs import T0, same_report, track_labels
-
-OLD, NEW = "20261203-100000-aaaa", "20261203-120000-bbbb"
-
-
-def two_demo_runs() -> list:
-    """The demo run twice: the same two tracks in each run (ids reused); the second run's
-    producer on cam0 crashed and `up` restarted it as <run>~1 (its track ids start again)."""
-    labels = []
-    for run, start in ((OLD, T0), (NEW, T0 + 3600)):
-        labels += track_labels(["happy"] * 60, camera_id="cam0", run_id=run, track_id=1, start=start)
-        labels += track_labels(["sad"] * 45, camera_id="cam1", run_id=run, track_id=1, start=start + 1)
-    labels += track_labels(["angry"] * 30, camera_id="cam0", run_id=f"{NEW}~1", track_id=1, start=T0 + 3700,
-                           first_frame=1000)
-    return labels
-
-
-@pytest.fixture
-def log(tmp_path):
-    path = tmp_path / "log.sqlite"
-    with SqliteStore(path) as s:
-        s.add(two_demo_runs())
-    return path
+from tests.logs import NEW, OLD, T0, same_report, track_labels, two_demo_runs
 
 
 def test_resolve_folds_restarts_into_their_run():
