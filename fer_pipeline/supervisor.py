@@ -124,6 +124,12 @@ class Supervisor:
         """Start every child with the settings in its environment: consumers first, then workers,
         then producers, each in its own session with output appended to its log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # A sink's group starts at the labels to come ("$", so that a new sink does not replay a
+        # stream's history): made here, before any child starts, it takes every label of this
+        # run even when the sink process is slower to start than the first labels are to come.
+        for sink in self.role("sink"):
+            if sink.group:
+                self.transport.ensure_group(self.transport.keys.labels, sink.group, start="$")
         # Consumers first so they are in their groups before the first label exists.
         order = {"logger": 0, "display": 1, "sink": 1, "dashboard": 1, "worker": 2, "producer": 3}
         for child in sorted(self.children, key=lambda c: order.get(c.role, 9)):

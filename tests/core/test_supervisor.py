@@ -78,3 +78,15 @@ def test_a_childs_own_settings_reach_it_alone_and_side_outputs_are_not_essential
     assert sup.child_settings(logger).dashboard.token is None and sup.child_settings(logger).sink.mqtt_url is None
     assert sup.essential([logger, sink, dash]) == [logger]
 
+
+
+def test_a_sinks_group_exists_before_any_child_starts(settings, real_transport, tmp_path, monkeypatch):
+    """A sink's group reads from "$" (new labels only): made by the supervisor before the
+    producers start, a sink slow to start still gets the run's first labels."""
+    import fer_pipeline.supervisor as supervisor
+
+    sup = Supervisor(settings, real_transport, tmp_path / "logs")
+    sup.add("sink-0", "sink", ["sink", "mqtt"], group="sink-mqtt")
+    monkeypatch.setattr(supervisor.Supervisor, "_spawn", lambda self, child: None)
+    sup.start()
+    assert [g[0] for g in real_transport.groups(real_transport.keys.labels)] == ["sink-mqtt"]

@@ -130,9 +130,15 @@ def test_two_runs_on_one_redis_each_report_their_own_and_keep_their_own_files(re
     assert all((out / "logs" / run / "producer-0.log").is_file() for run in runs)
 
 
+def _logged(stdout: str) -> int:
+    m = re.search(r"in the log ([\d,]+)", stdout)
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
 def test_up_with_an_mqtt_sink_and_the_dashboard(redis_settings, video_dir, tmp_path):
     import socket
     import threading
+    import time
 
     paho = pytest.importorskip("paho.mqtt.client")
     try:
@@ -157,14 +163,16 @@ def test_up_with_an_mqtt_sink_and_the_dashboard(redis_settings, video_dir, tmp_p
                             "--no-display", "--redis-url", url, "--prefix", prefix, "--out", str(out),
                             "--sink", "mqtt://127.0.0.1:1883", "--dashboard"],
                            capture_output=True, text=True, timeout=300, env={**os.environ, **env_port})
-        threading.Event().wait(1.0)  # the last QoS 1 deliveries to this subscriber
+        # The last QoS 1 deliveries to this subscriber (the sink had them acknowledged already).
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and got.count("fer/stage-mq/label") < _logged(r.stdout):
+            threading.Event().wait(0.2)
     finally:
         client.loop_stop()
         client.disconnect()
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"dashboard: http://127.0.0.1:{port}/" in r.stdout
-    logged = int(re.search(r"in the log ([\d,]+)", r.stdout).group(1).replace(",", ""))
-    assert got.count("fer/stage-mq/label") == logged > 20  # every label of the run, through the real broker
+    assert got.count("fer/stage-mq/label") == _logged(r.stdout) > 20  # every label of the run, through the broker
     [run_dir] = (out / "logs").iterdir()
     assert "stopped after" in (run_dir / "sink-0.log").read_text()
     assert f"dashboard on http://127.0.0.1:{port}/" in (run_dir / "dashboard.log").read_text()
