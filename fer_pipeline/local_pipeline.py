@@ -182,10 +182,12 @@ class Pipeline:
         for i in range(self.workers):
             sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"pipeline-{tag}-worker-{i}"])
         for i, spec in enumerate(self.sources):
-            args = ["producer", "--source", spec]
+            args = ["producer"]
             if self.camera_ids:
                 args += ["--camera-id", self.camera_ids[i]]
-            sup.add(f"producer-{i}", "producer", args)
+            # As `up` does: the source in the child's environment, where a camera URL's
+            # password is not shown to every local user (ps) as its arguments are.
+            sup.add(f"producer-{i}", "producer", args, settings_update={"producer": {"sources": [spec]}})
         self._thread = threading.Thread(target=self._deliver, name="fer-pipeline-labels", daemon=True)
         self._thread.start()
         sup.start()
