@@ -222,13 +222,17 @@ def test_frames_declaring_huge_images_are_dead_lettered_undecoded(settings, fake
     good = make_frame(frame_index=1, faces=0)
     publish_frames(fake_transport, "cam0", [make_frame(frame_index=0, faces=0).model_copy(update={"jpeg": bomb}), good])
     service = DisplayService(settings, fake_transport, ident="disp")
-    service.setup()
-    for _ in range(3):
-        service.step()
-    service.finish()
+    drain(service)
     dead = fake_transport._client.xrange(fake_transport.keys.dead)
     assert len(dead) == 1 and b"20000x20000 exceeds max_frame_pixels" in dead[0][1][b"reason"]
     assert service.counters["frames_drawn"] == 1
+
+
+def drain(service: DisplayService, steps: int = 3) -> None:
+    service.setup()
+    for _ in range(steps):
+        service.step()  # fakeredis does not block: each step returns at once
+    service.finish()
 
 
 @pytest.mark.parametrize("fps", [1e-5, 0.5, 1000.0])
@@ -236,10 +240,7 @@ def test_any_valid_frame_rate_writes_a_video(settings, fake_transport, fps):
     # MPEG-4 refuses a time base beyond 1/65535 s: the writer's rate is clamped, the frames kept.
     publish_frames(fake_transport, "cam0", [make_frame(frame_index=i, faces=0, fps=fps) for i in range(3)])
     service = DisplayService(settings, fake_transport, ident="disp")
-    service.setup()
-    for _ in range(3):
-        service.step()
-    service.finish()
+    drain(service)
     assert service.counters["frames_drawn"] == 3 and service.counters["videos_written"] == 1
     assert read_video(service.outputs()["cam0"])[0] == 3
 
@@ -249,19 +250,9 @@ def test_a_frame_taller_than_mpeg4_allows_is_written_scaled(settings, fake_trans
     tall = scene(width=596, height=8400)
     publish_frames(fake_transport, "cam0", [make_frame(frame_index=i, faces=0, image=tall) for i in range(2)])
     service = DisplayService(settings, fake_transport, ident="disp")
-    service.setup()
-    for _ in range(3):
-        service.step()
-    service.finish()
+    drain(service)
     count, frames = read_video(service.outputs()["cam0"])
     assert count == 2 and max(frames[0].shape[:2]) <= 4096
-
-
-def drain(service: DisplayService, steps: int = 3) -> None:
-    service.setup()
-    for _ in range(steps):
-        service.step()  # fakeredis does not block: each step returns at once
-    service.finish()
 
 
 def test_segments_start_a_new_file_every_n_seconds_of_video(settings, fake_transport, tmp_path):

@@ -39,3 +39,16 @@ def person(rng: np.random.Generator, *, camera_id: str = "cam0", run_id: str = "
         t += 1.0 / fps * rng.uniform(0.8, 1.2)
         frame += 1
     return out
+
+
+def publish(transport, labels: list[Label]) -> None:
+    """Put ``labels`` on the labels stream as one bundle, as a worker publishes a batch."""
+    transport.publish(transport.keys.labels, [lab.encode() for lab in labels], 100_000)
+
+
+def drain(sink, rounds: int = 40) -> None:
+    """Steps until everything read was delivered and acked (or ``rounds`` run out)."""
+    for _ in range(rounds):
+        sink.step()
+        if not sink.outbox and not sink.to_ack and sink.transport.backlog(sink.stream, sink.group) == (0, 0):
+            return

@@ -23,8 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fer_pipeline.consumers.sinks.mqtt import MqttSink, parse_broker
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.labels import EMOTIONS
-from fer_pipeline.messages import Label
-from tests.consumers.sinks.scenes import person
+from tests.consumers.sinks.scenes import drain, person, publish
 from tests.factories import make_label
 
 pytestmark = pytest.mark.redis
@@ -110,17 +109,6 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
     return got[-1] if got else None
 
 
-def publish(transport, labels: list[Label]) -> None:
-    transport.publish(transport.keys.labels, [lab.encode() for lab in labels], 100_000)
-
-
-def drain(sink, rounds: int = 60) -> None:
-    for _ in range(rounds):
-        sink.step()
-        if not sink.outbox and not sink.to_ack and sink.transport.backlog(sink.stream, sink.group) == (0, 0):
-            return
-
-
 def test_labels_and_episodes_arrive_on_their_topics(redis_settings, real_transport, broker_url, root):
     sub = Subscriber(1883, root)
     sink = MqttSink(redis_settings, real_transport, broker_url, topic_prefix=root)
@@ -129,7 +117,7 @@ def test_labels_and_episodes_arrive_on_their_topics(redis_settings, real_transpo
         assert sub.wait_for(lambda: sub.on(f"{root}/available") == [b"online"])
         labels = person(np.random.default_rng(5), camera_id="door/1", seconds=15.0)
         publish(real_transport, labels)
-        drain(sink)
+        drain(sink, 60)
         # A camera id with "/" is one topic level: door_1.
         assert sub.wait_for(lambda: len(sub.on(f"{root}/door_1/label")) == len(labels))
         got = [json.loads(p) for p in sub.on(f"{root}/door_1/label")]
@@ -164,7 +152,7 @@ def test_episodes_only(redis_settings, real_transport, broker_url, root):
     try:
         sink.setup()
         publish(real_transport, person(np.random.default_rng(6), seconds=10.0))
-        drain(sink)
+        drain(sink, 60)
         assert sub.wait_for(lambda: len(sub.on(f"{root}/cam0/episode")) > 0)
         assert sub.on(f"{root}/cam0/label") == []
     finally:
@@ -177,7 +165,7 @@ def test_a_malformed_label_is_dead_lettered(redis_settings, real_transport, brok
     try:
         sink.setup()
         real_transport.publish(real_transport.keys.labels, [b"\xc1", make_label().encode()], 1000)
-        drain(sink)
+        drain(sink, 60)
         dead = real_transport._client.xrange(real_transport.keys.dead)
         assert len(dead) == 1 and dead[0][1][b"payload"] == b"\xc1" and dead[0][1][b"role"] == b"sink-mqtt"
         assert sink.counters["labels_sent"] == 1
@@ -243,7 +231,7 @@ def test_broker_down_then_up_loses_no_label(redis_settings, real_transport, tmp_
         sink.setup()
         first = [make_label(frame_index=i, captured_at=1_000 + i / 10) for i in range(30)]
         publish(real_transport, first)
-        drain(sink)
+        drain(sink, 60)
         assert sub.wait_for(lambda: len(sub.on(f"{root}/cam0/label")) == 30)
         sub.close()
         broker.stop()
@@ -393,7 +381,7 @@ def test_a_crashed_sinks_retained_counts_are_set_back_to_zero(redis_settings, re
                 assert retained(1883, f"{root}/{camera}/{emotion}") == b"0", (camera, emotion)
         # New counts come after the reset: an episode on lobby counts 1.
         publish(real_transport, person(np.random.default_rng(5), camera_id="lobby", seconds=15.0))
-        drain(sink)
+        drain(sink, 60)
         open_emotion = max(sink.counts, key=lambda k: sink.counts[k])
         assert sink.counts[open_emotion] == 1
         assert retained(1883, f"{root}/lobby/{open_emotion[1]}") == b"1"

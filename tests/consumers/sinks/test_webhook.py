@@ -14,7 +14,7 @@ import pytest
 from fer_pipeline.consumers.sinks.webhook import WebhookSink, sign
 from fer_pipeline.errors import ConfigError
 from fer_pipeline.messages import Label
-from tests.consumers.sinks.scenes import person
+from tests.consumers.sinks.scenes import drain, person, publish
 from tests.factories import make_label
 
 pytestmark = pytest.mark.redis
@@ -81,18 +81,6 @@ def receiver():
 
 def dead_letters(transport) -> list[dict]:
     return [{k.decode(): v for k, v in fields.items()} for _, fields in transport._client.xrange(transport.keys.dead)]
-
-
-def publish(transport, labels: list[Label]) -> None:
-    transport.publish(transport.keys.labels, [lab.encode() for lab in labels], 100_000)
-
-
-def drain(sink, rounds: int = 40) -> None:
-    """Steps until everything read was delivered and acked (or ``rounds`` run out)."""
-    for _ in range(rounds):
-        sink.step()
-        if not sink.outbox and not sink.to_ack and sink.transport.backlog(sink.stream, sink.group) == (0, 0):
-            return
 
 
 def episode_scene(seed: int = 0) -> list[Label]:
