@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
@@ -39,6 +38,7 @@ from fer_pipeline import bundles
 from fer_pipeline.api_settings import api_settings
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import BrokerUnavailable, MessageError
+from fer_pipeline.group_reads import GroupReads
 from fer_pipeline.messages import Label
 from fer_pipeline.redis_compat import UNAVAILABLE
 from fer_pipeline.service import REDIS_REFUSED
@@ -102,8 +102,6 @@ class LabelReader:
         self._backoff = Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)
         self._complete: list[str] = []  # entries whose every label is done, not yet acknowledged
         self._in_hand: str | None = None  # the entry of the label being handled, if it is its last
-        self._own_pending = not self.noack
-        self._next_reclaim = 0.0
         self._down = False
         self._closed = False
         if group is not None:
@@ -118,6 +116,10 @@ class LabelReader:
             self.position = newest[-1].id if newest else "0-0"
         else:
             self.position = "0-0" if start == "earliest" else start
+        # Group mode (not noack): own pending first, then reclaimed, then new (group_reads).
+        self._reads = None if group is None else GroupReads(
+            self._transport, self.stream, group, self.consumer, self.settings.worker.reclaim_every_s,
+            self.settings.worker.reclaim_idle_ms, own_pending=not self.noack)
 
     position: str
     """Tail mode: the id of the last entry read (labels after it come next). Group mode: the
@@ -128,7 +130,7 @@ class LabelReader:
         """Labels as they arrive, until ``stop()`` or ``close()``; see the class docstring."""
         # A new loop first takes what this consumer holds unacknowledged: a label whose loop
         # body failed in the last loop comes again at once, not after the reclaim time.
-        self._own_pending = not self.noack
+        self._retake_own_pending()
         try:
             while not self._stop.is_set():
                 if self.auto_ack:
@@ -229,7 +231,7 @@ class LabelReader:
             self._down = True
             log.warning("Redis unreachable (%s); retrying with backoff", type(e).__name__)
         self.counters["reconnects"] += 1
-        self._own_pending = not self.noack  # an ack may have been lost with the connection
+        self._retake_own_pending()  # an ack may have been lost with the connection
         self._stop.wait(self._backoff.next())
 
     def _read_tail(self) -> list[Entry]:
@@ -239,8 +241,14 @@ class LabelReader:
             self.position = entries[-1].id
         return entries
 
+    def _retake_own_pending(self) -> None:
+        """Read this consumer's unacknowledged entries again before new ones (nothing is
+        pending without acks: noack)."""
+        if self._reads is not None:
+            self._reads.own_pending = not self.noack
+
     def _read_group(self) -> list[Entry]:
-        assert self.group is not None
+        assert self.group is not None and self._reads is not None
         count = self._sizer.count(self.batch)
         if self.noack:  # nothing pending to take back: new entries only
             entries = self._transport.read_group([self.stream], self.group, self.consumer, count=count,
@@ -248,28 +256,15 @@ class LabelReader:
             if entries:
                 self.position = entries[-1].id
             return entries
-        if self._own_pending:  # delivered to this name before (a restart, a lost ack): first
-            entries = self._transport.read_group([self.stream], self.group, self.consumer, count=count,
-                                                 block_ms=None, own_pending=True)
-            # Entries this reader already handled and has not acknowledged yet (auto_ack=False,
-            # or an ack lost with the connection) are not handed out twice in one session.
-            entries = [e for e in entries if e.id not in self._complete]
-            if entries:
-                return entries
-            self._own_pending = False
-        if time.monotonic() >= self._next_reclaim:
-            self._next_reclaim = time.monotonic() + self.settings.worker.reclaim_every_s
-            claimed, missing = self._transport.autoclaim(self.stream, self.group, self.consumer,
-                                                         min_idle_ms=self.settings.worker.reclaim_idle_ms,
-                                                         count=count)
-            if missing:  # trimmed while pending: Redis dropped them
-                self.counters["missing"] += len(missing)
-            if claimed:
-                self.counters["reclaimed"] += len(claimed)
-                return claimed
-        entries = self._transport.read_group([self.stream], self.group, self.consumer, count=count,
-                                             block_ms=self.block_ms)
-        if entries:
+        # Own pending entries this reader already handled and has not acknowledged yet
+        # (auto_ack=False, or an ack lost with the connection) are not handed out twice.
+        read = self._reads.read(count, self.block_ms, skip=self._complete)
+        if read.missing:  # trimmed while pending: Redis dropped them
+            self.counters["missing"] += read.missing
+        if read.source == "claimed":
+            self.counters["reclaimed"] += len(read.entries)
+        entries = read.entries
+        if read.source == "new" and entries:
             self.position = entries[-1].id
         return entries
 
@@ -301,7 +296,7 @@ class LabelReader:
             # Kept for the next flush; meanwhile they stay pending and may come again.
             if not quiet:
                 log.warning("acknowledgement postponed: Redis unreachable (%s)", type(e).__name__)
-            self._own_pending = True
+            self._retake_own_pending()
             return
         del self._complete[:len(ids)]
         self.counters["acked_entries"] += len(ids)

@@ -23,6 +23,7 @@ from fer_pipeline.backoff import Backoff
 from fer_pipeline.consumers.sinks.episodes import EpisodeEvent, LiveEpisodes
 from fer_pipeline.consumers.sinks.payloads import dumps, episode_json, label_json
 from fer_pipeline.errors import MessageError
+from fer_pipeline.group_reads import GroupReads
 from fer_pipeline.messages import Label
 from fer_pipeline.service import HEARTBEAT_EVERY_S, Service
 from fer_pipeline.settings import Settings
@@ -75,8 +76,8 @@ class SinkService(Service):
         self.outbox: deque[Item] = deque()
         self.to_ack: list[str] = []  # entry ids, acked once the outbox is empty
         self._sizer = bundles.ReadSizer()
-        self._own_pending = True
-        self._next_reclaim = 0.0
+        self._reads = GroupReads(transport, self.stream, self.group, self.ident, settings.worker.reclaim_every_s,
+                                 settings.worker.reclaim_idle_ms)
         self._target_backoff = Backoff(0.5, 30.0)
         self._retry_at = 0.0  # monotonic time of the next delivery attempt while the target is down
         self._down_since: float | None = None
@@ -95,7 +96,7 @@ class SinkService(Service):
         # "$": a new sink starts with the labels to come, not the stream's history; an existing
         # group resumes where it stopped.
         self.transport.ensure_group(self.stream, self.group, start="$")
-        self._own_pending = True
+        self._reads.own_pending = True
 
     def step(self) -> None:
         if not self.outbox and not self.to_ack:
@@ -185,29 +186,17 @@ class SinkService(Service):
         self.outbox.append(Item("episode", episode_json(event), event.camera_id, event=event))
 
     def _read(self) -> list[Entry]:
-        count = self._sizer.count(BATCH)
-        if self._own_pending:
-            entries = self.transport.read_group([self.stream], self.group, self.ident, count=count, block_ms=None,
-                                                own_pending=True)
-            if entries:
-                return entries
-            self._own_pending = False
-        if time.monotonic() >= self._next_reclaim:
-            self._next_reclaim = time.monotonic() + self.settings.worker.reclaim_every_s
-            entries, missing = self.transport.autoclaim(self.stream, self.group, self.ident, count=count,
-                                                        min_idle_ms=self.settings.worker.reclaim_idle_ms)
-            self.counters["labels_missing"] += len(missing)
-            if entries:
-                self.counters["labels_reclaimed"] += len(entries)
-                return entries
-        entries = self.transport.read_group([self.stream], self.group, self.ident, count=count,
-                                            block_ms=self.settings.streams.block_ms)
-        self._sizer.saw(entries)
-        return entries
+        read = self._reads.read(self._sizer.count(BATCH), self.settings.streams.block_ms)
+        self.counters["labels_missing"] += read.missing
+        if read.source == "claimed":
+            self.counters["labels_reclaimed"] += len(read.entries)
+        elif read.source == "new":
+            self._sizer.saw(read.entries)
+        return read.entries
 
     def on_redis_down(self) -> None:
         # An ack may have been lost with the connection: look at our own pending entries again.
-        self._own_pending = True
+        self._reads.own_pending = True
 
     def finish(self) -> None:
         """Hand over what is held (a few seconds at most), then the open episodes' ``end``
