@@ -179,15 +179,8 @@ class Pipeline:
         self._trimmed_before = self._trimmed_unread()
         newest = sup.transport.entries(sup.transport.keys.labels, count=1, newest=True)
         self._start_id = newest[-1].id if newest else "0-0"  # labels up to it are not this run's
-        for i in range(self.workers):
-            sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"pipeline-{tag}-worker-{i}"])
-        for i, spec in enumerate(self.sources):
-            args = ["producer"]
-            if self.camera_ids:
-                args += ["--camera-id", self.camera_ids[i]]
-            # As `up` does: the source in the child's environment, where a camera URL's
-            # password is not shown to every local user (ps) as its arguments are.
-            sup.add(f"producer-{i}", "producer", args, settings_update={"producer": {"sources": [spec]}})
+        sup.add_workers(self.workers, f"pipeline-{tag}-worker")
+        sup.add_producers(self.sources, self.camera_ids)
         self._thread = threading.Thread(target=self._deliver, name="fer-pipeline-labels", daemon=True)
         self._thread.start()
         sup.start()

@@ -120,6 +120,20 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def add_workers(self, n: int, ident_prefix: str) -> None:
+        """``n`` inference workers with fixed consumer names (``<ident_prefix>-<i>``): a restarted
+        worker takes its own pending crops back at once."""
+        for i in range(n):
+            self.add(f"worker-{i}", "worker", ["worker", "--ident", f"{ident_prefix}-{i}"])
+
+    def add_producers(self, specs: list[str], camera_ids: list[str] | None = None) -> None:
+        """One producer per source spec (with its camera id, when given). The source travels in
+        the child's environment (FER_PRODUCER__SOURCES), not its arguments: a camera URL may
+        hold a password, and every local user can read a process's arguments (ps)."""
+        for i, spec in enumerate(specs):
+            args = ["producer"] + (["--camera-id", camera_ids[i]] if camera_ids else [])
+            self.add(f"producer-{i}", "producer", args, settings_update={"producer": {"sources": [spec]}})
+
     def start(self) -> None:
         """Start every child with the settings in its environment: consumers first, then workers,
         then producers, each in its own session with output appended to its log."""

@@ -146,13 +146,8 @@ def up(
         if dashboard_url:
             sup.add("dashboard", "dashboard", ["dashboard"], settings_update=dashboard_update)
             typer.echo(f"dashboard: {dashboard_url}")
-        for i in range(workers):
-            sup.add(f"worker-{i}", "worker", ["worker", "--ident", f"up-worker-{i}"])
-        for i, spec in enumerate(specs):
-            # The source in the child's environment (FER_PRODUCER__SOURCES), not its arguments: a
-            # camera URL may hold a password.
-            sup.add(f"producer-{i}", "producer", ["producer", "--camera-id", cameras[i]],
-                    settings_update={"producer": {"sources": [spec]}})
+        sup.add_workers(workers, "up-worker")
+        sup.add_producers(specs, cameras)
         code = _run(sup, s, out, run_id, max(total_frames, 0) if not s.producer.loop else 0)
     finally:
         if broker is not None:
