@@ -121,10 +121,15 @@ class Progress:
             "logged": int(self.total("logger", "labels_logged")),
             "frames_drawn": int(self.total("display", "frames_drawn")),
             "dead_letters": int(stats.get("dead_letters", 0)),
-            "trimmed_unread": sum(v for k, v in stats.items() if k.startswith("trimmed_unread:")),
+            "trimmed_unread": trimmed_unread(stats),
             "queue": {k: v[0] + v[1] for k, v in (backlog or {}).items()},
             "emotions": self.emotions(),
         }
+
+
+def trimmed_unread(stats: dict[str, int]) -> int:
+    """Messages trimmed before a consumer group finished them, over every stream, from the stats hash."""
+    return sum(v for k, v in stats.items() if k.startswith("trimmed_unread:"))
 
 
 def _clock(seconds: float) -> str:

@@ -235,6 +235,7 @@ def _run(sup, s, out: Path, run_id: str, total_frames: int) -> int:
 
 def _summary(sup, progress, out: Path, run_id: str, reason: str, drained: dict, seconds: float) -> int:
     from fer_pipeline.emotion_log.sqlite import SqliteStore
+    from fer_pipeline.progress import trimmed_unread
 
     keys = sup.transport.keys
     stats = progress.run_stats()
@@ -250,7 +251,7 @@ def _summary(sup, progress, out: Path, run_id: str, reason: str, drained: dict, 
     print(f"  faces published {published:,}  labelled {labelled:,}  "
           f"in the log {logged:,}  dead letters {stats.get('dead_letters', 0)}  "
           f"dropped {int(progress.total('producer', 'crops_dropped'))}  "
-          f"trimmed unread {sum(v for k, v in stats.items() if k.startswith('trimmed_unread:'))}")
+          f"trimmed unread {trimmed_unread(stats)}")
     behind = progress.total("producer", "realtime_lost_ms") / 1000
     if behind >= 1.0:
         print(f"  cameras fell behind real time by {behind:,.1f} s in all: detection is too slow for their frame "
