@@ -32,7 +32,7 @@ from fer_pipeline.analytics.render import export_folder
 from fer_pipeline.analytics.smoothing import smoothed_states
 from fer_pipeline.emotion_log.reader import ConnectionLog, LogSource, export_rows, open_read_only, run_starts
 from fer_pipeline.emotion_log.store import is_database_error
-from fer_pipeline.errors import ConfigError
+from fer_pipeline.errors import ConfigError, first_line
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.run_ids import base_run
 
@@ -122,8 +122,7 @@ def export_labels(source: Path | str | LogSource, options: ReportOptions, fmt: s
         except Exception as e:
             if not is_database_error(e):
                 raise
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"cannot read the emotion log: {reason}") from e
+            raise ConfigError(f"cannot read the emotion log: {first_line(e)}") from e
     return path, n
 
 

@@ -40,3 +40,10 @@ class MessageError(FerError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it has none:
+    what a one-line error quotes of a library's multi-line message."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

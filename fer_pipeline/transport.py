@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, cast
 import redis
 
 from fer_pipeline import bundles, redis_compat
-from fer_pipeline.errors import BrokerUnavailable, MessageError
+from fer_pipeline.errors import BrokerUnavailable, MessageError, first_line
 from fer_pipeline.messages import decode
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import StreamKeys
@@ -462,5 +462,4 @@ def _entries(reply, max_message_bytes: int = 1 << 20) -> list[Entry]:
 
 
 def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
+    return first_line(e)[:200]

@@ -37,7 +37,7 @@ from fer_pipeline.analytics.options import ReportOptions
 from fer_pipeline.consumers.sinks.base import Item, SinkService, TargetDown
 from fer_pipeline.consumers.sinks.episodes import EpisodeEvent
 from fer_pipeline.consumers.sinks.payloads import topic_level
-from fer_pipeline.errors import ConfigError
+from fer_pipeline.errors import ConfigError, first_line
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.settings import Settings
 from fer_pipeline.transport import Transport
@@ -123,7 +123,7 @@ class MqttSink(SinkService):
         try:
             self.client.connect(host, port, keepalive=30)
         except OSError as e:  # refused, unresolvable, timed out, TLS (ssl.SSLError is an OSError)
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = first_line(e)
             self._trouble = "unreachable"
             self.log.warning("cannot reach %s (%s); retrying in the background, the labels wait in Redis",
                              self._where, scrub(text[:200], self.url))
