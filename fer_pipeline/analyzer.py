@@ -23,6 +23,7 @@ import numpy as np
 
 from fer_pipeline.api_settings import api_settings
 from fer_pipeline.errors import ModelError, SourceError
+from fer_pipeline.images import read_image_file
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.settings import Settings
 
@@ -136,7 +137,11 @@ class Analyzer:
 
     def _frame(self, image: Image) -> np.ndarray:
         if isinstance(image, (str, PathLike)):
-            return read_image(Path(image), self.settings.producer.max_image_pixels)
+            path = Path(image)
+            try:
+                return read_image_file(path, self.settings.producer.max_image_pixels)
+            except SourceError as e:
+                raise SourceError(f"image {path}: {e}") from e
         return as_frame(image)
 
 
@@ -159,32 +164,6 @@ def as_frame(image: np.ndarray) -> np.ndarray:
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or min(image.shape[:2]) < 1:
         raise ValueError(f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
     return np.ascontiguousarray(image)
-
-
-def read_image(path: Path, max_pixels: int) -> np.ndarray:
-    """An image file as BGR, its size checked from the header before decoding (a small file
-    can declare gigapixels).
-
-    Raises:
-        SourceError: unreadable, not an image OpenCV decodes, or over ``max_pixels``.
-    """
-    import cv2
-
-    from fer_pipeline.images import image_dimensions
-
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise SourceError(f"cannot read image {path}: {e.strerror or e}") from e
-    dims = image_dimensions(data)
-    if dims is not None and dims[0] * dims[1] > max_pixels:
-        raise SourceError(f"image {path} is {dims[0]}x{dims[1]}, over max_image_pixels={max_pixels}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SourceError(f"cannot decode image {path}: not an image OpenCV reads")
-    if image.shape[0] * image.shape[1] > max_pixels:
-        raise SourceError(f"image {path} is {image.shape[1]}x{image.shape[0]}, over max_image_pixels={max_pixels}")
-    return image
 
 
 def _check(probs: np.ndarray, n: int) -> None:

@@ -1,9 +1,15 @@
 """Image size checks before decoding: a few header bytes can declare an image that would
-take gigabytes to decode (a decompression bomb), so sizes are read from the header first."""
+take gigabytes to decode (a decompression bomb), so sizes are read from the header first;
+and reading an image file that way (``read_image_file``)."""
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+
+import numpy as np
+
+from fer_pipeline.errors import SourceError
 
 
 def image_dimensions(data: bytes) -> tuple[int, int] | None:
@@ -39,3 +45,28 @@ def frame_refusal(data: bytes, max_pixels: int) -> str | None:
     if dims[0] * dims[1] > max_pixels:
         return f"frame of {dims[0]}x{dims[1]} exceeds max_frame_pixels={max_pixels}"
     return None
+
+
+def read_image_file(path: Path, max_pixels: int) -> np.ndarray:
+    """An image file as BGR, its size checked from the header before decoding, and again after
+    (a header this module does not read).
+
+    Raises:
+        SourceError: why it cannot be used (unreadable, over ``max_pixels``, not an image
+            OpenCV decodes), without the path: an image folder skips it, ``analyze`` refuses.
+    """
+    import cv2
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SourceError(f"cannot read it ({e.strerror})") from e
+    dims = image_dimensions(data)
+    if dims is not None and dims[0] * dims[1] > max_pixels:
+        raise SourceError(f"{dims[0]}x{dims[1]} exceeds max_image_pixels={max_pixels}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError("cannot decode it: not an image OpenCV reads")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise SourceError(f"{image.shape[1]}x{image.shape[0]} exceeds max_image_pixels={max_pixels}")
+    return image

@@ -25,7 +25,7 @@ import numpy as np
 
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.errors import DataError, SourceError
-from fer_pipeline.images import image_dimensions
+from fer_pipeline.images import read_image_file
 from fer_pipeline.messages import MAX_TIME
 from fer_pipeline.settings import Settings
 from fer_pipeline.urls import redact_url
@@ -391,22 +391,10 @@ class ImageFolderSource(Source):
         self._pacer = Pacer(self.fps if settings.producer.realtime else 0.0)
 
     def _read(self, path: Path) -> np.ndarray | None:
-        import cv2
-
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            return self._skip(path, f"unreadable ({e.strerror})")
-        dims = image_dimensions(data)
-        # Refuse oversized images from their header: decoding one could take gigabytes.
-        if dims is not None and dims[0] * dims[1] > self._max_pixels:
-            return self._skip(path, f"{dims[0]}x{dims[1]} exceeds max_image_pixels={self._max_pixels}")
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            return self._skip(path, "not a decodable image")
-        if image.shape[0] * image.shape[1] > self._max_pixels:
-            return self._skip(path, f"{image.shape[1]}x{image.shape[0]} exceeds max_image_pixels={self._max_pixels}")
-        return image
+            return read_image_file(path, self._max_pixels)
+        except SourceError as e:
+            return self._skip(path, str(e))
 
     def _skip(self, path: Path, why: str) -> None:
         self.stats["skipped"] += 1

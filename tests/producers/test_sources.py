@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fer_pipeline.errors import SourceError
+from fer_pipeline.images import image_dimensions
 from fer_pipeline.labels import FER2013_CODE_NAMES
 from fer_pipeline.producers.sources import (
     ImageFolderSource,
@@ -16,7 +17,6 @@ from fer_pipeline.producers.sources import (
     ReplaySource,
     VideoClock,
     VideoFileSource,
-    image_dimensions,
     open_source,
 )
 from tests.producers.conftest import write_replay_npz
