@@ -241,7 +241,7 @@ class DisplayService(Service):
         return None if block <= 0.001 else int(block * 1000)
 
     def _ingest(self, entries: list[Entry]) -> None:
-        labels_stream = self.transport.keys.labels
+        labels_streams = set(self.transport.keys.labels_shards)
         acks: dict[str, list[str]] = {}
         now = time.monotonic()
         for e in entries:
@@ -250,8 +250,8 @@ class DisplayService(Service):
                 continue
             try:
                 msg = e.message(self.settings.streams.max_payload_bytes,
-                                expect=Label if e.stream == labels_stream else None)
-                if e.stream != labels_stream and not isinstance(msg, (Frame, EndOfStream)):
+                                expect=Label if e.stream in labels_streams else None)
+                if e.stream not in labels_streams and not isinstance(msg, (Frame, EndOfStream)):
                     raise MessageError(f"expected a Frame or EndOfStream message, got kind {msg.kind!r}")
             except MessageError as err:
                 self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload, reason=err.reason,

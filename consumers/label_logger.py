@@ -147,9 +147,9 @@ class LabelLoggerService(Service):
                 bad.append((e, err.reason))
         inserted = self._store(labelled, bad)
         for e, reason in bad:
-            self.transport.dead_letter(source=self.stream, entry_id=e.ref, payload=e.payload, reason=reason,
+            self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload, reason=reason,
                                        role=self.role)
-        self.transport.ack(self.stream, LOGGER_GROUP, [e.id for e in entries])
+        self.transport.ack_entries(LOGGER_GROUP, entries)
         self.counters["labels_logged"] += inserted
         self.counters["duplicates_ignored"] += len(labelled) - inserted
         self.counters["dead_letters"] += len(bad)

@@ -38,13 +38,13 @@ class GroupReads:
     own_pending: bool = True
     _next_reclaim: float = field(default=0.0, repr=False)
 
-    def read(self, count: int, block_ms: int | None, *, skip: Container[str] = ()) -> Read:
+    def read(self, count: int, block_ms: int | None, *, skip: Container[tuple[str, str]] = ()) -> Read:
         """The next entries (at most ``count`` stream entries); a read of new ones waits up to
-        ``block_ms``. ``skip``: own pending entries already handled and not acknowledged yet,
-        not to be handed out twice."""
+        ``block_ms``. ``skip``: own pending entries (stream, id) already handled and not
+        acknowledged yet, not to be handed out twice."""
         if self.own_pending:
             entries = [e for e in self.transport.read_group([self.stream], self.group, self.consumer, count=count,
-                                                            block_ms=None, own_pending=True) if e.id not in skip]
+                                                            block_ms=None, own_pending=True) if (e.stream, e.id) not in skip]
             if entries:
                 return Read(entries, "own")
             self.own_pending = False

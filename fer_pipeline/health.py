@@ -149,10 +149,13 @@ def collect(transport: Transport, *, rate_interval_s: float = 1.0,
                                       counters=counters, cameras=_cameras(info.get("camera_ids"))))
 
     cameras = transport.camera_ids()
-    streams = [keys.crops, keys.labels, *(keys.frames(c) for c in cameras), keys.dead]
+    frames = [keys.frames(c) for c in cameras]
+    # Sharded: the totals, then each shard's streams; the groups per shard (where they live).
+    shards = [*keys.crops_shards, *keys.labels_shards] if keys.sharded else []
+    streams = [keys.crops, keys.labels, *shards, *frames, keys.dead]
     # A bundled stream's length is the messages it holds, not its entries (bundles.py).
     lengths = {_short(s, keys.prefix): n for s, n in transport.lengths(streams).items()}
-    groups = [g for s in streams[:-1] for g in _groups(transport, s)]
+    groups = [g for s in (shards or [keys.crops, keys.labels]) + frames for g in _groups(transport, s)]
 
     stats = transport.stats()
     published = {_short(k.split(":", 1)[1], keys.prefix): v for k, v in stats.items() if k.startswith("published:")}

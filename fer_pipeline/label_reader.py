@@ -100,8 +100,9 @@ class LabelReader:
         self._stop = threading.Event()
         self._sizer = bundles.ReadSizer()
         self._backoff = Backoff(self.settings.redis.backoff_initial_s, self.settings.redis.backoff_max_s)
-        self._complete: list[str] = []  # entries whose every label is done, not yet acknowledged
-        self._in_hand: str | None = None  # the entry of the label being handled, if it is its last
+        # Entries (stream, id: ids repeat across shards) whose every label is done, not yet acknowledged.
+        self._complete: list[tuple[str, str]] = []
+        self._in_hand: tuple[str, str] | None = None  # the entry of the label being handled, if it is its last
         self._down = False
         self._closed = False
         if group is not None:
@@ -148,13 +149,13 @@ class LabelReader:
                         break
                     last = entry.part == entry.parts - 1
                     if last and not self.auto_ack:
-                        self._complete.append(entry.id)  # yielded: ack() may take it
+                        self._complete.append((entry.stream, entry.id))  # yielded: ack() may take it
                     if label is not None:
-                        self._in_hand = entry.id if last else None
+                        self._in_hand = (entry.stream, entry.id) if last else None
                         yield label
                         self._in_hand = None
-                    if last and self.auto_ack and entry.id not in self._complete:
-                        self._complete.append(entry.id)  # the loop body is done with it
+                    if last and self.auto_ack and (entry.stream, entry.id) not in self._complete:
+                        self._complete.append((entry.stream, entry.id))  # the loop body is done with it
                 else:
                     if entries is not None:
                         self._reachable()
@@ -276,7 +277,7 @@ class LabelReader:
             label = entry.message(self.settings.streams.max_payload_bytes, expect=Label)
         except MessageError as err:
             if self.group is not None and not self.noack:
-                self._transport.dead_letter(source=self.stream, entry_id=entry.ref, payload=entry.payload,
+                self._transport.dead_letter(source=entry.stream, entry_id=entry.ref, payload=entry.payload,
                                             reason=err.reason, role=ROLE)
                 self.counters["dead_letters"] += 1
             else:
@@ -291,7 +292,8 @@ class LabelReader:
             return
         ids = list(self._complete)
         try:
-            self._transport.ack(self.stream, self.group, ids)
+            for stream in dict.fromkeys(s for s, _ in ids):
+                self._transport.ack(stream, self.group, [i for s, i in ids if s == stream])
         except UNAVAILABLE as e:
             # Kept for the next flush; meanwhile they stay pending and may come again.
             if not quiet:

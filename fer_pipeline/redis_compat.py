@@ -22,11 +22,13 @@ BaseParser.EXCEPTION_CLASSES.setdefault("BUSY", BusyError)
 
 # What a role waits out like a lost connection, with backoff, holding its messages pending:
 # the server is down or restarting (LOADING is a ConnectionError to redis-py), full (OOM under
-# maxmemory noeviction), a replica after a failover (READONLY, MASTERDOWN), or busy.
+# maxmemory noeviction), a replica after a failover (READONLY, MASTERDOWN), or busy; on a
+# cluster, a master down or its slots not served (CLUSTERDOWN, the client's retries used up).
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError,
     redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError, BusyError,
+    redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError,
 )
 
 

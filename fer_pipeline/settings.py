@@ -98,10 +98,16 @@ class StreamSettings(_Section):
     # can no longer fill Redis, the dead stream holds at most about dead_maxlen x this. A crop
     # message (2.4 KB) is kept whole; a frame's JPEG is cut.
     dead_payload_bytes: int = Field(8_192, ge=256, le=1_000_000)
-    # Producers drop new crops (counted) rather than publish into a backlog this deep.
+    # Producers drop new crops (counted) rather than publish into a backlog this deep (in
+    # any one shard: crops_maxlen bounds each shard's stream too).
     max_crop_backlog: int = Field(5_000, ge=1)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     block_ms: int = Field(500, ge=1)
+    # The crops and labels streams split by camera into this many shards (streams.py), each on
+    # its own hash tag: on Redis Cluster the shards spread over the masters. 1 keeps today's
+    # keys on a plain Redis. Every process of a deployment must agree; change it only with the
+    # streams drained (a camera's shard moves with it).
+    shards: int = Field(1, ge=1, le=1024)
 
 
 DetectorName = Literal["blazeface", "blazeface-full", "blazeface-short", "res10", "haar"]
@@ -180,6 +186,10 @@ class WorkerSettings(_Section):
     threads: int = Field(1, ge=1)
     reclaim_idle_ms: int = Field(10_000, ge=100)
     reclaim_every_s: float = Field(2.0, gt=0.0)
+    # The crop shards this worker reads (FER_WORKER__SHARDS='[0, 1]'); empty: every shard. A
+    # worker stays on one shard while it has crops, at most shard_dwell_s, then moves on.
+    shards: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    shard_dwell_s: float = Field(0.2, gt=0.0)
 
 
 # A PostgreSQL emotion log (multi-machine deployments); anything else is a SQLite file path.

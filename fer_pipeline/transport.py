@@ -6,11 +6,19 @@ readers get one ``Entry`` per message either way. ``publish`` bounds every strea
 of messages (exactly, or on a bundled stream by trimming whole bundles) and counts those
 trimmed before some consumer group read them, or while one held them unacknowledged, in the
 stats hash, so a stalled consumer costs counted data, not Redis memory.
+
+On Redis Cluster (found by asking the server, so any node's URL will do) the client is
+redis-py's cluster client and the keys are sharded (``streams.py``): every script and MULTI
+touches one shard's slot. The group-wide calls (``read_group``, ``autoclaim``, ``backlog``,
+``groups``, ``lengths``, ``ensure_group``, ``expire``, ``entries``) take the logical
+``crops``/``labels`` names and go to every shard; publishing and acking name a shard's stream
+(an ``Entry`` carries the one it came from).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 import uuid
@@ -20,18 +28,22 @@ from importlib import resources
 from typing import Any, NamedTuple, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from fer_pipeline import bundles, redis_compat
 from fer_pipeline.errors import BrokerUnavailable, MessageError, first_line
 from fer_pipeline.messages import decode
 from fer_pipeline.settings import Settings
-from fer_pipeline.streams import StreamKeys
+from fer_pipeline.streams import StreamKeys, entry_order
 from fer_pipeline.urls import raw_password_hint, redact_url, scrub
 
 log = logging.getLogger("fer.transport")
 
 FIELD = bundles.SINGLE  # the one field of an unbundled entry
 EXPIRE_CHUNK = 64  # bundles handed to Lua per retention call on a bundled stream
+# A blocking read over several shards blocks on one at a time, at most this long each, so a
+# message on another waits that long at worst (Redis's own timer ticks every 100 ms at hz 10).
+SHARD_BLOCK_MS = 100
 
 # The server-side scripts (package resources, ``lua/``); each runs after helpers.lua.
 def _lua(name: str) -> str:
@@ -101,15 +113,19 @@ class Transport:
         if not url:
             msg = "no Redis URL: pass --redis-url or set FER_REDIS__URL (or use `fer-pipeline up`, which can start one)"
             raise BrokerUnavailable(msg)
+        options = {"socket_timeout": settings.redis.socket_timeout_s,
+                   "socket_connect_timeout": settings.redis.connect_timeout_s}
+        cluster = False
         try:
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=settings.redis.socket_timeout_s,
-                socket_connect_timeout=settings.redis.connect_timeout_s,
-                health_check_interval=30,
-            )
+            client: redis.Redis = redis.Redis.from_url(url, health_check_interval=30, **options)
             if check:
                 client.ping()
+                cluster = is_cluster(client)
+            if cluster:
+                # Any node's URL leads to all of them: the cluster client maps the slots and
+                # follows MOVED/ASK as they change.
+                client.close()
+                client = RedisCluster.from_url(url, **options)  # type: ignore[assignment]
         except (redis.RedisError, OSError, ValueError, TypeError) as e:
             # TypeError: an option redis-py does not take on this scheme (ssl_* on redis://).
             hint = " (TLS options need a rediss:// URL)" if isinstance(e, TypeError) and "ssl" in str(e) else ""
@@ -117,7 +133,7 @@ class Transport:
                    f"{raw_password_hint(url)}{hint}")
             # `from None`: the chained exception's text may quote the raw URL, password included.
             raise BrokerUnavailable(msg) from None
-        return cls(client, StreamKeys(settings.redis.prefix), settings)
+        return cls(client, StreamKeys(settings.redis.prefix, settings.streams.shards, tagged=cluster), settings)
 
     def close(self) -> None:
         """Close the Redis client and its connection pool."""
@@ -163,14 +179,17 @@ class Transport:
 
     def publish_many(self, calls: Sequence[tuple[str, Sequence[bytes], int, bool]]) -> None:
         """Several ``publish(stream, payloads, maxlen, count_all_trimmed)`` calls in one
-        MULTI round trip, in order (the producer's group commit: ``producers/publisher.py``)."""
-        calls = [c for c in calls if c[1]]
-        if not calls:
-            return
-        pipe = self._client.pipeline(transaction=True)
-        for stream, payloads, maxlen, count_all in calls:
-            self._queue(pipe, stream, payloads, maxlen, count_all)
-        _execute(pipe)
+        MULTI round trip, in order (the producer's group commit: ``producers/publisher.py``);
+        sharded, one MULTI per shard the calls write to (a transaction stays in one slot)."""
+        by_slot: dict[str | None, list] = {}
+        for c in calls:
+            if c[1]:
+                by_slot.setdefault(self.keys.slot_tag(c[0]), []).append(c)
+        for group in by_slot.values():
+            pipe = self._client.pipeline(transaction=True)
+            for stream, payloads, maxlen, count_all in group:
+                self._queue(pipe, stream, payloads, maxlen, count_all)
+            _execute(pipe)
 
     def _queue(self, pipe, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool,
                ack: Ack | None = None) -> int:
@@ -180,23 +199,26 @@ class Transport:
         rest runs."""
         if not self.keys.bundled(stream):
             keys, args = self._publish_call(stream, payloads, maxlen, count_all, ack)
-            pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
+            pipe.execute_command("EVAL", _PUBLISH_LUA, len(keys), *keys, *args)
             return 0
         # The bundles go straight to XADD, the bookkeeping after them (see _BUNDLED_LUA).
         bodies, counts = bundles.pack(payloads)
         for body, n in zip(bodies, counts):
             pipe.xadd(stream, {bundles.COUNT: n, bundles.SINGLE: body})
         if bodies:
-            pipe.eval(_BUNDLED_LUA, 3, stream, self.keys.stats, self.keys.depth, maxlen,
-                      "all" if count_all else "groups", len(bodies), sum(counts))
+            # EVAL as a plain command: the cluster client's pipeline has no eval(), and routes
+            # a command by its keys either way.
+            pipe.execute_command("EVAL", _BUNDLED_LUA, 3, stream, self.keys.stats_of(stream),
+                                 self.keys.depth_of(stream), maxlen, "all" if count_all else "groups",
+                                 len(bodies), sum(counts))
         if ack and ack.ids:
             keys, args = self._publish_call(ack.stream, [], 0, False, ack)
-            pipe.eval(_PUBLISH_LUA, len(keys), *keys, *args)
+            pipe.execute_command("EVAL", _PUBLISH_LUA, len(keys), *keys, *args)
         return len(bodies)
 
     def _publish_call(self, stream: str, payloads: Sequence[bytes], maxlen: int, count_all: bool,
                       ack: Ack | None) -> tuple[list[str], list]:
-        keys = [stream, self.keys.stats, self.keys.depth]
+        keys = [stream, self.keys.stats_of(stream), self.keys.depth_of(stream)]
         counted = ack is not None and ack.messages is not None
         args: list = [maxlen, "all" if count_all else "groups", len(payloads), ack.group if ack else "",
                       "counted" if counted else "plain", *payloads]
@@ -213,22 +235,27 @@ class Transport:
         return self.lengths([stream])[stream]
 
     def lengths(self, streams: Sequence[str]) -> dict[str, int]:
-        """Messages held per stream, in one round trip: XLEN, or on a bundled stream its depth."""
+        """Messages held per stream, in one round trip: XLEN, or on a bundled stream its depth
+        (a logical sharded name: the sum over its shards)."""
         pipe = self._client.pipeline(transaction=False)
         for s in streams:
-            pipe.xlen(s)
-            if self.keys.bundled(s):
-                pipe.hget(self.keys.depth, s)
+            for p in self.keys.physical(s):
+                pipe.xlen(p)
+                if self.keys.bundled(p):
+                    pipe.hget(self.keys.depth_of(p), p)
         replies = iter(pipe.execute())
-        return {s: messages_held(next(replies), next(replies)) if self.keys.bundled(s) else int(next(replies))
+        return {s: sum(messages_held(next(replies), next(replies)) if self.keys.bundled(p) else int(next(replies))
+                       for p in self.keys.physical(s))
                 for s in streams}
 
     def expire(self, stream: str, cutoff_ms: int) -> int:
         """Delete the entries older than ``cutoff_ms`` (broker time); returns the messages deleted."""
+        if len(shards := self.keys.physical(stream)) > 1 or shards[0] != stream:
+            return sum(self.expire(s, cutoff_ms) for s in shards)
         if self.keys.bundled(stream):
             gone = 0
             while True:
-                messages, entries = self._expire_bundled(keys=[stream, self.keys.depth],
+                messages, entries = self._expire_bundled(keys=[stream, self.keys.depth_of(stream)],
                                                          args=[f"{cutoff_ms}-0", EXPIRE_CHUNK])
                 gone += int(messages)
                 if int(entries) < EXPIRE_CHUNK:
@@ -263,50 +290,109 @@ class Transport:
         return max((int(n) for n in pipe.execute()), default=1)
 
     def stats(self) -> dict[str, int]:
-        """The shared stats hash as integers (published, trimmed unread, expired per stream; dead letters)."""
-        return {_s(k): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}
+        """The shared stats hash as integers (published, trimmed unread, expired per stream; dead
+        letters). Sharded, each shard's hash too, its counters of a shard stream also summed under
+        the logical name (``published:<prefix>:crops`` is every shard's)."""
+        if not self.keys.sharded:
+            return {_s(k): int(v) for k, v in self._client.hgetall(self.keys.stats).items()}
+        pipe = self._client.pipeline(transaction=False)
+        for key in self.keys.stats_keys:
+            pipe.hgetall(key)
+        out: dict[str, int] = {}
+        for reply in pipe.execute():
+            for k, v in reply.items():
+                field = _s(k)
+                out[field] = out.get(field, 0) + int(v)
+                kind, sep, stream = field.partition(":")
+                if sep and (logical := self.keys.logical(stream)) != stream:
+                    out[f"{kind}:{logical}"] = out.get(f"{kind}:{logical}", 0) + int(v)
+        return out
 
     # -- consumer groups ---------------------------------------------------------------
     def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         """Create ``group`` on ``stream`` (and the stream if missing), reading from ``start``; an
-        existing group is left as it is."""
-        try:
-            self._client.xgroup_create(stream, group, id=start, mkstream=True)
-        except redis.ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        existing group is left as it is. A logical sharded name: on every shard."""
+        for s in self.keys.physical(stream):
+            try:
+                self._client.xgroup_create(s, group, id=start, mkstream=True)
+            except redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
 
     def read_group(self, streams: Iterable[str], group: str, consumer: str, *, count: int, block_ms: int | None,
                    own_pending: bool = False, noack: bool = False) -> list[Entry]:
         """New entries for this consumer (or, with ``own_pending``, the ones already delivered
         to it and never acked: what a restarted consumer must finish first). Recreates the
         group if Redis lost it (restart). ``noack``: nothing is left pending (XREADGROUP NOACK),
-        the group is only a position Redis keeps (and counts trims past, see publish)."""
-        streams = list(streams)
+        the group is only a position Redis keeps (and counts trims past, see publish).
+        ``count`` is per stream (XREADGROUP's COUNT); logical sharded names read every shard."""
         start = "0" if own_pending else ">"
-        try:
-            reply = self._client.xreadgroup(group, consumer, {s: start for s in streams}, count=count,
-                                           block=None if own_pending else block_ms, noack=noack)
-        except redis.ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
-            for s in streams:
-                self.ensure_group(s, group)
-            return []
-        return _entries(reply, self.settings.streams.max_payload_bytes)
+
+        def read(group_streams: list[str], block: int | None) -> list[Entry]:
+            try:
+                reply = self._client.xreadgroup(group, consumer, dict.fromkeys(group_streams, start), count=count,
+                                               block=block, noack=noack)
+            except redis.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                for s in group_streams:
+                    self.ensure_group(s, group)
+                return []
+            return _entries(reply, self.settings.streams.max_payload_bytes)
+
+        return self._fan_out(streams, read, None if own_pending else block_ms)
+
+    def _fan_out(self, streams: Iterable[str], read, block_ms: int | None) -> list[Entry]:
+        """One read of several streams (logical names expanded). Streams in one slot go in one
+        call; over several slots (shards; a cluster refuses a command across slots) each slot
+        is read without blocking, and when all were empty and ``block_ms`` asks to wait, one
+        slot after another blocks up to ``SHARD_BLOCK_MS`` until something comes or the time
+        is up."""
+        physical = [p for s in streams for p in self.keys.physical(s)]
+        slots: dict[str | None, list[str]] = {}
+        for p in physical:
+            slots.setdefault(self.keys.slot_tag(p), []).append(p)
+        if len(slots) <= 1:
+            return read(physical, block_ms)
+        groups = list(slots.values())
+        out = [e for g in groups for e in read(g, None)]
+        if out or not block_ms:
+            return out
+        deadline = time.monotonic() + block_ms / 1000
+        for k in itertools.cycle(range(len(groups))):
+            left = int((deadline - time.monotonic()) * 1000)
+            if left <= 0:
+                return []
+            out = read(groups[k], max(1, min(left, SHARD_BLOCK_MS)))
+            if out:
+                # The others' waiting entries too, so one busy shard does not starve the rest.
+                return out + [e for j, g in enumerate(groups) if j != k for e in read(g, None)]
+        return []  # pragma: no cover - the cycle only ends by returning
 
     def drop_group(self, stream: str, group: str) -> None:
         """Delete ``group`` from ``stream`` (nothing if it is not there): a reader's own group,
         which would otherwise hold the trim accounting's floor back for good."""
-        try:
-            self._client.xgroup_destroy(stream, group)
-        except redis.ResponseError as e:  # no stream at all: no group either
-            if "requires the key to exist" not in str(e):
-                raise
+        for s in self.keys.physical(stream):
+            try:
+                self._client.xgroup_destroy(s, group)
+            except redis.ResponseError as e:  # no stream at all: no group either
+                if "requires the key to exist" not in str(e):
+                    raise
 
     def entries(self, stream: str, *, start: str = "-", count: int | None = None, newest: bool = False) -> list[Entry]:
         """The stream's messages from ``start`` on (XRANGE, bundles expanded), read by no
-        group; ``count`` counts entries. ``newest``: the last ``count`` entries instead."""
+        group; ``count`` counts entries. ``newest``: the last ``count`` entries instead. A
+        logical sharded name: every shard's, merged in id order (ids come from each node's
+        clock: a tail by id can miss an entry only across nodes whose clocks disagree)."""
+        if len(shards := self.keys.physical(stream)) > 1 or shards[0] != stream:
+            parts = [self.entries(s, start=start, count=count, newest=newest) for s in shards]
+            merged = sorted((e for p in parts for e in p), key=lambda e: entry_order(e.id))
+            if count is None:
+                return merged
+            # count is in entries: keep whole entries, the oldest (or, newest, the latest) ``count``.
+            ids = sorted({e.id for e in merged}, key=entry_order)
+            keep = set(ids[-count:] if newest else ids[:count])
+            return [e for e in merged if e.id in keep]
         if newest:
             return _entries([(stream, list(reversed(self._client.xrevrange(stream, count=count) or [])))],
                             self.settings.streams.max_payload_bytes)
@@ -316,9 +402,13 @@ class Transport:
     def read_after(self, stream: str, after: str, *, count: int, block_ms: int | None) -> list[Entry]:
         """The stream's messages after the entry id ``after`` (XREAD, bundles expanded), read by
         no group: a tail (``fer_pipeline.label_reader``). Waits up to ``block_ms`` for the first
-        one (None: no wait); ``count`` counts entries."""
-        reply = self._client.xread({stream: after}, count=count, block=block_ms)
-        return _entries(reply, self.settings.streams.max_payload_bytes)
+        one (None: no wait); ``count`` counts entries (per shard, on a logical sharded name)."""
+
+        def read(streams: list[str], block: int | None) -> list[Entry]:
+            reply = self._client.xread(dict.fromkeys(streams, after), count=count, block=block)
+            return _entries(reply, self.settings.streams.max_payload_bytes)
+
+        return sorted(self._fan_out([stream], read, block_ms), key=lambda e: entry_order(e.id))
 
     def ack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = False,
             messages: Sequence[int] | None = None) -> None:
@@ -332,6 +422,8 @@ class Transport:
             ids = list(dict.fromkeys(ids))  # a bundle's messages share their entry's id
         if not ids:
             return
+        if stream not in self.keys.physical(stream):
+            raise ValueError(f"ack names a shard's stream, not the logical {stream}: see ack_entries")
         if messages is not None:
             self.publish(stream, [], 0, ack=Ack(stream, group, ids, messages))
             return
@@ -341,12 +433,44 @@ class Transport:
             pipe.xdel(stream, *ids)
         pipe.execute()
 
+    def ack_entries(self, group: str, entries: Iterable[Entry]) -> None:
+        """XACK what was read, each entry in the stream (shard) it came from."""
+        by_stream: dict[str, list[str]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream, []).append(e.id)
+        for stream, ids in by_stream.items():
+            self.ack(stream, group, ids)
+
     def autoclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int) -> tuple[list[Entry], list[str]]:
         """Take over entries another consumer left pending too long.
 
         Returns (claimed entries, ids whose entries no longer exist, e.g. trimmed). Recreates
         the group if Redis lost it (a restart without persistence): nothing to claim then.
+        A logical sharded name: shard after shard, while fewer than ``count`` were claimed
+        (to ack vanished ids, which name no shard, see ``autoclaim_shards``).
         """
+        claimed: list[Entry] = []
+        missing: list[str] = []
+        for _, got, gone in self.autoclaim_shards(stream, group, consumer, min_idle_ms=min_idle_ms, count=count):
+            claimed += got
+            missing += gone
+        return claimed, missing
+
+    def autoclaim_shards(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
+                         count: int) -> list[tuple[str, list[Entry], list[str]]]:
+        """``autoclaim`` per shard stream: (stream, claimed, vanished ids) for each shard read."""
+        out = []
+        claimed = 0
+        for s in self.keys.physical(stream):
+            got, gone = self._autoclaim(s, group, consumer, min_idle_ms=min_idle_ms, count=count - claimed)
+            out.append((s, got, gone))
+            claimed += len({e.id for e in got})
+            if claimed >= count:
+                break
+        return out
+
+    def _autoclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
+                   count: int) -> tuple[list[Entry], list[str]]:
         claimed: list[Entry] = []
         missing: list[str] = []
         start = "0-0"
@@ -367,14 +491,27 @@ class Transport:
                 return claimed, missing
 
     def backlog(self, stream: str, group: str) -> tuple[int, int]:
-        """(entries not yet delivered to the group, delivered but unacknowledged)."""
-        for _, _, lag, pending in self.groups(stream, only=group):
-            return lag, pending
-        return self._client.xlen(stream), 0  # no such group yet: everything is undelivered
+        """(entries not yet delivered to the group, delivered but unacknowledged); a logical
+        sharded name: summed over the shards."""
+        lag = pending = 0
+        for s in self.keys.physical(stream):
+            found = self.groups(s, only=group)
+            for _, _, group_lag, group_pending in found:
+                lag, pending = lag + group_lag, pending + group_pending
+            if not found:
+                lag += self._client.xlen(s)  # no such group yet: everything is undelivered
+        return lag, pending
 
     def groups(self, stream: str, only: str | None = None) -> list[tuple[str, int, int, int]]:
         """(group, consumers, lag, pending) of each consumer group of ``stream`` (of group ``only``
-        when given; [] before the stream exists)."""
+        when given; [] before the stream exists). A logical sharded name: summed over the shards."""
+        if len(shards := self.keys.physical(stream)) > 1 or shards[0] != stream:
+            total: dict[str, list[int]] = {}
+            for s in shards:
+                for name, consumers, lag, pending in self.groups(s, only):
+                    t = total.setdefault(name, [0, 0, 0])
+                    t[0], t[1], t[2] = max(t[0], consumers), t[1] + lag, t[2] + pending
+            return [(name, *t) for name, t in total.items()]  # type: ignore[misc]
         try:
             infos = self._client.xinfo_groups(stream)
         except redis.ResponseError:  # no such stream yet
@@ -429,6 +566,14 @@ class Transport:
             fields = {_s(k): _s(v) for k, v in self._client.hgetall(key).items()}
             if fields:
                 yield _s(key), fields
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    """Whether the server is a Redis Cluster node (INFO cluster; a server without the section is not)."""
+    try:
+        return bool(int(client.info("cluster").get("cluster_enabled", 0)))
+    except redis.ResponseError:
+        return False
 
 
 def messages_held(entries: int, record: bytes | str | None) -> int:

@@ -43,7 +43,7 @@ Item = tuple[np.ndarray, tuple[int, int, int, int], int, str | None]  # pixels, 
 
 class BacklogGauge:
     """The workers' backlog: the crops the crops stream holds (its depth: the workers
-    XACK+XDEL, so it is the backlog), cached for ``interval_s`` so many cameras at 30 fps cost a few Redis calls per
+    XACK+XDEL, so it is the backlog; sharded, the fullest shard's), cached for ``interval_s`` so many cameras at 30 fps cost a few Redis calls per
     second, plus the crops still queued in the publisher."""
 
     def __init__(self, transport: Transport, publisher: Publisher, interval_s: float = BACKLOG_CHECK_S) -> None:
@@ -71,7 +71,8 @@ class BacklogGauge:
         self._checked = now  # set first: a Redis error must not trigger a retry per frame
         # On an outage keep the last reading; the publisher sees the outage and backs off.
         with contextlib.suppress(*REDIS_DOWN):
-            self._depth = self._transport.depth(self._transport.keys.crops)
+            keys = self._transport.keys
+            self._depth = max(self._transport.lengths(keys.crops_shards).values())
 
 
 class CameraProducer:

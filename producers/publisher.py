@@ -150,8 +150,11 @@ class Publisher:
 
     def _send(self, batch: list[Outgoing]) -> None:
         keys, streams = self.transport.keys, self.settings.streams
-        crops = [p for out in batch for p in out.crops]
-        calls = [(keys.crops, crops, streams.crops_maxlen, True)] if crops else []
+        crops: dict[str, list[bytes]] = {}  # per crops stream: the cameras' shards (one unsharded)
+        for out in batch:
+            if out.crops:
+                crops.setdefault(keys.crops_of(out.camera_id), []).extend(out.crops)
+        calls = [(stream, payloads, streams.crops_maxlen, True) for stream, payloads in crops.items()]
         displays: dict[str, list[bytes]] = {}
         for out in batch:
             if out.display is not None:

@@ -11,6 +11,11 @@ complete land together; a crop is labelled twice only when a crash or a lost rep
 between the two (a bundle split across batches is pending until its last crop is labelled;
 a reply lost after the MULTI ran makes the worker publish that batch again): the logger's
 idempotent insert by crop id keeps the log exactly-once.
+
+Sharded streams (``streams.py``): a batch comes from one shard, so its labels (to that
+shard's labels stream) and its acks stay one MULTI in one slot. The worker stays on a shard
+while it has crops, at most ``worker.shard_dwell_s``, then takes the next shard that has
+some (round robin over its ``worker.shards``, all by default); reclaim runs per shard.
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ import numpy as np
 from pydantic import ValidationError
 
 from fer_pipeline import bundles
-from fer_pipeline.errors import MessageError
+from fer_pipeline.errors import ConfigError, MessageError
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import FaceCrop, Label, valid_probabilities
 from fer_pipeline.model import Predictor
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import WORKERS_GROUP
-from fer_pipeline.transport import Ack, Entry, Transport
+from fer_pipeline.transport import SHARD_BLOCK_MS, Ack, Entry, Transport
 from fer_pipeline.workers.batcher import Batcher
 
 LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead of sleeping
@@ -57,8 +62,10 @@ class InferenceWorker(Service):
         self.predictor = predictor
         ws = settings.worker
         self.batcher: Batcher[Item] = Batcher(ws.max_batch, ws.max_wait_ms / 1000.0)
-        self.stream = transport.keys.crops
-        self._next_reclaim = 0.0
+        self.shards = self._assigned(transport, ws.shards)
+        self.stream = self.shards[0]  # the shard the batch (and the one in flight) comes from
+        self._shard, self._since = 0, time.monotonic()
+        self._next_reclaim = dict.fromkeys(self.shards, 0.0)
         # A batch whose labels were computed but not yet published+acked (kept across Redis errors).
         self._inflight: tuple[list[Item], list[bytes]] | None = None
         self.emotions = dict.fromkeys(EMOTIONS, 0)
@@ -67,8 +74,19 @@ class InferenceWorker(Service):
         self._held: dict[str, list[int]] = {}
         self._sizer = bundles.ReadSizer()  # COUNT (entries) for the room (crops)
 
+    @staticmethod
+    def _assigned(transport: Transport, wanted: list[int]) -> list[str]:
+        streams = transport.keys.crops_shards
+        bad = [k for k in wanted if k >= len(streams)]
+        if bad:
+            msg = (f"FER_WORKER__SHARDS names shard {bad[0]}, but there are {len(streams)} "
+                   f"(FER_STREAMS__SHARDS; shards count from 0)")
+            raise ConfigError(msg)
+        return [streams[k] for k in dict.fromkeys(wanted)] or list(streams)
+
     def setup(self) -> None:
-        self.transport.ensure_group(self.stream, WORKERS_GROUP, start="0")
+        for stream in self.shards:
+            self.transport.ensure_group(stream, WORKERS_GROUP, start="0")
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> None:
@@ -76,8 +94,8 @@ class InferenceWorker(Service):
             self._deliver()
             return
         now = time.monotonic()
-        if now >= self._next_reclaim:
-            self._next_reclaim = now + self.settings.worker.reclaim_every_s
+        if now >= self._next_reclaim[self.stream]:
+            self._next_reclaim[self.stream] = now + self.settings.worker.reclaim_every_s
             self._reclaim()
         if self.batcher.room:
             self.batcher.add(self._read())
@@ -87,6 +105,8 @@ class InferenceWorker(Service):
 
     def _read(self) -> list[Item]:
         if not len(self.batcher):
+            if len(self.shards) > 1 and not self._held:
+                return self._decode(self._read_shards())
             return self._decode(self._read_group(self.settings.streams.block_ms))
         # A batch is open. Crops already waiting join it at once (a bundle can leave a batch one
         # crop short; sleeping for that one would cost the whole wait under load).
@@ -104,6 +124,23 @@ class InferenceWorker(Service):
             return self._decode(self._read_group(max(1, int(left * 1000))))
         self.stop_event.wait(max(0.0, left))
         return self._decode(self._read_group(None))
+
+    def _read_shards(self) -> list[Entry]:
+        """No batch open: crops from this shard while its dwell lasts, else from the next shard
+        that has some; none has any: wait on the next one a little (SHARD_BLOCK_MS)."""
+        n = len(self.shards)
+        first = 0 if time.monotonic() - self._since < self.settings.worker.shard_dwell_s else 1
+        for k in range(first, first + n):
+            self._switch((self._shard + k) % n)
+            entries = self._read_group(None)
+            if entries:
+                return entries
+        self._switch((self._shard + 1) % n)
+        return self._read_group(min(self.settings.streams.block_ms, SHARD_BLOCK_MS))
+
+    def _switch(self, shard: int) -> None:
+        if shard != self._shard:
+            self._shard, self.stream, self._since = shard, self.shards[shard], time.monotonic()
 
     def _read_group(self, block_ms: int | None) -> list[Entry]:
         entries = self.transport.read_group([self.stream], WORKERS_GROUP, self.ident,
@@ -241,8 +278,10 @@ class InferenceWorker(Service):
         items, payloads = self._inflight  # type: ignore[misc]
         done_now, ids, counts = self._completes([it.entry_id for it in items])
         ack = Ack(self.stream, WORKERS_GROUP, ids, counts)
-        labels, maxlen = self.transport.keys.labels, self.settings.streams.labels_maxlen
-        if read_next and self.batcher.room and not self.stop_event.is_set():
+        labels, maxlen = self.transport.keys.labels_for(self.stream), self.settings.streams.labels_maxlen
+        # With other shards to serve, the next batch comes from here only while the dwell lasts.
+        stay = len(self.shards) == 1 or time.monotonic() - self._since < self.settings.worker.shard_dwell_s
+        if read_next and stay and self.batcher.room and not self.stop_event.is_set():
             entries = self.transport.publish_then_read(
                 labels, payloads, maxlen, ack=ack, read=self.stream, group=WORKERS_GROUP, consumer=self.ident,
                 count=self._sizer.count(self.batcher.room))

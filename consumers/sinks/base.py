@@ -74,7 +74,7 @@ class SinkService(Service):
         self.stream = transport.keys.labels
         self.episodes = LiveEpisodes(options, settings.sink.track_timeout_s)
         self.outbox: deque[Item] = deque()
-        self.to_ack: list[str] = []  # entry ids, acked once the outbox is empty
+        self.to_ack: list[Entry] = []  # the entries read, acked once the outbox is empty
         self._sizer = bundles.ReadSizer()
         self._reads = GroupReads(transport, self.stream, self.group, self.ident, settings.worker.reclaim_every_s,
                                  settings.worker.reclaim_idle_ms)
@@ -122,14 +122,14 @@ class SinkService(Service):
             if self._down_since is None or wait >= self._target_backoff.cap:
                 self._down_since = self._down_since or time.time()
                 self.log.warning("%s: %s; keeping %d items (%d stream entries) pending, retrying in %.1fs",
-                                 self.kind, e, len(self.outbox), len(set(self.to_ack)), wait)
+                                 self.kind, e, len(self.outbox), len({(e.stream, e.id) for e in self.to_ack}), wait)
             return
         if self._down_since is not None:
             self.log.warning("%s: the target takes items again after %.1fs", self.kind, time.time() - self._down_since)
             self._down_since = None
         self._target_backoff.reset()
         if self.to_ack:
-            self.transport.ack(self.stream, self.group, self.to_ack)
+            self.transport.ack_entries(self.group, self.to_ack)
             self.to_ack = []
 
     def _deliver_all(self) -> None:
@@ -152,7 +152,7 @@ class SinkService(Service):
         item.rejected = True
         where = item.entry.ref if item.entry is not None else item.body.get("id", "?")
         payload = item.entry.payload if item.entry is not None else item.encoded()
-        self.transport.dead_letter(source=self.stream if item.entry is not None else f"{self.group}:{item.kind}",
+        self.transport.dead_letter(source=item.entry.stream if item.entry is not None else f"{self.group}:{item.kind}",
                                    entry_id=str(where), payload=payload, reason=f"{self.kind} refused it: {reason}",
                                    role=self.role)
         self.counters["dead_letters"] += 1
@@ -168,7 +168,7 @@ class SinkService(Service):
             try:
                 labelled.append((e, e.message(self.settings.streams.max_payload_bytes, expect=Label)))
             except MessageError as err:
-                self.transport.dead_letter(source=self.stream, entry_id=e.ref, payload=e.payload, reason=err.reason,
+                self.transport.dead_letter(source=e.stream, entry_id=e.ref, payload=e.payload, reason=err.reason,
                                            role=self.role)
                 self.counters["dead_letters"] += 1
         # Parallel workers publish batches out of order; a read at a time is put back in capture order.
@@ -180,7 +180,7 @@ class SinkService(Service):
             for event in self.episodes.add(label):
                 self._queue_event(event)
         self.counters["labels_late"] += self.episodes.late - late
-        self.to_ack = [e.id for e in entries]
+        self.to_ack = list(entries)
 
     def _queue_event(self, event: EpisodeEvent) -> None:
         self.outbox.append(Item("episode", episode_json(event), event.camera_id, event=event))
@@ -215,7 +215,7 @@ class SinkService(Service):
             self.log.warning("%s: stopping with %d items undelivered (%s); their labels stay pending for the next "
                              "sink", self.kind, len(self.outbox), down)
         if not self.outbox and self.to_ack:
-            self.transport.ack(self.stream, self.group, self.to_ack)
+            self.transport.ack_entries(self.group, self.to_ack)
             self.to_ack = []
         self.close_target()
 

@@ -75,8 +75,8 @@ def test_deep_backlog_drops_crops_but_keeps_frames(replay_npz, settings, fake_tr
 
 def test_backlog_gauge_polls_redis_at_most_once_per_interval(settings, fake_transport):
     calls = []
-    real = fake_transport.depth
-    fake_transport.depth = lambda key: calls.append(key) or real(key)
+    real = fake_transport.lengths
+    fake_transport.lengths = lambda keys: calls.append(keys) or real(keys)
     gauge = BacklogGauge(fake_transport, Publisher(fake_transport, settings, []), interval_s=60.0)
     assert [gauge.depth() for _ in range(50)] == [0] * 50
     assert len(calls) == 1
