@@ -32,6 +32,15 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def reason(e: BaseException) -> str:
+    """A Redis error's own words, without redis-py's quote of the failed pipeline command (the
+    cluster client's ``Command # 1 (XADD key * d <payload bytes>) of pipeline caused error: ...``)."""
+    text = str(e)
+    if text.startswith("Command # ") and "caused error: " in text:
+        text = text.split("caused error: ", 1)[1]
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
 def as_text(v: bytes | str | int) -> str:
     """A reply value as text (redis-py hands back bytes unless told to decode)."""
     return v.decode() if isinstance(v, bytes) else str(v)

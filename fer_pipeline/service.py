@@ -147,9 +147,14 @@ class Service:
         now = time.time()
         if now - self._last_beat >= HEARTBEAT_EVERY_S:
             self._last_beat = now
-            self._check_epoch()
-            health.beat(self.transport, self.role, self.ident, HEARTBEAT_TTL_S,
-                        {"role": self.role, "started": round(self.started_at, 3), **self.info()})
+            try:
+                self._check_epoch()
+                health.beat(self.transport, self.role, self.ident, HEARTBEAT_TTL_S,
+                            {"role": self.role, "started": round(self.started_at, 3), **self.info()})
+            except REDIS_DOWN:
+                # The step just worked: on a cluster, the node holding this key is down while
+                # the shards' nodes answer. The work goes on; the next beat tries again.
+                self.counters["heartbeats_missed"] += 1
 
     def _check_epoch(self) -> None:
         # Redis restarted without persistence (or was flushed): what it held (streams, groups,

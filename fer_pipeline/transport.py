@@ -44,6 +44,7 @@ EXPIRE_CHUNK = 64  # bundles handed to Lua per retention call on a bundled strea
 # A blocking read over several shards blocks on one at a time, at most this long each, so a
 # message on another waits that long at worst (Redis's own timer ticks every 100 ms at hz 10).
 SHARD_BLOCK_MS = 100
+SHARD_DOWN_S = 1.0  # a shard whose node did not answer a read is passed over this long
 
 # The server-side scripts (package resources, ``lua/``); each runs after helpers.lua.
 def _lua(name: str) -> str:
@@ -102,6 +103,7 @@ class Transport:
         self._client = client  # private: every Redis operation of the product is a method here
         self.keys = keys
         self.settings = settings
+        self._down_until: dict[str, float] = {}  # first stream of a slot -> passed over until (node down)
         self._publish = client.register_script(_PUBLISH_LUA)
         self._expire_bundled = client.register_script(_EXPIRE_BUNDLED_LUA)
 
@@ -355,7 +357,7 @@ class Transport:
         if len(slots) <= 1:
             return read(physical, block_ms)
         groups = list(slots.values())
-        out = [e for g in groups for e in read(g, None)]
+        out = self._each(groups, read)
         if out or not block_ms:
             return out
         deadline = time.monotonic() + block_ms / 1000
@@ -363,11 +365,34 @@ class Transport:
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0:
                 return []
-            out = read(groups[k], max(1, min(left, SHARD_BLOCK_MS)))
+            if self._down_until.get(groups[k][0], 0.0) > time.monotonic():
+                continue
+            out = self._each([groups[k]], read, max(1, min(left, SHARD_BLOCK_MS)))
             if out:
                 # The others' waiting entries too, so one busy shard does not starve the rest.
-                return out + [e for j, g in enumerate(groups) if j != k for e in read(g, None)]
+                return out + self._each([g for j, g in enumerate(groups) if j != k], read)
         return []  # pragma: no cover - the cycle only ends by returning
+
+    def _each(self, groups: list[list[str]], read, block_ms: int | None = None) -> list[Entry]:
+        """``read`` of each slot's streams; a slot whose node does not answer is passed over for
+        ``SHARD_DOWN_S`` (its entries wait there, pending or new, for a later read or a reclaim)
+        while the others are read; only when none answers does the error reach the caller."""
+        out: list[Entry] = []
+        error: BaseException | None = None
+        answered = 0
+        now = time.monotonic()
+        # Every slot passed over: ask them all (one may be back; if not, the caller hears so).
+        live = [g for g in groups if self._down_until.get(g[0], 0.0) <= now] or groups
+        for g in live:
+            try:
+                out += read(g, block_ms)
+                answered += 1
+            except redis_compat.UNAVAILABLE as e:
+                self._down_until[g[0]] = time.monotonic() + SHARD_DOWN_S
+                error = e
+        if error is not None and not answered:
+            raise error
+        return out
 
     def drop_group(self, stream: str, group: str) -> None:
         """Delete ``group`` from ``stream`` (nothing if it is not there): a reader's own group,
@@ -596,9 +621,12 @@ _s = redis_compat.as_text
 
 def _entries(reply, max_message_bytes: int = 1 << 20) -> list[Entry]:
     out: list[Entry] = []
-    for stream, items in reply or []:
+    # The cluster client's MULTI hands back XREADGROUP unparsed: {stream: [[id, [f, v, ...]]]}.
+    for stream, items in (reply.items() if isinstance(reply, dict) else reply or []):
         name = _s(stream)
         for entry_id, fields in items:
+            if isinstance(fields, list):
+                fields = dict(zip(fields[::2], fields[1::2]))
             # A pending entry deleted since delivery comes back without fields: one None payload.
             payloads, malformed = bundles.unpack(fields, max_message_bytes)
             eid = _s(entry_id)

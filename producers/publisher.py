@@ -24,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fer_pipeline import redis_compat
 from fer_pipeline.backoff import Backoff
 from fer_pipeline.service import REDIS_DOWN
 from fer_pipeline.settings import Settings
@@ -143,10 +144,22 @@ class Publisher:
                     self._count_dropped(batch)
                     self._forget(batch)
                 continue
-            try:
-                self._send(batch)
-            except Exception:  # noqa: BLE001 - this thread must outlive any one batch
-                log.exception("publisher: unexpected error; dropping a batch of %d frames", len(batch))
+            # Sharded: a MULTI per shard, each counted on its own (one shard's node down must
+            # not count another shard's landed crops as dropped).
+            for part in self._by_shard(batch):
+                try:
+                    self._send(part)
+                except Exception:  # noqa: BLE001 - this thread must outlive any one batch
+                    log.exception("publisher: unexpected error; dropping a batch of %d frames", len(part))
+
+    def _by_shard(self, batch: list[Outgoing]) -> list[list[Outgoing]]:
+        keys = self.transport.keys
+        if keys.shards == 1:
+            return [batch]
+        parts: dict[int, list[Outgoing]] = {}
+        for out in batch:
+            parts.setdefault(keys.shard_of(out.camera_id), []).append(out)
+        return list(parts.values())
 
     def _send(self, batch: list[Outgoing]) -> None:
         keys, streams = self.transport.keys, self.settings.streams
@@ -185,7 +198,7 @@ class Publisher:
                         self._retry_at = time.monotonic() + wait
                         what = "unreachable" if isinstance(error, REDIS_DOWN) else "refused the publish"
                         log.warning("Redis %s (%s: %s); dropping the cameras' messages for %.1fs", what,
-                                    type(error).__name__, str(error)[:200], wait)
+                                    type(error).__name__, redis_compat.reason(error)[:200], wait)
                     self._forget(batch)
 
     # -- bookkeeping (under self._cv) -----------------------------------------------------------

@@ -33,10 +33,11 @@ from fer_pipeline.errors import ConfigError, MessageError
 from fer_pipeline.labels import EMOTIONS
 from fer_pipeline.messages import FaceCrop, Label, valid_probabilities
 from fer_pipeline.model import Predictor
+from fer_pipeline.redis_compat import UNAVAILABLE
 from fer_pipeline.service import Service
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import WORKERS_GROUP
-from fer_pipeline.transport import SHARD_BLOCK_MS, Ack, Entry, Transport
+from fer_pipeline.transport import SHARD_BLOCK_MS, SHARD_DOWN_S, Ack, Entry, Transport
 from fer_pipeline.workers.batcher import Batcher
 
 LONG_WAIT_MS = 250  # open-batch waits at least this long block in Redis instead of sleeping
@@ -66,6 +67,7 @@ class InferenceWorker(Service):
         self.stream = self.shards[0]  # the shard the batch (and the one in flight) comes from
         self._shard, self._since = 0, time.monotonic()
         self._next_reclaim = dict.fromkeys(self.shards, 0.0)
+        self._down_until: dict[str, float] = {}  # shard -> until when it is passed over (its node is down)
         # A batch whose labels were computed but not yet published+acked (kept across Redis errors).
         self._inflight: tuple[list[Item], list[bytes]] | None = None
         self.emotions = dict.fromkeys(EMOTIONS, 0)
@@ -127,15 +129,31 @@ class InferenceWorker(Service):
 
     def _read_shards(self) -> list[Entry]:
         """No batch open: crops from this shard while its dwell lasts, else from the next shard
-        that has some; none has any: wait on the next one a little (SHARD_BLOCK_MS)."""
+        that has some; none has any: wait on the next one a little (SHARD_BLOCK_MS). A shard
+        whose node is down is passed over for a while (SHARD_DOWN_S), so the others' crops
+        keep being labelled; with every shard down the error goes to the service's backoff."""
         n = len(self.shards)
         first = 0 if time.monotonic() - self._since < self.settings.worker.shard_dwell_s else 1
+        error: Exception | None = None
         for k in range(first, first + n):
             self._switch((self._shard + k) % n)
-            entries = self._read_group(None)
+            if self._down_until.get(self.stream, 0.0) > time.monotonic():
+                continue
+            try:
+                entries = self._read_group(None)
+            except UNAVAILABLE as e:
+                self._down_until[self.stream] = time.monotonic() + SHARD_DOWN_S
+                self.counters["shard_waits"] += 1
+                error = e
+                continue
             if entries:
                 return entries
+        if error is not None and all(self._down_until.get(s, 0.0) > time.monotonic() for s in self.shards):
+            raise error
         self._switch((self._shard + 1) % n)
+        if self._down_until.get(self.stream, 0.0) > time.monotonic():
+            self.stop_event.wait(SHARD_BLOCK_MS / 1000)
+            return []
         return self._read_group(min(self.settings.streams.block_ms, SHARD_BLOCK_MS))
 
     def _switch(self, shard: int) -> None:
