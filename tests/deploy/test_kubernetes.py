@@ -2,8 +2,10 @@
 (kubernetes-validate, strict), the KEDA ScaledObject against the fields of KEDA's CRD and the
 redis-streams scaler, the kustomizations' file lists, and the manifests against the code: real
 commands and options, real settings, real health-check roles, the stream and group the workers
-use, ports and selectors that meet. `kubectl kustomize` builds them too where kubectl is
-installed (skipped otherwise)."""
+use, ports and selectors that meet. The Redis Cluster overlay is built here (a small Python
+build of the patches these kustomizations use): its triggers watch the shard streams the code
+names, and every role gets the shards. `kubectl kustomize` builds them too where kubectl is
+installed (skipped otherwise), and must agree with the Python build."""
 
 from __future__ import annotations
 
@@ -53,6 +55,11 @@ KEDA_TRIGGER_FIELDS = {"type", "name", "metadata", "authenticationRef", "metricT
 REDIS_STREAMS_METADATA = {"address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv", "usernameFromEnv",
                           "passwordFromEnv", "stream", "consumerGroup", "pendingEntriesCount", "streamLength",
                           "lagCount", "activationLagCount", "enableTLS", "unsafeSsl", "databaseIndex"}
+# The redis-cluster-streams scaler's metadata (https://keda.sh/docs/latest/scalers/redis-cluster-streams/).
+REDIS_CLUSTER_STREAMS_METADATA = {"addresses", "hosts", "ports", "addressesFromEnv", "hostsFromEnv", "portsFromEnv",
+                                  "usernameFromEnv", "passwordFromEnv", "stream", "consumerGroup", "pendingEntriesCount",
+                                  "streamLength", "lagCount", "activationLagCount", "enableTLS", "unsafeSsl"}
+CLUSTER_OVERLAY = DEPLOY / "overlays" / "redis-cluster"
 runner = CliRunner()
 
 
@@ -100,12 +107,13 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), value)
 
 
-def _environment(container: dict) -> dict[str, str]:
+def _environment(container: dict, config_map=_config_map) -> dict[str, str]:
     """The container's environment as the kubelet builds it: envFrom ConfigMaps first, then env
-    in order with $(VAR) expanded from what is defined so far; Secrets take the stand-ins."""
+    in order with $(VAR) expanded from what is defined so far; Secrets take the stand-ins.
+    ``config_map``: a ConfigMap's data by name (the base's, or those of a build)."""
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
-        env |= _config_map(src["configMapRef"]["name"])
+        env |= config_map(src["configMapRef"]["name"])
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = _expand(var["value"], env)
@@ -114,7 +122,7 @@ def _environment(container: dict) -> dict[str, str]:
             env[var["name"]] = SECRET_SAMPLES[ref["name"], ref["key"]]
         else:
             ref = var["valueFrom"]["configMapKeyRef"]
-            env[var["name"]] = _config_map(ref["name"])[ref["key"]]
+            env[var["name"]] = config_map(ref["name"])[ref["key"]]
     return env
 
 
@@ -132,10 +140,83 @@ def _parse(command: str, args: list[str]) -> None:
     cmd.make_context(command, list(args))
 
 
+def _build(where: Path, docs: list[dict] | None = None) -> list[dict]:
+    """``kustomize build`` of ``where`` (onto ``docs``: a component's), for what these
+    kustomizations use, so the overlays are checked where kubectl is missing (a test below
+    compares the two where it is not): resources (files or folders), then components, then
+    patches. Labels are left out (kustomize adds app.kubernetes.io/part-of to every object)."""
+    spec = yaml.safe_load((where / "kustomization.yaml").read_text())
+    docs = list(docs or [])
+    for entry in spec.get("resources", []):
+        docs += _build(where / entry) if (where / entry).is_dir() else _load(where / entry)
+    for entry in spec.get("components", []):
+        docs = _build(where / entry, docs)
+    for patch in spec.get("patches", []):
+        body = yaml.safe_load((where / patch["path"]).read_text() if "path" in patch else patch["patch"])
+        if isinstance(body, list):  # JSON 6902, on its target
+            (doc,) = [d for d in docs if _is_target(patch["target"], d)]
+            for op in body:
+                _json_patch(doc, op)
+            continue
+        # A strategic merge patch: on the object of its kind and name (kustomize fails on none too).
+        (doc,) = [d for d in docs if (d["kind"], d["metadata"]["name"]) == (body["kind"], body["metadata"]["name"])]
+        if body.get("$patch") == "delete":
+            docs = [d for d in docs if d is not doc]
+        else:
+            _merge(doc, body)
+    return docs
+
+
+def _is_target(target: dict, doc: dict) -> bool:
+    group, _, version = doc["apiVersion"].rpartition("/")
+    found = {"group": group, "version": version, "kind": doc["kind"], "name": doc["metadata"]["name"]}
+    return all(found[k] == v for k, v in target.items())
+
+
+def _json_patch(doc: dict, op: dict) -> None:
+    assert op["op"] == "replace", f"{op}: not reproduced here (kubectl builds it)"
+    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    node = doc
+    for part in [*parents, last]:
+        parent, node = node, node[int(part) if isinstance(node, list) else part]  # replace: the path exists
+    parent[int(last) if isinstance(parent, list) else last] = op["value"]
+
+
+def _merge(doc: dict, patch: dict) -> None:
+    for key, value in patch.items():
+        assert not isinstance(value, list), f"{key}: kustomize merges lists by key, not reproduced here"
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            _merge(doc[key], value)
+        else:
+            doc[key] = value
+
+
+def _by_name(docs: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def _keda_hpa(so: dict) -> dict:
+    """The HPA KEDA makes of a ScaledObject: its behavior as given, one External metric per
+    trigger, named as KEDA names them (s<index>-redis-streams-<stream, / . : % ( ) as ->)."""
+    spec = so["spec"]
+    ref = spec["scaleTargetRef"]
+    metrics = []
+    for i, trigger in enumerate(spec["triggers"]):
+        meta = trigger["metadata"]
+        name = f"s{i}-redis-streams-" + re.sub(r"[/.:%()]", "-", meta["stream"])
+        metrics.append({"type": "External", "external": {
+            "metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": meta["lagCount"]}}})
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "keda-hpa-worker"},
+            "spec": {"scaleTargetRef": {"apiVersion": ref["apiVersion"], "kind": ref["kind"], "name": ref["name"]},
+                     "minReplicas": spec["minReplicaCount"], "maxReplicas": spec["maxReplicaCount"],
+                     "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"], "metrics": metrics}}
+
+
 # -- the kustomizations ------------------------------------------------------------------------
 def test_every_kustomization_lists_exactly_the_files_beside_it():
     assert {k.parent.relative_to(DEPLOY).as_posix() for k in _kustomizations()} == {
-        ".", "base", "components/display", "components/sink-mqtt", "overlays/external-redis"}
+        ".", "base", "components/display", "components/redis-cluster", "components/sink-mqtt",
+        "overlays/external-redis", "overlays/redis-cluster"}
     for k in _kustomizations():
         spec = yaml.safe_load(k.read_text())
         listed = set()
@@ -346,15 +427,8 @@ def test_the_hpa_keda_makes_of_it_validates_strictly(version):
     """KEDA hands `advanced.horizontalPodAutoscalerConfig.behavior` to the HPA it creates as
     they are: the Kubernetes schema of that HPA checks them."""
     (so,) = _of_kind("ScaledObject")
-    spec = so["spec"]
-    ref = spec["scaleTargetRef"]
-    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "keda-hpa-worker"},
-           "spec": {"scaleTargetRef": {"apiVersion": ref["apiVersion"], "kind": ref["kind"], "name": ref["name"]},
-                    "minReplicas": spec["minReplicaCount"], "maxReplicas": spec["maxReplicaCount"],
-                    "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
-                    "metrics": [{"type": "External", "external": {
-                        "metric": {"name": "s0-redis-streams-fer-crops"},
-                        "target": {"type": "AverageValue", "averageValue": spec["triggers"][0]["metadata"]["lagCount"]}}}]}}
+    hpa = _keda_hpa(so)
+    assert [m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]] == ["s0-redis-streams-fer-crops"]
     kubernetes_validate.validate(hpa, version, strict=True)
 
 
@@ -369,6 +443,81 @@ def test_the_external_redis_overlay_patches_what_the_base_has():
     scheme = yaml.safe_load((DEPLOY / "overlays" / "external-redis" / "tls-config.yaml").read_text())
     assert scheme["data"] == {"REDIS_SCHEME": "rediss"}
     assert RedisSettings(url=f"{scheme['data']['REDIS_SCHEME']}://:pw@redis.example:6380/0").url
+
+
+# -- Redis Cluster: sharded streams (components/redis-cluster, overlays/redis-cluster) -------
+def test_every_role_of_the_cluster_overlay_reads_the_shards_from_a_cluster_node():
+    built = _by_name(_build(CLUSTER_OVERLAY))
+    assert ("Deployment", "redis") not in built and ("Service", "redis") not in built  # external-redis's doing
+    config = built["ConfigMap", "fer-config"]["data"]
+    assert config["FER_STREAMS__SHARDS"] == "3" and config["REDIS_SCHEME"] == "rediss"
+
+    def config_map(name: str) -> dict[str, str]:
+        return built["ConfigMap", name]["data"]
+
+    seen = set()
+    for (kind, name), d in built.items():
+        for c in d["spec"]["template"]["spec"]["containers"] if kind == "Deployment" else []:
+            s = Settings(**_settings_input(_environment(c, config_map)))
+            assert s.streams.shards == 3, name
+            # Any node's address: the cluster client finds the others (database 0, a cluster's only one).
+            assert s.redis.url == f"rediss://:0123abcd@{SECRET_SAMPLES['fer-redis', 'address']}/0", name
+            command = _command(c["args"])[0]
+            if command == "worker":
+                assert s.worker.shards == [], "every worker serves every shard: the triggers assume it"
+            seen.add(command)
+    assert seen == {"producer", "worker", "logger", "retention", "dashboard"}
+    # The optional roles (components/display, sink-mqtt) take the shards the same way.
+    for name, c in _ours():
+        assert {"configMapRef": {"name": "fer-config"}} in c["envFrom"], name
+        assert "FER_STREAMS__SHARDS" not in {v["name"] for v in c.get("env", [])}, name
+
+
+def test_the_cluster_triggers_watch_the_workers_group_on_every_crops_shard():
+    built = _by_name(_build(CLUSTER_OVERLAY))
+    so, config = built["ScaledObject", "worker"], built["ConfigMap", "fer-config"]["data"]
+    (base,) = _of_kind("ScaledObject")
+    assert {k: v for k, v in so["spec"].items() if k != "triggers"} == \
+        {k: v for k, v in base["spec"].items() if k != "triggers"}
+    # The hash-tagged names only the code computes: a change to shard_tag or the key layout, a
+    # prefix or shard count changed in one place only, breaks this test.
+    prefix = RedisSettings(prefix=config["FER_REDIS__PREFIX"]).prefix
+    keys = StreamKeys(prefix, int(config["FER_STREAMS__SHARDS"]), tagged=True)
+    triggers = so["spec"]["triggers"]
+    assert [t["metadata"]["stream"] for t in triggers] == list(keys.crops_shards)
+    assert keys.crops_shards == StreamKeys("fer", 3, tagged=True).crops_shards  # as shipped
+
+    (worker,) = built["Deployment", "worker"]["spec"]["template"]["spec"]["containers"]
+    env = _environment(worker, lambda name: built["ConfigMap", name]["data"])
+    base_lag = int(base["spec"]["triggers"][0]["metadata"]["lagCount"])
+    for trigger in triggers:
+        assert set(trigger) <= KEDA_TRIGGER_FIELDS and trigger["type"] == "redis-cluster-streams"
+        meta = trigger["metadata"]
+        assert set(meta) <= REDIS_CLUSTER_STREAMS_METADATA and all(isinstance(v, str) for v in meta.values())
+        assert meta["consumerGroup"] == WORKERS_GROUP
+        # The HPA follows the busiest shard: the per-worker target split over the shards.
+        assert int(meta["lagCount"]) == base_lag // keys.shards and int(meta["activationLagCount"]) >= 0
+        assert "pendingEntriesCount" not in meta and "streamLength" not in meta
+        assert meta["enableTLS"] == {"rediss": "true", "redis": "false"}[config["REDIS_SCHEME"]]
+        # KEDA reaches the node the workers' URL names, with their password.
+        address, password = env[meta["addressesFromEnv"]], env[meta["passwordFromEnv"]]
+        assert Settings(**_settings_input(env)).redis.url == f"rediss://:{password}@{address}/0"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_cluster_overlay_and_its_hpa_validate_strictly(version):
+    built = _build(CLUSTER_OVERLAY)
+    for doc in built:
+        if "." not in doc["apiVersion"].split("/")[0]:
+            kubernetes_validate.validate(doc, version, strict=True)
+    (so,) = [d for d in built if d["kind"] == "ScaledObject"]
+    hpa = _keda_hpa(so)
+    kubernetes_validate.validate(hpa, version, strict=True)
+    # The API server also wants each metric name to be a path segment (no / or %, not . or ..):
+    # the hash tags' braces are allowed, and the names differ by KEDA's index.
+    names = [m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
+    assert len(set(names)) == len(names) == len(so["spec"]["triggers"])
+    assert all(not re.search(r"[/%]", n) and n not in (".", "..") for n in names), names
 
 
 # -- kustomize itself, where installed ---------------------------------------------------------
@@ -393,3 +542,19 @@ def test_kustomize_builds_the_base_the_overlay_and_the_components(tmp_path):
     assert {("Deployment", "display"), ("Deployment", "sink-mqtt")} <= built["all"].keys()
     assert {d["metadata"]["namespace"] for d in built["all"].values()} == {"fer"}
     assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fer-pipeline" for d in built["all"].values())
+
+
+def test_kustomize_builds_the_overlays_as_the_tests_do():
+    """The Python build above, which the cluster tests use, against kustomize's own."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (its kustomize builds the manifests offline)")
+    for where in (DEPLOY, DEPLOY / "overlays" / "external-redis", CLUSTER_OVERLAY):
+        r = subprocess.run([kubectl, "kustomize", str(where)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        built = _by_name(list(yaml.safe_load_all(r.stdout)))
+        for d in built.values():
+            assert d["metadata"]["labels"].pop("app.kubernetes.io/part-of") == "fer-pipeline"
+            if not d["metadata"]["labels"]:
+                del d["metadata"]["labels"]
+        assert built == _by_name(_build(where)), where
