@@ -153,7 +153,10 @@ class Service:
                             {"role": self.role, "started": round(self.started_at, 3), **self.info()})
             except REDIS_DOWN:
                 # The step just worked: on a cluster, the node holding this key is down while
-                # the shards' nodes answer. The work goes on; the next beat tries again.
+                # the shards' nodes answer. The work goes on; the next beat tries again. (One
+                # Redis refusing the beat refuses everything: wait it out like any outage.)
+                if not self.transport.cluster:
+                    raise
                 self.counters["heartbeats_missed"] += 1
 
     def _check_epoch(self) -> None:

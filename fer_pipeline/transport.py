@@ -137,6 +137,12 @@ class Transport:
             raise BrokerUnavailable(msg) from None
         return cls(client, StreamKeys(settings.redis.prefix, settings.streams.shards, tagged=cluster), settings)
 
+    @property
+    def cluster(self) -> bool:
+        """Whether this is a Redis Cluster (the cluster client), where one node can be down
+        while the others answer."""
+        return isinstance(self._client, RedisCluster)
+
     def close(self) -> None:
         """Close the Redis client and its connection pool."""
         self._client.close()

@@ -94,13 +94,16 @@ def test_three_shards_on_three_masters_survive_a_master_restart_exactly_once(loc
         per_camera = collections.Counter(camera for _, camera, _ in rows)
         record(crops=SHARDS * CROPS, published=published, dropped=dropped, rows=len(rows),
                rows_before_stop=rows_before, rows_while_down=rows_during - rows_before,
+               labels_published_twice=stats.get(f"published:{t.keys.labels}", 0) - len(rows),
                reconnects=sum(p.counters().get("reconnects", 0) for p in (*workers, logger, *producers)))
         # Exactly once: every crop that reached Redis is one row, none twice; the rest counted.
         assert len({crop for crop, _, _ in rows}) == len(rows) == published
         assert published + dropped == SHARDS * CROPS
-        # Each shard's own counters: its camera's crops, published and labelled in its slot.
+        # Each shard's own counters: its camera's crops, each one row. A worker whose MULTI's
+        # reply was lost as the node went publishes that batch again: labels at least once,
+        # the log exactly once.
         for cam, crops, labels in zip(cameras, t.keys.crops_shards, t.keys.labels_shards):
-            assert stats[f"published:{crops}"] == stats[f"published:{labels}"] == per_camera[cam]
+            assert stats[f"published:{crops}"] == per_camera[cam] <= stats[f"published:{labels}"]
         assert not any(v for k, v in stats.items() if k.startswith("trimmed_unread:"))
         assert stats.get("dead_letters", 0) == 0
         # The shards on the two masters that stayed up kept being logged while the third was down.
