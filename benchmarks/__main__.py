@@ -176,6 +176,30 @@ def capacity(
     _run("capacity", window_s=window, out_dir=out_dir)
 
 
+@bench_app.command("shards")
+def shards(
+    quick: Quick = False,
+    configs: Annotated[str, typer.Option(help="Comma-separated: plain1 (one Redis, 1 shard; the reference, "
+                                         "first), cluster3 (a local 3-master cluster, 3 shards), plain3 (one "
+                                         "Redis, 3 shards).")] = "plain1,cluster3,plain3",
+    cameras: Annotated[int, typer.Option(help="Replay cameras.", min=1)] = 12,
+    faces: Annotated[int, typer.Option(help="Faces per replayed frame.", min=1, max=64)] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    window: Annotated[float, typer.Option(help="Measurement window per configuration, seconds.", min=1.0)] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds between producer start and the window.", min=0.0)] = 3.0,
+    out_dir: OutDir = None,
+) -> None:
+    """The capacity model against 3 shards on a local Redis Cluster: the same load through one
+    plain Redis and through the cluster, per-node Redis CPU predicted and measured, exactly once."""
+    names = tuple(c.strip() for c in configs.split(",") if c.strip())
+    from benchmarks.shards import CONFIGS
+
+    if not names or any(n not in CONFIGS for n in names):
+        raise ConfigError(f"--configs: expected some of {', '.join(CONFIGS)}, got {configs!r}")
+    _run("shards", configs=names, cameras=cameras, faces=faces, workers=workers, window_s=window, warmup_s=warmup,
+         quick=quick, out_dir=out_dir)
+
+
 @bench_app.command("all")
 def all_benchmarks(
     quick: Quick = False,
