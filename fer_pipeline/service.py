@@ -100,6 +100,7 @@ class Service:
 
     def run(self) -> int:
         """Run until stopped; returns a process exit code."""
+        self.transport.agree_on_shards(record=True)
         self._retrying(self.setup)
         backoff = self._backoff()
         down_since: float | None = None

@@ -180,6 +180,12 @@ class StreamKeys:
         return f"{self.prefix}:stats"
 
     @property
+    def layout(self) -> str:
+        """The deployment's shard count, written by the first process: a process started with
+        another ``FER_STREAMS__SHARDS`` would read and write streams nobody else does."""
+        return f"{self.prefix}:shards"
+
+    @property
     def epoch(self) -> str:
         """A random id written once: a different (or missing) one means Redis lost its data."""
         return f"{self.prefix}:epoch"

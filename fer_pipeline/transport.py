@@ -31,7 +31,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from fer_pipeline import bundles, redis_compat
-from fer_pipeline.errors import BrokerUnavailable, MessageError, first_line
+from fer_pipeline.errors import BrokerUnavailable, ConfigError, MessageError, first_line
 from fer_pipeline.messages import decode
 from fer_pipeline.settings import Settings
 from fer_pipeline.streams import StreamKeys, entry_order
@@ -135,7 +135,30 @@ class Transport:
                    f"{raw_password_hint(url)}{hint}")
             # `from None`: the chained exception's text may quote the raw URL, password included.
             raise BrokerUnavailable(msg) from None
-        return cls(client, StreamKeys(settings.redis.prefix, settings.streams.shards, tagged=cluster), settings)
+        transport = cls(client, StreamKeys(settings.redis.prefix, settings.streams.shards, tagged=cluster), settings)
+        if check:
+            transport.agree_on_shards()
+        return transport
+
+    def agree_on_shards(self, *, record: bool = False) -> None:
+        """Refuse to run with another shard count than the deployment's: ``ConfigError`` naming
+        the one to use. ``record``: a role (``Service``) writes its own count when none is
+        recorded yet (the first one does; a read-only tool such as status only compares).
+        Redis restarted empty forgets it, and the next role records its own again."""
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            if record:
+                pipe.set(self.keys.layout, self.keys.shards, nx=True)
+            pipe.get(self.keys.layout)
+            stored = pipe.execute()[-1]
+        except redis_compat.UNAVAILABLE:
+            return  # the node holding the record is down (a cluster): the roles wait Redis out anyway
+        if stored is not None and int(stored) != self.keys.shards:
+            self.close()
+            msg = (f"this deployment's streams (prefix {self.keys.prefix}) are in {int(stored)} shard(s): set "
+                   f"FER_STREAMS__SHARDS={int(stored)} (this process has {self.keys.shards}); to change the count, "
+                   f"let the streams drain, stop every process and delete the key {self.keys.layout}")
+            raise ConfigError(msg)
 
     @property
     def cluster(self) -> bool:

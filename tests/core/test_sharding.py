@@ -170,3 +170,16 @@ def test_readers_status_and_retention_cover_every_shard(sharded):
     time.sleep(0.01)
     removed = expire_streams(t, 0.001)
     assert removed[t.keys.labels] == 30 and t.lengths([t.keys.labels])[t.keys.labels] == 0
+
+
+def test_a_process_with_another_shard_count_is_refused_in_one_line(sharded):
+    s, t = sharded
+    t.agree_on_shards(record=True)  # what every role does first: the first one records its count
+    one = s.with_updates(streams={"shards": 1})
+    with pytest.raises(ConfigError, match=r"are in 3 shard\(s\): set FER_STREAMS__SHARDS=3 \(this process has 1\)"):
+        Transport.connect(one)
+    # A read-only look (check=False skips the comparison) and a role started anyway: the role refuses.
+    stray = Transport(t._client, type(t.keys)(s.redis.prefix), one)
+    with pytest.raises(ConfigError, match="FER_STREAMS__SHARDS=3"):
+        LabelLoggerService(one, stray, ident="stray").run()
+    Transport.connect(s).close()  # the deployment's own count passes
