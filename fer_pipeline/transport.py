@@ -128,6 +128,7 @@ class Transport:
                 # follows MOVED/ASK as they change.
                 client.close()
                 client = RedisCluster.from_url(url, **options)  # type: ignore[assignment]
+                redis_compat.stream_keys_locally(client.commands_parser)  # type: ignore[attr-defined]
         except (redis.RedisError, OSError, ValueError, TypeError) as e:
             # TypeError: an option redis-py does not take on this scheme (ssl_* on redis://).
             hint = " (TLS options need a rediss:// URL)" if isinstance(e, TypeError) and "ssl" in str(e) else ""

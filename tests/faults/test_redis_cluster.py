@@ -13,6 +13,7 @@ import collections
 import time
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -108,6 +109,11 @@ def test_three_shards_on_three_masters_survive_a_master_restart_exactly_once(loc
         assert stats.get("dead_letters", 0) == 0
         # The shards on the two masters that stayed up kept being logged while the third was down.
         assert rows_during > rows_before
+
+        # The clients found their streams' slots themselves: no COMMAND GETKEYS lookups piled
+        # on the node of the URL (redis_compat.stream_keys_locally).
+        assert sum(redis.Redis(port=p).info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0)
+                   for p in local_cluster.ports) == 0
 
         status = health.collect(t, rate_interval_s=0)
         assert len({g.stream for g in status.groups if g.group == WORKERS_GROUP}) == SHARDS
